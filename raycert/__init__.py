@@ -1,0 +1,1 @@
+"""raycert: certified-robust classifiers that stay accurate."""

@@ -1,0 +1,8 @@
+"""The one exception type that reaches users as a one-line message (exit code 2)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: the message names the problem and the fix, on one line.
+
+    The CLI prints it as ``error: <message>`` and exits with code 2, without a traceback.
+    """
