@@ -1,0 +1,188 @@
+"""Certified radii, ACR and certified accuracy from interval bounds.
+
+The certified radius of a sample is the largest eps <= cap at which every margin bound was
+*verified* > 0. The search brackets the crossing of ``g(eps) = min_t LB_t(eps)`` between a
+verified ``lo`` and an unverified ``hi`` and returns ``lo``: a radius is a certificate, never
+an interpolated root. Because the input box only grows with eps, a bound verified at ``lo``
+covers every smaller radius too.
+
+The bracket shrinks by the Illinois variant of false position (``g`` is piecewise linear in
+eps, so it usually lands next to the crossing in one or two steps), with two safeguards: a probe
+is kept at least ``tol / 2`` inside the bracket, so a probe next to the crossing closes it from
+the other side, and a step that fails to halve the bracket over two rounds is a bisection.
+Samples whose bracket is closed leave the batch, so later bound passes are smaller.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from raycert.bounds import BatchStats, margin_lower_bounds, margins_from_pass, propagate
+from raycert.units import cert_acc_key
+
+
+def _min_margin(
+    model: nn.Sequential, x: Tensor, y: Tensor, eps: Tensor | None, bn_stats: BatchStats | None
+) -> Tensor:
+    """``min_t LB[f_y - f_t]`` at per-sample ``eps`` (None: the exact clean margin)."""
+    if eps is None:
+        box = propagate(model, x, None, bn_stats=bn_stats)
+        return margins_from_pass(model[-1], box, y).min(dim=1).values
+    return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
+
+
+@torch.no_grad()
+def certified_radius(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    cap: float | Tensor,
+    tol: float = 1e-5,
+    *,
+    max_iter: int = 100,
+    bn_stats: BatchStats | None = None,
+) -> Tensor:
+    """The largest verified L-inf radius of each sample, searched in ``[0, cap]``.
+
+    Returns a tensor of shape (batch,) in the dtype of the model: 0 for misclassified samples,
+    ``cap`` for samples verified at the cap, otherwise a radius at which
+    ``margin_lower_bounds`` was verified > 0, within ``tol`` of the crossing unless ``max_iter``
+    rounds ran out first (the radius is then still verified, just less tight). ``cap`` may be
+    one value or one per sample (ACERT caps training radii by the scheduled eps).
+    Computation runs in the model's dtype: use a float64 model for final certificates.
+    """
+    dtype = next(model.parameters()).dtype
+    x = x.to(dtype)
+    n = len(x)
+    cap_t = torch.as_tensor(cap, dtype=dtype, device=x.device).expand(n).clone()
+    radius = torch.zeros(n, dtype=dtype, device=x.device)
+
+    g_clean = _min_margin(model, x, y, None, bn_stats)
+    idx = torch.nonzero((g_clean > 0) & (cap_t > 0)).flatten()
+    if len(idx) == 0:
+        return radius
+    g_cap = _min_margin(model, x[idx], y[idx], cap_t[idx], bn_stats)
+    at_cap = g_cap > 0
+    radius[idx[at_cap]] = cap_t[idx[at_cap]]
+
+    open_ = ~at_cap
+    idx = idx[open_]
+    lo = torch.zeros(len(idx), dtype=dtype, device=x.device)
+    hi = cap_t[idx]
+    g_lo, g_hi = g_clean[idx], g_cap[open_]
+    side = torch.zeros(len(idx), dtype=torch.int8, device=x.device)  # +1 lo moved, -1 hi moved
+    width_before = torch.full_like(lo, math.inf)  # bracket width two rounds ago
+    width_last = torch.full_like(lo, math.inf)  # bracket width one round ago
+
+    for _ in range(max_iter):
+        live = (hi - lo) > tol
+        if not live.any():
+            break
+        if not live.all():  # closed brackets leave the batch
+            radius[idx[~live]] = lo[~live]
+            idx, lo, hi, g_lo, g_hi, side = (t[live] for t in (idx, lo, hi, g_lo, g_hi, side))
+            width_before, width_last = width_before[live], width_last[live]
+        width = hi - lo
+        probe = lo + width * g_lo / (g_lo - g_hi)
+        stalled = width > width_before / 2
+        probe = torch.where(stalled | ~torch.isfinite(probe), lo + width / 2, probe)
+        probe = torch.minimum(torch.maximum(probe, lo + tol / 2), hi - tol / 2)
+
+        g = _min_margin(model, x[idx], y[idx], probe, bn_stats)
+        verified = g > 0
+        # Illinois: an end that survives two rounds in a row has its value halved.
+        g_hi = torch.where(verified & (side == 1), g_hi / 2, g_hi)
+        g_lo = torch.where(~verified & (side == -1), g_lo / 2, g_lo)
+        lo = torch.where(verified, probe, lo)
+        g_lo = torch.where(verified, g, g_lo)
+        hi = torch.where(verified, hi, probe)
+        g_hi = torch.where(verified, g_hi, g)
+        side = torch.where(verified, 1, -1).to(torch.int8)
+        width_before, width_last = width_last, width
+    radius[idx] = lo
+    return radius
+
+
+@dataclass
+class Certificates:
+    """Per-sample results of certifying a split: the raw material of every summary."""
+
+    labels: Tensor  # (n,) int64
+    predictions: Tensor  # (n,) int64
+    radii: Tensor  # (n,) float64, pixel units, 0 when misclassified, at most cap
+    cap: float
+
+    @property
+    def correct(self) -> Tensor:
+        return self.labels == self.predictions
+
+
+def certify(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    cap: float,
+    *,
+    tol: float = 1e-5,
+    batch_size: int = 256,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    progress: Iterable | None = None,
+) -> Certificates:
+    """Certify every sample of ``images`` (uint8 (N,C,H,W) or float in [0, 1]) in eval mode.
+
+    Runs on a copy of ``model`` cast to ``dtype``: float64 by default, because float32 rounding
+    can flip the sign of a bound that sits at the margin. ``progress`` wraps the batch starts.
+    """
+    net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    predictions, radii = [], []
+    starts = range(0, len(images), batch_size)
+    for start in progress(starts) if progress else starts:
+        batch = images[start : start + batch_size].to(device)
+        x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
+        y = labels[start : start + batch_size].to(device)
+        with torch.no_grad():
+            predictions.append(net(x).argmax(dim=1).cpu())
+        radii.append(certified_radius(net, x, y, cap, tol).cpu())
+    return Certificates(
+        labels=labels.cpu().long(),
+        predictions=torch.cat(predictions),
+        radii=torch.cat(radii).double(),
+        cap=cap,
+    )
+
+
+def summarize(certs: Certificates, eps_list: Sequence[float] = ()) -> dict[str, float]:
+    """Clean accuracy, ACR (value, % of cap, cap) and certified accuracy at each eps."""
+    n = len(certs.labels)
+    acr = float(certs.radii.mean()) if n else 0.0
+    metrics = {
+        "clean_acc": float(certs.correct.double().mean()) if n else 0.0,
+        "acr": acr,
+        "acr_cap": certs.cap,
+        "acr_pct": 100.0 * acr / certs.cap if certs.cap > 0 else 0.0,
+        "n": n,
+    }
+    for eps in eps_list:
+        certified = certs.correct & (certs.radii >= eps)
+        metrics[cert_acc_key(eps)] = float(certified.double().mean()) if n else 0.0
+    return metrics
+
+
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    cap: float,
+    eps_list: Sequence[float] = (),
+    **certify_kwargs,
+) -> dict[str, float]:
+    """Certify a split and summarize it: ``clean_acc``, ``acr``, ``acr_pct``, ``acr_cap``,
+    ``cert_acc@<eps>``."""
+    return summarize(certify(model, images, labels, cap, **certify_kwargs), eps_list)

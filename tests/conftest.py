@@ -1,0 +1,52 @@
+"""Shared fixtures: the real dataset root and a local HTTP mirror for download tests."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared dataset root holding the real MNIST: $RAYCERT_DATA, else ../shared/data."""
+    root = Path(os.environ.get("RAYCERT_DATA") or Path(__file__).parents[2] / "shared" / "data")
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not found under {root} (set RAYCERT_DATA)")
+    return root
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+
+@dataclass
+class Mirror:
+    """A folder served over HTTP on 127.0.0.1: files put in ``folder`` are at ``url``."""
+
+    folder: Path
+    url: str
+
+
+@pytest.fixture
+def mirror(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    folder = tmp_path_factory.mktemp("mirror")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    try:
+        yield Mirror(folder, f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

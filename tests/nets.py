@@ -1,0 +1,68 @@
+"""Random small networks that cover every layer type the bounds support."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from raycert.bounds import BatchStats
+from raycert.models import Normalize
+
+
+def random_net(
+    seed: int,
+    channels: int = 2,
+    size: int = 6,
+    num_classes: int = 3,
+    conv_layers: int = 1,
+    pool: bool = True,
+    bn_train: bool = False,
+) -> nn.Sequential:
+    """A float64 Sequential with Normalize, Conv2d, BatchNorm2d/1d, AvgPool2d, ReLU, Linear."""
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = [
+        Normalize(
+            (torch.rand(channels, generator=gen) * 0.5).tolist(),
+            (0.2 + torch.rand(channels, generator=gen)).tolist(),
+        )
+    ]
+    c_in = channels
+    for _ in range(conv_layers):
+        layers += [nn.Conv2d(c_in, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()]
+        c_in = 4
+    if pool:
+        layers.append(nn.AvgPool2d(2))
+        size //= 2
+    layers += [nn.Flatten(), nn.Linear(c_in * size * size, 8), nn.BatchNorm1d(8), nn.ReLU()]
+    layers.append(nn.Linear(8, num_classes))
+    torch.manual_seed(seed)
+    net = nn.Sequential(*layers).double()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.normal_(0, 1.0 / m.weight[0].numel() ** 0.5, generator=gen)
+                m.bias.normal_(0, 0.1, generator=gen)
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3, generator=gen)
+                m.running_var.uniform_(0.3, 2.0, generator=gen)
+                m.weight.normal_(0, 1.0, generator=gen)  # negative scales too
+                m.bias.normal_(0, 0.3, generator=gen)
+    return net.train(bn_train)
+
+
+def frozen_copy(net: nn.Sequential, stats: BatchStats) -> nn.Sequential:
+    """An eval-mode copy whose BatchNorms use ``stats``: the function train-mode bounds cover."""
+    frozen = copy.deepcopy(net).eval()
+    for index, (mean, var) in stats.items():
+        frozen[index].running_mean.copy_(mean.detach())
+        frozen[index].running_var.copy_(var.detach())
+    return frozen
+
+
+def exact_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``f_y - f_t`` for every ``t != y``, in class order: (batch, C-1)."""
+    classes = logits.shape[1]
+    mask = torch.arange(classes)[None, :] != y[:, None]
+    return (logits.gather(1, y[:, None]) - logits)[mask].view(len(y), classes - 1)
