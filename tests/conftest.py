@@ -16,10 +16,18 @@ import pytest
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared dataset root holding the real MNIST: $RAYCERT_DATA, else ../shared/data."""
+    """The shared dataset root holding the real MNIST: $RAYCERT_DATA, else ../shared/data.
+
+    Tests and CI run on the shared data, so a missing copy fails the tests that need it (it is
+    never skipped, which would hide that they did not run).
+    """
     root = Path(os.environ.get("RAYCERT_DATA") or Path(__file__).parents[2] / "shared" / "data")
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not found under {root} (set RAYCERT_DATA)")
+    raw = root / "MNIST" / "raw"
+    if not raw.is_dir():
+        pytest.fail(
+            f"real MNIST not found: {raw} is missing; set RAYCERT_DATA to the shared data root",
+            pytrace=False,
+        )
     return root
 
 

@@ -1,30 +1,20 @@
-"""Data layer: real MNIST, CIFAR-10 and TinyImageNet readers on files in the official layouts,
-corrupt files, the downloader against a local HTTP server, augmentation and synthetic data."""
+"""Data layer: the registry and roots, splits of real MNIST and of small files, check(),
+augmentation and synthetic data. Format readers are in test_formats.py, downloads in
+test_download.py."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import pickle
-import shutil
-import struct
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from datafiles import assert_one_line_mentioning, write_small_cifar, write_small_mnist
 
 from raycert import data
 from raycert.errors import UserError
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 
 
 def row_hashes(images: torch.Tensor, labels: torch.Tensor) -> list[bytes]:
@@ -34,13 +24,6 @@ def row_hashes(images: torch.Tensor, labels: torch.Tensor) -> list[bytes]:
         hashlib.md5(row.tobytes() + bytes([int(y)]), usedforsecurity=False).digest()
         for row, y in zip(flat, labels.tolist(), strict=True)
     )
-
-
-def assert_one_line_mentioning(exc: pytest.ExceptionInfo[UserError], *needles: str) -> None:
-    message = str(exc.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,40 +140,9 @@ def test_limit_takes_a_seeded_subset(shared_data: Path) -> None:
     assert set(row_hashes(picked.images, picked.labels)) <= test_rows
 
 
-def test_gunzipped_mnist_reads_the_same(shared_data: Path, tmp_path: Path) -> None:
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for stem in MNIST_FILES:
-        (raw / stem).write_bytes(
-            gzip.decompress((shared_data / "MNIST/raw" / f"{stem}.gz").read_bytes())
-        )
-    for split in ("test", "val"):
-        unpacked = data.load("mnist", split, tmp_path, download=False)
-        packed = data.load("mnist", split, shared_data, download=False)
-        assert torch.equal(unpacked.images, packed.images)
-        assert torch.equal(unpacked.labels, packed.labels)
-
-
 # ---------------------------------------------------------------------------------------------
-# Corrupt MNIST (small IDX files written here)
+# Small files: split sizes and missing datasets
 # ---------------------------------------------------------------------------------------------
-
-
-def idx_bytes(magic: int, array: np.ndarray) -> bytes:
-    header = struct.pack(f">{2 + array.ndim - 1}I", magic, *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_small_mnist(root: Path, n_train: int = 24, n_test: int = 12) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28))
-        labels = np.arange(n) % 10
-        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(2051, images)))
-        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(2049, labels)))
-    return raw
 
 
 def test_small_mnist_files_read_and_split(tmp_path: Path) -> None:
@@ -201,192 +153,12 @@ def test_small_mnist_files_read_and_split(tmp_path: Path) -> None:
     assert (len(train), len(val)) == (22, 2)  # 5000/60000 of 24, rounded
 
 
-@pytest.mark.parametrize(
-    ("problem", "expected"),
-    [
-        ("bad_magic", "magic number 2049, expected 2051"),
-        ("truncated_gzip", "cannot read"),
-        ("truncated_payload", "header says 24 items"),
-        ("wrong_item_shape", "item shape"),
-    ],
-)
-def test_corrupt_mnist_images_are_one_line_user_errors(
-    tmp_path: Path, problem: str, expected: str
-) -> None:
-    raw = write_small_mnist(tmp_path)
-    path = raw / "train-images-idx3-ubyte.gz"
-    images = np.zeros((24, 28, 28), np.uint8)
-    if problem == "bad_magic":
-        path.write_bytes(gzip.compress(idx_bytes(2049, images)))
-    elif problem == "truncated_gzip":
-        packed = path.read_bytes()
-        path.write_bytes(packed[: len(packed) // 2])
-    elif problem == "truncated_payload":
-        path.write_bytes(gzip.compress(idx_bytes(2051, images)[:-100]))
-    else:
-        path.write_bytes(gzip.compress(idx_bytes(2051, np.zeros((24, 27, 28), np.uint8))))
-    with pytest.raises(UserError) as exc:
-        data.load("mnist", "train", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(path), expected, "raycert data download mnist")
-
-
-def test_mnist_labels_out_of_range_and_count_mismatch(tmp_path: Path) -> None:
-    raw = write_small_mnist(tmp_path)
-    labels = raw / "t10k-labels-idx1-ubyte.gz"
-    labels.write_bytes(gzip.compress(idx_bytes(2049, np.full(12, 10))))
-    with pytest.raises(UserError) as exc:
-        data.load("mnist", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(labels), "label 10 outside 0-9")
-    labels.write_bytes(gzip.compress(idx_bytes(2049, np.zeros(11))))
-    with pytest.raises(UserError) as exc:
-        data.load("mnist", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, "11 labels for 12 images")
-
-
 def test_missing_dataset_without_download_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
         data.load("cifar10", "train", tmp_path, download=False)
     assert_one_line_mentioning(
         exc, str(tmp_path / "cifar-10-batches-py"), "RAYCERT_DATA", "raycert data download cifar10"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# CIFAR-10 in the official pickle format
-# ---------------------------------------------------------------------------------------------
-
-
-def write_cifar_batch(
-    path: Path, rows: np.ndarray, labels: list[int], *, numpy1_globals: bool = False
-) -> None:
-    """A batch as the official files hold it: pickle protocol 2, bytes keys, N x 3072 uint8.
-
-    ``numpy1_globals`` rewrites the array reconstructor to the ``numpy.core`` name that the
-    official files (pickled with numpy 1.x) reference.
-    """
-    batch = {
-        b"batch_label": path.name.encode(),
-        b"labels": labels,
-        b"data": rows,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
-    }
-    payload = pickle.dumps(batch, protocol=2)
-    if numpy1_globals:
-        payload = payload.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-        assert b"numpy.core.multiarray\n_reconstruct" in payload
-    path.write_bytes(payload)
-
-
-def write_small_cifar(root: Path, per_batch: int = 10) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        rows = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        write_cifar_batch(folder / name, rows, labels, numpy1_globals=i % 2 == 0)
-    meta = {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": per_batch, b"num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return folder
-
-
-def test_cifar10_reads_official_format(tmp_path: Path) -> None:
-    write_small_cifar(tmp_path, per_batch=10)
-    train = data.load("cifar10", "train", tmp_path, download=False)
-    val = data.load("cifar10", "val", tmp_path, download=False)
-    test = data.load("cifar10", "test", tmp_path, download=False)
-    assert (len(train), len(val), len(test)) == (45, 5, 10)
-    assert train.images.shape[1:] == (3, 32, 32)
-
-
-def test_cifar10_rows_are_channel_major(tmp_path: Path) -> None:
-    write_small_cifar(tmp_path)
-    rows = np.zeros((2, 3072), np.uint8)
-    rows[0, 0 * 1024 + 5 * 32 + 7] = 200  # red plane, row 5, column 7
-    rows[1, 1 * 1024 + 31 * 32 + 0] = 100  # green plane, row 31, column 0
-    rows[1, 2 * 1024 + 0 * 32 + 31] = 50  # blue plane, row 0, column 31
-    write_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch", rows, [3, 9])
-    test = data.load("cifar10", "test", tmp_path, download=False)
-    assert test.labels.tolist() == [3, 9]
-    expected = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
-    expected[0, 0, 5, 7] = 200
-    expected[1, 1, 31, 0] = 100
-    expected[1, 2, 0, 31] = 50
-    assert torch.equal(test.images, expected)
-
-
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (b"not a pickle", "unreadable pickle"),
-        (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}, protocol=2), "b'labels'"),
-        (pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, 2), "3072"),
-        (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, 2), "0-9"),
-        (pickle.dumps(shutil.rmtree, protocol=2), "unexpected object"),
-    ],
-)
-def test_corrupt_cifar10_batch_is_a_user_error(
-    tmp_path: Path, payload: bytes, expected: str
-) -> None:
-    folder = write_small_cifar(tmp_path)
-    (folder / "data_batch_3").write_bytes(payload)
-    with pytest.raises(UserError) as exc:
-        data.load("cifar10", "train", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(folder / "data_batch_3"), expected)
-
-
-# ---------------------------------------------------------------------------------------------
-# TinyImageNet folder layout
-# ---------------------------------------------------------------------------------------------
-
-TIN_COLORS = {"n03000000": (250, 10, 10), "n01000000": (10, 250, 10), "n02000000": (10, 10, 250)}
-
-
-def write_small_tinyimagenet(root: Path, per_class: int = 4) -> Path:
-    base = root / "tiny-imagenet-200"
-    (base / "val" / "images").mkdir(parents=True)
-    (base / "wnids.txt").write_text("".join(f"{w}\n" for w in TIN_COLORS))  # not sorted
-    annotations = []
-    for wnid, color in TIN_COLORS.items():
-        images = base / "train" / wnid / "images"
-        images.mkdir(parents=True)
-        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
-        for k in range(per_class):
-            Image.new("RGB", (64, 64), color).save(images / f"{wnid}_{k}.JPEG", "JPEG")
-    for k, wnid in enumerate(["n02000000", "n03000000", "n01000000"]):
-        Image.new("RGB", (64, 64), TIN_COLORS[wnid]).save(base / "val/images" / f"val_{k}.JPEG")
-        annotations.append(f"val_{k}.JPEG\t{wnid}\t0\t0\t63\t63\n")
-    Image.new("L", (64, 64), 128).save(base / "val/images/val_3.JPEG", "JPEG")  # grayscale
-    annotations.append("val_3.JPEG\tn01000000\t0\t0\t63\t63\n")
-    (base / "val" / "val_annotations.txt").write_text("".join(annotations))
-    return base
-
-
-def test_tinyimagenet_reads_folder_layout(tmp_path: Path) -> None:
-    write_small_tinyimagenet(tmp_path)
-    test = data.load("tinyimagenet", "test", tmp_path, download=False)
-    assert test.images.shape == (4, 3, 64, 64)
-    assert test.labels.tolist() == [1, 2, 0, 0]  # classes numbered by sorted wnid
-    mean_color = test.images.float().mean(dim=(2, 3))
-    sorted_colors = [TIN_COLORS[w] for w in sorted(TIN_COLORS)]
-    for color, label in zip(mean_color[:3], test.labels[:3].tolist(), strict=True):
-        assert torch.allclose(color, torch.tensor(sorted_colors[label], dtype=torch.float), atol=6)
-    assert torch.allclose(mean_color[3], torch.full((3,), 128.0), atol=2)  # gray became RGB
-
-    train = data.load("tinyimagenet", "train", tmp_path, download=False)
-    val = data.load("tinyimagenet", "val", tmp_path, download=False)
-    assert (len(train), len(val)) == (11, 1)
-    labels = torch.cat([train.labels, val.labels]).sort().values
-    assert labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-
-
-def test_tinyimagenet_wrong_image_size_is_a_user_error(tmp_path: Path) -> None:
-    base = write_small_tinyimagenet(tmp_path)
-    bad = base / "val" / "images" / "val_1.JPEG"
-    Image.new("RGB", (32, 32), (0, 0, 0)).save(bad, "JPEG")
-    with pytest.raises(UserError) as exc:
-        data.load("tinyimagenet", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(bad), "expected 64x64")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,73 +177,6 @@ def test_check_reports_present_valid_and_problems(tmp_path: Path) -> None:
     assert "t10k-labels-idx1-ubyte.gz" in by_name["mnist"].message
     assert not by_name["tinyimagenet"].present and not by_name["tinyimagenet"].valid
     assert "wnids.txt" in by_name["tinyimagenet"].message
-
-
-# ---------------------------------------------------------------------------------------------
-# Downloads from a local HTTP server
-# ---------------------------------------------------------------------------------------------
-
-
-def test_fetch_keeps_a_file_with_the_right_md5(mirror, tmp_path: Path) -> None:
-    content = bytes(range(256)) * 5000
-    (mirror.folder / "blob.bin").write_bytes(content)
-    dest = tmp_path / "out" / "blob.bin"
-    data.fetch(mirror.url + "blob.bin", dest, hashlib.md5(content).hexdigest())
-    assert dest.read_bytes() == content
-    assert [p.name for p in dest.parent.iterdir()] == ["blob.bin"]
-
-
-def test_fetch_rejects_a_wrong_md5_and_leaves_nothing(mirror, tmp_path: Path) -> None:
-    (mirror.folder / "blob.bin").write_bytes(b"not what was promised")
-    dest = tmp_path / "out" / "blob.bin"
-    with pytest.raises(UserError) as exc:
-        data.fetch(mirror.url + "blob.bin", dest, "0" * 32)
-    assert_one_line_mentioning(exc, "md5", "0" * 32, "blob.bin")
-    assert list(dest.parent.iterdir()) == []
-
-
-def test_fetch_of_a_missing_url_is_a_user_error(mirror, tmp_path: Path) -> None:
-    with pytest.raises(UserError) as exc:
-        data.fetch(mirror.url + "nothing-here.gz", tmp_path / "x.gz", "0" * 32)
-    assert_one_line_mentioning(exc, "nothing-here.gz", "RAYCERT_MIRROR")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_load_downloads_mnist_from_the_mirror(
-    mirror, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for stem in MNIST_FILES:
-        shutil.copy(shared_data / "MNIST/raw" / f"{stem}.gz", mirror.folder)
-    monkeypatch.setenv("RAYCERT_MIRROR", mirror.url)
-    test = data.load("mnist", "test", tmp_path, download=True)
-    assert len(test) == 10000
-    assert sorted(p.name for p in (tmp_path / "MNIST/raw").iterdir()) == sorted(
-        f"{stem}.gz" for stem in MNIST_FILES
-    )
-    # Files that pass their md5 are not fetched again: a dead mirror does not matter now.
-    monkeypatch.setenv("RAYCERT_MIRROR", "http://127.0.0.1:9/")
-    assert data.download("mnist", tmp_path) == tmp_path / "MNIST"
-
-
-def test_download_rejects_a_wrong_cifar_archive(
-    mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write_small_cifar(mirror.folder / "src")
-    with tarfile.open(mirror.folder / "cifar-10-python.tar.gz", "w:gz") as tf:
-        tf.add(mirror.folder / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setenv("RAYCERT_MIRROR", mirror.url)
-    root = tmp_path / "root"
-    with pytest.raises(UserError) as exc:
-        data.download("cifar10", root)
-    assert_one_line_mentioning(exc, "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
-    assert list(root.iterdir()) == []
-
-
-def test_download_of_generated_or_unknown_dataset_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="generated in memory"):
-        data.download("synthetic", tmp_path)
-    with pytest.raises(UserError, match="unknown dataset"):
-        data.download("nosuch", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
