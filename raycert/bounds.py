@@ -200,13 +200,23 @@ def _other_classes(y: Tensor, num_classes: int) -> Tensor:
     return classes[classes != y[:, None]].view(len(y), num_classes - 1)
 
 
+def exact_margins(logits: Tensor, y: Tensor) -> Tensor:
+    """``f_y - f_t`` for every ``t != y`` from logits, in class order: (batch, C-1)."""
+    others = _other_classes(y, logits.shape[1])
+    return logits.gather(1, y[:, None]) - logits.gather(1, others)
+
+
 def margins_from_pass(last: nn.Linear, box: IntervalPass, y: Tensor) -> Tensor:
     """Lower bounds of ``f_y - f_t`` for ``t != y`` from the box at the last layer's input."""
-    others = _other_classes(y, last.out_features)
-    weight_diff = last.weight[y].unsqueeze(1) - last.weight[others]  # (batch, C-1, hidden)
+    # Rows are gathered with embedding: its CPU backward is deterministic, while the backward of
+    # tensor indexing accumulates in thread order, which would make seeded runs irreproducible.
+    rows = torch.cat([y[:, None], _other_classes(y, last.out_features)], dim=1)  # label first
+    weights = F.embedding(rows, last.weight)
+    weight_diff = weights[:, :1] - weights[:, 1:]  # (batch, C-1, hidden)
     bias_diff = 0.0
     if last.bias is not None:
-        bias_diff = last.bias[y].unsqueeze(1) - last.bias[others]
+        biases = F.embedding(rows, last.bias[:, None]).squeeze(-1)
+        bias_diff = biases[:, :1] - biases[:, 1:]
     lower = torch.einsum("bkh,bh->bk", weight_diff, box.center) + bias_diff
     if box.radius is not None:
         lower = lower - torch.einsum("bkh,bh->bk", weight_diff.abs(), box.radius)

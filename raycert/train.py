@@ -1,0 +1,460 @@
+"""The trainer: one loop for every method, an eps schedule, checkpoints and per-epoch metrics.
+
+A run is a function of its ``TrainConfig``: the model is initialized from ``seed``, and each
+epoch shuffles and augments with a generator seeded from ``(seed, epoch)``, so a resumed run
+replays exactly what an uninterrupted one computes. Data stay uint8 on the device; batches are
+scaled to [0, 1] (and augmented) there.
+
+After every epoch the model is certified on the validation split (the first ``eval_limit``
+samples in float32; at the last epoch the whole split in float64), the checkpoint is written
+atomically, and ``callback(metrics, run_dir)`` runs. A non-finite loss or gradient ends the run
+with status ``"diverged"``, keeping the metrics and checkpoint of the last finished epoch.
+
+Files in ``run_dir``: ``config.json`` (the resolved config and what rebuilds the model),
+``model.pt`` (state_dict), ``state.pt`` (optimizer, LR schedule, epoch), ``metrics.jsonl`` (one
+line per epoch) and ``status.json``; every ``.pt`` loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from raycert.certify import evaluate
+from raycert.data import Split, augment, dataset_info, load
+from raycert.errors import UserError
+from raycert.losses import LOSSES, LossFn, l1_penalty
+from raycert.models import build_model, ibp_init
+from raycert.specs import TrainConfig
+
+SPLIT_SEED = 0  # the train/val partition is the same for every run, whatever its seed
+EVAL_BATCH = 512
+LR_STEP_FACTOR = 0.2
+
+Metrics = dict[str, Any]
+Callback = Callable[[Metrics, Path | None], None]
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: ``status`` is ``"completed"`` or ``"diverged"`` (then ``message`` says
+    where); ``metrics`` has one entry per finished epoch; ``model`` is the model in eval mode as
+    training left it (after a divergence, ``load_run`` gives the last finished epoch's)."""
+
+    status: str
+    metrics: list[Metrics]
+    run_dir: Path | None
+    model: nn.Sequential
+    config: TrainConfig
+    message: str = ""
+
+
+def scheduled_eps(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The training radius (pixel units) at global batch ``step`` (0-based).
+
+    auto_LiRPA's SmoothedScheduler: 0 through ``warmup_epochs`` (and at the first step after
+    it), then ``alpha * t ** ramp_power`` up to ``ramp_mid`` of the ramp, then linear to
+    ``max_eps``, reached at the first step after ``warmup_epochs + ramp_epochs``; ``alpha`` makes
+    the slope continuous where the two pieces meet. A slow start keeps early IBP bounds tame.
+    """
+    max_eps = cfg.max_eps or 0.0
+    start = cfg.warmup_epochs * steps_per_epoch
+    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
+    if max_eps == 0 or step <= start:
+        return 0.0
+    if step >= end:
+        return max_eps
+    mid = start + int((end - start) * cfg.ramp_mid)
+    beta = cfg.ramp_power
+    # With slope continuity at ``mid``, the value there is a fixed share of max_eps.
+    mid_eps = max_eps * (mid - start) / (beta * (end - mid) + (mid - start))
+    if step < mid:
+        return mid_eps * ((step - start) / (mid - start)) ** beta
+    return mid_eps + (max_eps - mid_eps) * (step - mid) / (end - mid)
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches per epoch; a last batch of one sample is skipped (train-mode BatchNorm needs two)."""
+    return n_train // batch_size + (n_train % batch_size > 1)
+
+
+def regularizer_weight(
+    step: int, steps_per_epoch: int, eps_pixel: float, cfg: TrainConfig
+) -> float:
+    """``reg_weight * (1 - eps / max_eps)`` during warm-up and ramp, else 0 (also if max_eps 0)."""
+    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
+    if not cfg.max_eps or step >= end:
+        return 0.0
+    return cfg.reg_weight * (1.0 - eps_pixel / cfg.max_eps)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is a ``UserError``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but CUDA is not available; use auto or cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {device!r}; choose auto, cpu or cuda")
+    return resolved
+
+
+def new_model(cfg: TrainConfig) -> nn.Sequential:
+    """The untrained model of a resolved config, initialized from ``cfg.seed`` alone."""
+    info = dataset_info(cfg.dataset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, info.shape, info.num_classes, info.mean, info.std)
+        if cfg.init == "ibp":
+            ibp_init(model)
+    return model
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: Callback | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``cfg`` on its dataset's train split, certifying on val after every epoch.
+
+    With ``run_dir``, checkpoints go there; ``resume=True`` continues the run saved there (a
+    finished run is returned as it is). ``callback(metrics, run_dir)`` runs after each epoch's
+    checkpoint; an exception from it stops the run, which can then be resumed.
+    """
+    cfg = cfg.resolve()
+    dev = resolve_device(device)
+    if resume and run_dir is None:
+        raise UserError("resume needs the run folder to resume from")
+    out = Path(run_dir) if run_dir is not None else None
+    saved = _prepare_run_dir(out, cfg, resume) if out is not None else None
+    model = new_model(cfg).to(dev)
+    if saved is not None and saved["status"] != "running":  # finished before: nothing to do
+        model.load_state_dict(saved["model"])
+        return TrainResult(
+            saved["status"], saved["metrics"], out, model.eval(), cfg, saved["message"]
+        )
+
+    train_split = load(cfg.dataset, "train", data_dir, seed=SPLIT_SEED, limit=cfg.train_limit)
+    val_split = load(cfg.dataset, "val", data_dir, seed=SPLIT_SEED, limit=cfg.val_limit)
+    steps_per_epoch = batches_per_epoch(len(train_split), cfg.batch_size)
+    optimizer = _optimizer(cfg, model)
+    scheduler = _lr_scheduler(cfg, optimizer, steps_per_epoch)
+    metrics: list[Metrics] = []
+    train_seconds = 0.0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["state"]["optimizer"])
+        scheduler.load_state_dict(saved["state"]["lr_scheduler"])
+        train_seconds = saved["state"]["train_seconds"]
+        metrics = saved["metrics"]
+
+    images, labels = train_split.images.to(dev), train_split.labels.to(dev)
+    loss_fn = LOSSES[cfg.method]
+    status, message = "completed", ""
+    with _progress_bar(progress, (cfg.epochs - len(metrics)) * steps_per_epoch) as advance:
+        for epoch in range(len(metrics), cfg.epochs):
+            tic = time.perf_counter()
+            summary = _train_epoch(
+                model, optimizer, scheduler, loss_fn, images, labels, cfg, epoch, advance
+            )
+            if isinstance(summary, str):
+                status, message = "diverged", summary
+                break
+            train_seconds += time.perf_counter() - tic
+            final = epoch + 1 == cfg.epochs
+            row: Metrics = {
+                "epoch": epoch + 1,
+                "eps": scheduled_eps((epoch + 1) * steps_per_epoch, steps_per_epoch, cfg),
+                **summary,
+            }
+            tic = time.perf_counter()
+            row.update(_evaluate(model, val_split, cfg, final=final, device=dev))
+            row.update(
+                train_seconds=train_seconds,
+                eval_seconds=time.perf_counter() - tic,
+                eval_split="val",
+                final=final,
+            )
+            metrics.append(row)
+            if out is not None:
+                _save_checkpoint(out, model, optimizer, scheduler, metrics, train_seconds, cfg)
+            if callback is not None:
+                callback(row, out)
+    if out is not None:
+        _write_status(out, status, len(metrics), cfg.epochs, message)
+    return TrainResult(status, metrics, out, model.eval(), cfg, message)
+
+
+def _train_epoch(
+    model: nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: LossFn,
+    images: Tensor,
+    labels: Tensor,
+    cfg: TrainConfig,
+    epoch: int,
+    advance: Callable[[], None],
+) -> dict[str, float] | str:
+    """One pass over the shuffled training data: the epoch's mean loss, accuracy and radius and
+    its last learning rate, or why it diverged."""
+    generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    order = torch.randperm(len(labels), generator=generator).to(labels.device)
+    steps_per_epoch = batches_per_epoch(len(order), cfg.batch_size)
+    model.train()
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), device=labels.device)
+    radius_sum = torch.zeros((), device=labels.device)
+    seen = 0
+    for batch in range(steps_per_epoch):
+        index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+        x, y = images[index].float().div_(255.0), labels[index]
+        if cfg.augment:
+            x = augment(x, cfg.crop_pad, generator)
+        step = epoch * steps_per_epoch + batch
+        eps = scheduled_eps(step, steps_per_epoch, cfg)
+        reg_weight = regularizer_weight(step, steps_per_epoch, eps, cfg)
+        loss, stats = loss_fn(model, x, y, eps, cfg, reg_weight)
+        if cfg.l1 > 0:
+            loss = loss + cfg.l1 * l1_penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        if not torch.isfinite(loss.detach() + grad_norm):  # the one device sync per step
+            return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += stats["correct"]
+        radius_sum += stats["radius"]
+        seen += len(y)
+        advance()
+    return {
+        "lr": lr,
+        "train_loss": loss_sum.item() / seen,
+        "train_clean_acc": correct.item() / seen,
+        "train_radius": radius_sum.item() / seen,
+    }
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed per (run seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _evaluate(
+    model: nn.Sequential, val: Split, cfg: TrainConfig, *, final: bool, device: torch.device
+) -> Metrics:
+    """Certify the val split: ``eval_limit`` samples in float32, all of it in float64 if final."""
+    n = len(val) if final or cfg.eval_limit is None else min(cfg.eval_limit, len(val))
+    summary = evaluate(
+        model,
+        val.images[:n],
+        val.labels[:n],
+        cfg.cert_cap,
+        cfg.cert_eps,
+        tol=cfg.eval_tol,
+        batch_size=EVAL_BATCH,
+        dtype=torch.float64 if final else torch.float32,
+        device=device,
+    )
+    summary["eval_n"] = summary.pop("n")
+    return summary
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay
+    )
+
+
+def _lr_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per batch. ``onecycle``: PyTorch's three-phase OneCycleLR as ACERT configures
+    it (peak ``lr``, start ``lr/25``, end ``lr/2500``, linear); ``step``: x0.2 at each of
+    ``lr_milestones`` (epochs); ``constant``: ``lr`` throughout."""
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=cfg.epochs * steps_per_epoch,
+            pct_start=0.3,
+            anneal_strategy="linear",
+            div_factor=25.0,
+            final_div_factor=100.0,
+            three_phase=True,
+        )
+    milestones = cfg.lr_milestones if cfg.lr_schedule == "step" else ()
+
+    def factor(step: int) -> float:
+        epoch = step // steps_per_epoch
+        return LR_STEP_FACTOR ** sum(epoch >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar over training steps on stderr, or a no-op when disabled."""
+    if not enabled:
+        yield lambda: None
+        return
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("train", total=total)
+        yield lambda: bar.advance(task)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directory: atomic writes, resume, reload
+# ---------------------------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def _write_status(run_dir: Path, status: str, epoch: int, epochs: int, message: str = "") -> None:
+    info = {"status": status, "epoch": epoch, "epochs": epochs, "message": message}
+    _write_json(run_dir / "status.json", info)
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    metrics: list[Metrics],
+    train_seconds: float,
+    cfg: TrainConfig,
+) -> None:
+    """Metrics first, then the model, then ``state.pt``, whose epoch is the commit point."""
+    lines = "".join(json.dumps(row) + "\n" for row in metrics)
+    _atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(lines))
+    _atomic(run_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    state = {
+        "epoch": len(metrics),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "train_seconds": train_seconds,
+    }
+    _atomic(run_dir / "state.pt", lambda tmp: torch.save(state, tmp))
+    done = len(metrics) == cfg.epochs
+    _write_status(run_dir, "completed" if done else "running", len(metrics), cfg.epochs)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Start a run in ``run_dir``, or with ``resume`` load the run saved there (None if none)."""
+    has_checkpoint = (run_dir / "state.pt").exists()
+    if (run_dir / "config.json").exists() and not resume:
+        raise UserError(f"{run_dir} already holds a run; resume it or choose another folder")
+    if resume and has_checkpoint:
+        saved_cfg = _read_config(run_dir)[0].to_dict()
+        changed = [k for k, v in cfg.to_dict().items() if saved_cfg.get(k) != v]
+        if changed:
+            raise UserError(f"cannot resume {run_dir}: its config differs in {', '.join(changed)}")
+        return _read_saved(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = dataset_info(cfg.dataset)
+    dataset = {
+        "name": info.name,
+        "shape": list(info.shape),
+        "num_classes": info.num_classes,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "acr_cap": info.acr_cap,
+    }
+    _write_json(run_dir / "config.json", {"config": cfg.to_dict(), "dataset": dataset})
+    _write_status(run_dir, "running", 0, cfg.epochs)
+    return None
+
+
+def _load_torch(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path.parent}: {path.name} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is the same user problem
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {path} is corrupt ({reason}); retrain or resume") from None
+
+
+def _read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"no run at {run_dir}: config.json is missing")
+    try:
+        data = json.loads(path.read_text())
+        return TrainConfig.from_dict(data["config"]), data["dataset"]
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
+        raise UserError(f"{path} is unreadable ({exc})") from None
+
+
+def _read_saved(run_dir: Path) -> dict[str, Any]:
+    """Model, optimizer state and metrics of the last finished epoch, and the run's status."""
+    state = _load_torch(run_dir / "state.pt")
+    model_state = _load_torch(run_dir / "model.pt")
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        metrics = [json.loads(line) for line in lines[: state["epoch"]]]
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"run files in {run_dir} are unreadable ({exc})") from None
+    if len(metrics) != state["epoch"]:
+        raise UserError(f"{run_dir}/metrics.jsonl has fewer lines than finished epochs")
+    finished = status.get("status") in ("completed", "diverged")
+    return {
+        "model": model_state,
+        "state": state,
+        "metrics": metrics,
+        "status": status["status"] if finished else "running",
+        "message": status.get("message", ""),
+    }
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Sequential, TrainConfig]:
+    """Rebuild the model a run saved (in eval mode, on the CPU) and its resolved config."""
+    run_dir = Path(run_dir)
+    cfg, dataset = _read_config(run_dir)
+    model = build_model(
+        cfg.model, dataset["shape"], dataset["num_classes"], dataset["mean"], dataset["std"]
+    )
+    try:
+        model.load_state_dict(_load_torch(run_dir / "model.pt"))
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise UserError(f"{run_dir}/model.pt does not fit its config ({reason})") from None
+    return model.eval(), cfg

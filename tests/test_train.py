@@ -1,0 +1,352 @@
+"""The trainer, its losses and configs, on the synthetic dataset (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raycert.bounds import clean_forward, margin_lower_bounds
+from raycert.certify import certify
+from raycert.data import load
+from raycert.errors import UserError
+from raycert.losses import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
+from raycert.specs import PRESETS, STUDIES_DIR, TrainConfig, load_preset
+from raycert.train import (
+    load_run,
+    new_model,
+    regularizer_weight,
+    resolve_device,
+    scheduled_eps,
+    train,
+)
+
+TIMING = {"train_seconds", "eval_seconds"}
+
+
+def tiny(**changes) -> TrainConfig:
+    """A run of a few batches: 256 synthetic training images, the MLP, 2 epochs."""
+    base = TrainConfig(
+        dataset="synthetic",
+        model="mlp",
+        method="acert",
+        epochs=2,
+        batch_size=64,
+        max_eps=0.05,
+        warmup_epochs=1,
+        ramp_epochs=1,
+        lr=1e-2,
+        train_limit=256,
+        val_limit=64,
+        eval_limit=32,
+        search_steps=5,
+        search_tol=1e-4,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def without_timing(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in metrics]
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+class Interrupt(Exception):
+    """Raised from a callback to stop a run the way a killed process would."""
+
+
+def stop_after(epochs: int):
+    def callback(metrics: dict, run_dir) -> None:
+        if metrics["epoch"] == epochs:
+            raise Interrupt
+
+    return callback
+
+
+# --- eps schedule ------------------------------------------------------------------------------
+
+
+def test_scheduled_eps_matches_hand_computed_values():
+    # 10 batches per epoch, warm-up 1 epoch, ramp 4: start 10, end 50, mid 10 + 0.25 * 40 = 20.
+    # Slope continuity at the mid point puts eps there at 10 / (4 * 30 + 10) = 1/13 of max_eps.
+    cfg = tiny(max_eps=1.0, warmup_epochs=1, ramp_epochs=4, ramp_mid=0.25, ramp_power=4.0)
+    expected = {0: 0.0, 9: 0.0, 10: 0.0, 15: (1 / 13) / 16, 20: 1 / 13, 35: 7 / 13, 50: 1.0}
+    for step, value in expected.items():
+        assert scheduled_eps(step, 10, cfg) == pytest.approx(value, abs=1e-15), step
+    assert scheduled_eps(49, 10, cfg) < 1.0
+    assert scheduled_eps(10_000, 10, cfg) == 1.0
+
+
+def test_scheduled_eps_is_monotone_and_smooth_at_the_mid_point():
+    cfg = tiny(max_eps=0.4, warmup_epochs=2, ramp_epochs=7, ramp_mid=0.3, ramp_power=3.0)
+    values = [scheduled_eps(step, 13, cfg) for step in range(13 * 12)]
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert values[: 2 * 13 + 1] == [0.0] * (2 * 13 + 1)
+    assert values[9 * 13] == 0.4
+    # Slopes agree where the power law meets the line (seen on a fine grid of 1000 steps/epoch).
+    mid = 2 * 1000 + int(7 * 1000 * 0.3)
+    before = scheduled_eps(mid, 1000, cfg) - scheduled_eps(mid - 1, 1000, cfg)
+    after = scheduled_eps(mid + 1, 1000, cfg) - scheduled_eps(mid, 1000, cfg)
+    assert after == pytest.approx(before, rel=1e-3)
+
+
+def test_scheduled_eps_edge_cases():
+    assert scheduled_eps(5, 10, tiny(max_eps=0.0)) == 0.0
+    jump = tiny(max_eps=0.3, warmup_epochs=1, ramp_epochs=0)
+    assert [scheduled_eps(s, 10, jump) for s in (10, 11)] == [0.0, 0.3]
+    linear = tiny(max_eps=0.3, warmup_epochs=0, ramp_epochs=1, ramp_mid=0.0)
+    assert scheduled_eps(5, 10, linear) == pytest.approx(0.15)
+
+
+def test_regularizers_run_through_warmup_and_ramp_and_fade_with_eps():
+    cfg = tiny(max_eps=0.2, warmup_epochs=1, ramp_epochs=2, reg_weight=0.5)
+    assert regularizer_weight(0, 10, 0.0, cfg) == 0.5
+    assert regularizer_weight(29, 10, 0.1, cfg) == pytest.approx(0.25)
+    assert regularizer_weight(30, 10, 0.2, cfg) == 0.0
+    assert regularizer_weight(0, 10, 0.0, tiny(max_eps=0.0)) == 0.0
+
+
+# --- losses ------------------------------------------------------------------------------------
+
+
+def batch(n: int = 64):
+    split = load("synthetic", "train", limit=n)
+    return split.images.float() / 255, split.labels
+
+
+def test_robust_cross_entropy_at_eps_zero_is_cross_entropy():
+    model = new_model(tiny().resolve()).train()
+    x, y = batch()
+    logits, stats = clean_forward(model, x)
+    margins = margin_lower_bounds(model, x, y, 0.0, bn_stats=stats)
+    assert robust_cross_entropy(margins).item() == pytest.approx(
+        F.cross_entropy(logits, y).item(), rel=1e-5
+    )
+
+
+def test_acert_radii_are_zero_when_misclassified_and_capped_by_the_schedule():
+    cfg = tiny(max_eps=0.2).resolve()
+    model = new_model(cfg).train()
+    x, y = batch(128)
+    logits, stats = clean_forward(model, x)
+    radii = adaptive_radii(model, x, y, 0.05, cfg, stats, logits)
+    wrong = logits.argmax(dim=1) != y
+    assert wrong.any() and (~wrong).any()
+    assert torch.all(radii[wrong] == 0)
+    assert torch.all(radii <= 0.05) and torch.all(radii >= 0)
+    assert (radii[~wrong] > 0).any()
+    assert not radii.requires_grad
+
+
+def test_regularizers_are_finite_with_one_sided_or_unstable_layers():
+    center = torch.tensor([[1.0, 2.0, -1.0], [0.5, 3.0, -2.0]], requires_grad=True)
+    radius = torch.full_like(center, 0.1)
+    all_active = (center.abs() + 1.0, radius)  # no inactive neuron: imbalance is maximal
+    unstable = (center, torch.full_like(center, 10.0))  # no stable neuron: skipped
+    tightness, balance = ibp_regularizers([all_active, unstable], torch.tensor(0.1), 0.5)
+    (tightness + balance).backward()
+    assert math.isfinite(tightness.item()) and tightness.item() >= 0
+    assert balance.item() == pytest.approx(2.0 / 2)  # 2 from the active layer, 0, over 2 layers
+    assert torch.isfinite(center.grad).all()
+
+
+@pytest.mark.parametrize("method", ["standard", "ibp", "acert"])
+def test_each_method_lowers_its_loss(method):
+    # No warm-up or ramp: the radius is max_eps from the second batch on, so the loss is fixed.
+    cfg = tiny(method=method, epochs=3, warmup_epochs=0, ramp_epochs=0)
+    metrics = train(cfg, device="cpu").metrics
+    assert metrics[-1]["train_loss"] < 0.8 * metrics[0]["train_loss"]
+    assert metrics[-1]["train_clean_acc"] > 0.8
+
+
+def test_ibp_at_max_eps_zero_matches_standard_step_for_step():
+    ibp = train(tiny(method="ibp", max_eps=0.0, init="ibp"), device="cpu")
+    standard = train(tiny(method="standard", init="ibp"), device="cpu")
+    assert without_timing(ibp.metrics) == without_timing(standard.metrics)
+    assert_same_weights(ibp.model, standard.model)
+
+
+def test_the_loss_registry_covers_every_method():
+    assert set(LOSSES) == {"standard", "ibp", "acert"}
+
+
+# --- runs: determinism, checkpoints, resume, divergence ------------------------------------------
+
+
+def test_seeded_runs_repeat_exactly():
+    # Batches of 256 make PyTorch split CPU kernels across threads, where a kernel that adds
+    # in thread order (the backward of tensor indexing) would make the runs differ.
+    cfg = tiny(batch_size=256, train_limit=1024)
+    first, second = train(cfg, device="cpu"), train(cfg, device="cpu")
+    assert without_timing(first.metrics) == without_timing(second.metrics)
+    assert_same_weights(first.model, second.model)
+    other = train(dataclasses.replace(cfg, seed=1), device="cpu")
+    assert not torch.equal(other.model[2].weight, first.model[2].weight)
+
+
+def test_metrics_hold_the_agreed_names():
+    metrics = train(tiny(epochs=2), device="cpu").metrics
+    assert [m["final"] for m in metrics] == [False, True]
+    assert [m["eval_n"] for m in metrics] == [32, 64]  # eval_limit, then the whole val split
+    for key in ("epoch", "eps", "lr", "train_loss", "train_clean_acc", "train_radius"):
+        assert key in metrics[-1]
+    for key in ("clean_acc", "acr", "acr_cap", "acr_pct", "cert_acc@0.05", "train_seconds"):
+        assert key in metrics[-1]
+    assert metrics[-1]["eval_split"] == "val" and metrics[-1]["acr_cap"] == 0.1
+    assert metrics[-1]["eps"] == 0.05 and metrics[0]["eps"] == 0.0
+
+
+def test_checkpoint_round_trip_certifies_identically(tmp_path):
+    result = train(tiny(), tmp_path / "run", device="cpu")
+    for name in ("config.json", "model.pt", "state.pt", "metrics.jsonl", "status.json"):
+        assert (tmp_path / "run" / name).is_file()
+    torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    model, cfg = load_run(tmp_path / "run")
+    assert cfg == result.config and not model.training
+    val = load("synthetic", "val", limit=64)
+    before = certify(result.model, val.images, val.labels, 0.1)
+    after = certify(model, val.images, val.labels, 0.1)
+    assert torch.equal(before.radii, after.radii)
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "completed"
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_load_run_reports_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(UserError, match="config.json is missing"):
+        load_run(tmp_path / "nothing")
+    train(tiny(epochs=1), tmp_path / "run", device="cpu")
+    (tmp_path / "run" / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt") as info:
+        load_run(tmp_path / "run")
+    assert "\n" not in str(info.value)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    cfg = tiny(epochs=3, ramp_epochs=2, augment=True, crop_pad=1, batch_size=256, train_limit=1024)
+    whole = train(cfg, tmp_path / "whole", device="cpu")
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", callback=stop_after(1), device="cpu")
+    resumed = train(cfg, tmp_path / "cut", resume=True, device="cpu")
+    assert resumed.status == "completed"
+    assert without_timing(resumed.metrics) == without_timing(whole.metrics)
+    assert_same_weights(resumed.model, whole.model)
+
+    again = train(cfg, tmp_path / "cut", resume=True, device="cpu")  # finished: nothing to do
+    assert again.metrics == resumed.metrics
+    with pytest.raises(UserError, match="differs in lr"):
+        train(dataclasses.replace(cfg, lr=0.5), tmp_path / "cut", resume=True, device="cpu")
+    with pytest.raises(UserError, match="already holds a run"):
+        train(cfg, tmp_path / "cut", device="cpu")
+
+
+def test_a_nan_weight_ends_the_run_as_diverged_and_keeps_the_last_good_epoch(tmp_path):
+    cfg = tiny(epochs=3)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "run", callback=stop_after(1), device="cpu")
+    good = (tmp_path / "run" / "metrics.jsonl").read_text()
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    state["2.weight"][0, 0] = float("nan")  # poison one weight of the first Linear
+    torch.save(state, tmp_path / "run" / "model.pt")
+
+    result = train(cfg, tmp_path / "run", resume=True, device="cpu")
+    assert result.status == "diverged" and "epoch 2, batch 1" in result.message
+    assert [json.dumps(m) + "\n" for m in result.metrics] == good.splitlines(keepends=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == good
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "diverged" and status["epoch"] == 1
+
+
+def test_an_exploding_learning_rate_diverges_without_crashing():
+    cfg = tiny(method="ibp", optimizer="sgd", lr=1e30, grad_clip=0.0)
+    result = train(cfg, device="cpu")
+    assert result.status == "diverged" and result.metrics == []
+
+
+# --- configs and presets -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"kappa": 1.5}, "kappa"),
+        ({"max_eps": 2.0}, "max_eps"),
+        ({"max_eps": "-1/255"}, "max_eps"),
+        ({"cert_cap": "2/0"}, "cert_cap"),
+        ({"method": "pgd"}, "method"),
+        ({"model": "resnet"}, "model"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"lr_schedule": "cosine"}, "lr_schedule"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"ramp_power": 1.0}, "ramp_power"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr_milestones": [5, 3]}, "lr_milestones"),
+        ({"augment": "yes"}, "augment"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"learning_rate": 0.1}, "learning_rate"),
+    ],
+)
+def test_bad_config_values_are_one_line_user_errors(change, field):
+    with pytest.raises(UserError) as info:
+        TrainConfig.from_dict({**tiny().to_dict(), **change})
+    assert field in str(info.value) and "\n" not in str(info.value)
+
+
+def test_config_round_trips_through_json_and_reads_eps_spellings():
+    cfg = TrainConfig.from_dict({"dataset": "CIFAR10", "max_eps": "8.8/255", "cert_eps": ["2px"]})
+    assert cfg.dataset == "cifar10" and cfg.max_eps == 8.8 / 255 and cfg.cert_eps == (2 / 255,)
+    for c in (cfg, cfg.resolve()):
+        assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert cfg.resolve().init == "ibp"
+    assert dataclasses.replace(cfg, method="standard").resolve().init == "default"
+    assert dataclasses.replace(cfg, method="standard").resolve().max_eps == 0.0
+
+
+def test_every_preset_in_studies_is_valid():
+    for path in sorted(STUDIES_DIR.glob("*.toml")):
+        for preset in PRESETS:
+            if path.stem == "synthetic" and preset == "paper":
+                continue
+            cfg = load_preset(path.stem, preset).resolve()
+            assert cfg.dataset == path.stem
+    paper = load_preset("cifar10", "paper")
+    assert (paper.model, paper.epochs, paper.lr, paper.kappa) == ("cnn7", 200, 2e-3, 0.25)
+    assert paper.max_eps == pytest.approx(8.8 / 255)
+
+
+def test_load_preset_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="presets there: smoke, quick"):
+        load_preset("synthetic", "paper")
+    with pytest.raises(UserError, match="no spec file"):
+        load_preset("mnist", "quick", tmp_path / "missing.toml")
+    spec = tmp_path / "mnist.toml"
+    spec.write_text('[search]\nmetric = "acr"\n\n[presets.quick]\nmodle = "mlp"\n')
+    with pytest.raises(UserError, match="modle"):
+        load_preset("mnist", "quick", spec)
+    spec.write_text('[search]\nmetric = "acr"\n\n[presets.quick]\nmodel = "mlp"\n')
+    assert load_preset("mnist", "quick", spec).model == "mlp"
+
+
+def test_the_synthetic_smoke_preset_trains_end_to_end(tmp_path):
+    result = train(load_preset("synthetic", "smoke"), tmp_path / "smoke", device="cpu")
+    assert result.status == "completed" and result.metrics[-1]["final"]
+
+
+def test_the_mnist_smoke_preset_trains_on_real_data(shared_data, tmp_path):
+    result = train(load_preset("mnist", "smoke"), tmp_path / "run", data_dir=shared_data)
+    final = result.metrics[-1]
+    assert result.status == "completed" and final["eval_n"] == 256
+    assert final["clean_acc"] > 0.5 and final["acr_cap"] == 0.4 and "cert_acc@0.3" in final
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_is_a_user_error():
+    with pytest.raises(UserError, match="CUDA is not available"):
+        resolve_device("cuda")
