@@ -16,9 +16,11 @@ Samples whose bracket is closed leave the batch, so later bound passes are small
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -132,6 +134,20 @@ class Certificates:
     @property
     def correct(self) -> Tensor:
         return self.labels == self.predictions
+
+    def write_csv(self, path: str | Path) -> Path:
+        """One row per sample: ``index,label,prediction,radius,correct`` (radius in pixels)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "label", "prediction", "radius", "correct"])
+            rows = zip(
+                self.labels.tolist(), self.predictions.tolist(), self.radii.tolist(), strict=True
+            )
+            for index, (label, prediction, radius) in enumerate(rows):
+                writer.writerow([index, label, prediction, repr(radius), int(label == prediction)])
+        return path
 
 
 def certify(

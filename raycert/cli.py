@@ -9,18 +9,28 @@ traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import webbrowser
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
+import torch
 import typer
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 from typer.core import TyperGroup
 
 from raycert import data
 from raycert.errors import UserError
+from raycert.report import build_report
+from raycert.specs import load_preset
+from raycert.train import certify_run, train
+from raycert.units import format_eps, parse_eps
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -110,6 +120,144 @@ def data_download(
     """Download a dataset from its official source (or $RAYCERT_MIRROR), checking md5 sums."""
     folder = data.download(name, data_dir)
     console.print(f"{data.dataset_info(name).name} ready in {folder}")
+
+
+@app.command("report")
+def report(
+    study_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Study directories (<storage>/<name>); several are overlaid on one front.",
+            metavar="STUDY_DIR",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="HTML file to write; default reports/<name>.html (names joined by +).",
+            show_default=False,
+        ),
+    ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default web browser.")
+    ] = False,
+) -> None:
+    """Write one offline HTML page: accuracy-vs-ACR fronts, chosen models, certified curves."""
+    path = build_report(study_dirs, out)
+    typer.echo(f"report written to {path}")
+    if open_page and not webbrowser.open(path.resolve().as_uri()):
+        typer.echo(f"no web browser found here; open {path.resolve().as_uri()}")
+
+
+@app.command("train")
+def train_command(
+    dataset: Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")],
+    method: Annotated[str | None, typer.Option(help="acert, ibp or standard.")] = None,
+    preset: Annotated[str, typer.Option(help="smoke, quick or paper (studies/DATASET.toml).")] = (
+        "quick"
+    ),
+    model: Annotated[str | None, typer.Option(help="cnn7, cnn_small or mlp.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_eps: Annotated[str | None, typer.Option(help="Training radius: 0.3, 2/255 or 2px.")] = None,
+    kappa: Annotated[float | None, typer.Option(help="Weight of the clean loss, 0 to 1.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    data_dir: DataDirOption = None,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/train/...).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+) -> None:
+    """Train one model (ACERT by default) and certify it on the validation split every epoch."""
+    overrides = {"method": method, "model": model, "epochs": epochs, "kappa": kappa, "lr": lr}
+    overrides.update(seed=seed, max_eps=None if max_eps is None else parse_eps(max_eps))
+    config = dataclasses.replace(
+        load_preset(dataset, preset), **{k: v for k, v in overrides.items() if v is not None}
+    ).resolve()
+    if resume and out is None:
+        raise UserError("--resume needs --out, the run folder to continue")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = out or Path("runs") / "train" / f"{config.dataset}-{config.method}-{stamp}"
+    console.print(f"training {config.method} on {config.dataset} ({preset}) -> {run_dir}")
+
+    def report_epoch(row: dict, _run_dir: Path | None) -> None:
+        console.print(
+            f"epoch {row['epoch']:>3}/{config.epochs}  eps {format_eps(row['eps']):>7}  "
+            f"loss {row['train_loss']:.4f}  val clean {row['clean_acc']:.2%}  "
+            f"ACR {row['acr_pct']:.1f}% of cap"
+        )
+
+    result = train(
+        config,
+        run_dir,
+        data_dir=data_dir,
+        download=not no_download,
+        resume=resume,
+        callback=report_epoch,
+        device=device,
+        progress=True,
+    )
+    if result.metrics:
+        _print_metrics(f"{result.status}: {run_dir}", result.metrics[-1])
+    if result.status != "completed":
+        raise UserError(f"training {result.status}: {result.message}; the last good epoch is saved")
+
+
+@app.command("certify")
+def certify_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by raycert train.")],
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    eps: Annotated[str | None, typer.Option(help="Radii, e.g. 2/255,8/255.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Certify N samples.")] = None,
+    float32: Annotated[bool, typer.Option("--float32", help="Faster, less safe.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    per_sample: Annotated[Path | None, typer.Option(help="Write one CSV row per sample.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    data_dir: DataDirOption = None,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
+) -> None:
+    """Certify a trained model: clean accuracy, ACR (value, % of cap, cap), certified accuracy."""
+    if split not in ("test", "val"):
+        raise UserError(f"unknown split {split!r}: choose test or val")
+    eps_list = None if eps is None else tuple(parse_eps(e) for e in eps.split(",") if e.strip())
+    certs, summary = certify_run(
+        run_dir,
+        split,
+        data_dir=data_dir,
+        download=not no_download,
+        limit=limit,
+        eps_list=eps_list,
+        dtype=torch.float32 if float32 else torch.float64,
+        device=device,
+        progress=None if as_json else _track("certifying"),
+    )
+    if per_sample is not None:
+        certs.write_csv(per_sample)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_metrics(f"{run_dir} on {split}", summary)
+        if per_sample is not None:
+            console.print(f"per-sample radii: {per_sample}")
+
+
+def _track(description: str):
+    """A progress wrapper for an iterable, drawn on stderr."""
+    return lambda items: track(items, description=description, console=Console(stderr=True))
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    """Clean accuracy, ACR with its cap and %, and certified accuracy at each radius."""
+    table = Table("metric", "value", title=title)
+    table.add_row("clean accuracy", f"{metrics['clean_acc']:.2%}")
+    cap = format_eps(metrics["acr_cap"])
+    table.add_row("ACR", f"{metrics['acr']:.5f} ({metrics['acr_pct']:.1f}% of cap {cap})")
+    for key, value in metrics.items():
+        if key.startswith("cert_acc@"):
+            table.add_row(f"certified accuracy at {key.removeprefix('cert_acc@')}", f"{value:.2%}")
+    console.print(table)
 
 
 if __name__ == "__main__":

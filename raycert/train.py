@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from raycert.certify import evaluate
+from raycert.certify import Certificates, certify, evaluate, summarize
 from raycert.data import Split, augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.losses import LOSSES, LossFn, l1_penalty
@@ -132,6 +132,7 @@ def train(
     run_dir: str | Path | None = None,
     *,
     data_dir: str | Path | None = None,
+    download: bool = True,
     resume: bool = False,
     callback: Callback | None = None,
     device: str = "auto",
@@ -141,7 +142,8 @@ def train(
 
     With ``run_dir``, checkpoints go there; ``resume=True`` continues the run saved there (a
     finished run is returned as it is). ``callback(metrics, run_dir)`` runs after each epoch's
-    checkpoint; an exception from it stops the run, which can then be resumed.
+    checkpoint; an exception from it stops the run, which can then be resumed. A missing dataset
+    is downloaded unless ``download=False``.
     """
     cfg = cfg.resolve()
     dev = resolve_device(device)
@@ -156,8 +158,9 @@ def train(
             saved["status"], saved["metrics"], out, model.eval(), cfg, saved["message"]
         )
 
-    train_split = load(cfg.dataset, "train", data_dir, seed=SPLIT_SEED, limit=cfg.train_limit)
-    val_split = load(cfg.dataset, "val", data_dir, seed=SPLIT_SEED, limit=cfg.val_limit)
+    data = {"root": data_dir, "download": download, "seed": SPLIT_SEED}
+    train_split = load(cfg.dataset, "train", **data, limit=cfg.train_limit)
+    val_split = load(cfg.dataset, "val", **data, limit=cfg.val_limit)
     steps_per_epoch = batches_per_epoch(len(train_split), cfg.batch_size)
     optimizer = _optimizer(cfg, model)
     scheduler = _lr_scheduler(cfg, optimizer, steps_per_epoch)
@@ -458,3 +461,36 @@ def load_run(run_dir: str | Path) -> tuple[nn.Sequential, TrainConfig]:
         reason = str(exc).splitlines()[0]
         raise UserError(f"{run_dir}/model.pt does not fit its config ({reason})") from None
     return model.eval(), cfg
+
+
+def certify_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    limit: int | None = None,
+    eps_list: tuple[float, ...] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str = "auto",
+    progress: Callable | None = None,
+) -> tuple[Certificates, Metrics]:
+    """Certify a saved run on ``split`` (``test`` or ``val``): per-sample certificates and their
+    summary (clean accuracy, ACR with cap and %, certified accuracy at ``eps_list``, default the
+    run's standard radii). The val split is the run's own held-out one."""
+    model, cfg = load_run(run_dir)
+    data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
+    certs = certify(
+        model,
+        data.images,
+        data.labels,
+        cfg.cert_cap,
+        tol=cfg.eval_tol,
+        batch_size=EVAL_BATCH,
+        dtype=dtype,
+        device=resolve_device(device),
+        progress=progress,
+    )
+    summary = summarize(certs, cfg.cert_eps if eps_list is None else eps_list)
+    summary.update(eval_split=split, dtype=str(dtype).removeprefix("torch."))
+    return certs, summary

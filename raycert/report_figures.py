@@ -1,0 +1,314 @@
+"""The report's Plotly figures, built from loaded studies (``raycert.report_data``).
+
+Every trial-level number here is on the validation split the search optimised; the certified
+accuracy curves are the chosen models' test-split radii. Several studies share each figure: one
+colour per study; within a study, the line dash tells the accuracy targets apart.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from raycert.pareto import pareto_front
+from raycert.report_data import StudyResults, is_log_scale
+from raycert.units import format_eps
+
+COLORS = qualitative.Plotly
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+TEMPLATE = "plotly_white"
+STOPPED_STATUSES = ("pruned", "diverged", "error")
+
+
+def color(index: int) -> str:
+    """The colour of the ``index``-th study."""
+    return COLORS[index % len(COLORS)]
+
+
+def cert_acc_curve(
+    radii: np.ndarray, correct: np.ndarray, cap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Certified accuracy at eps = 0, at each distinct radius and at the cap.
+
+    A sample is certified at eps when it is classified correctly and its radius is >= eps (at
+    eps = 0 that is clean accuracy). Between two listed radii the curve takes its value at the
+    right end (draw it with the ``vh`` line shape), so the area under it over ``[0, cap]`` is
+    the mean radius capped at ``cap``: the ACR. ``curve_area`` computes that area.
+    """
+    radii = np.where(correct, np.minimum(np.asarray(radii, dtype=float), cap), -1.0)
+    eps = np.unique(np.concatenate([[0.0, cap], radii[radii >= 0]]))
+    accuracy = (radii[None, :] >= eps[:, None]).mean(axis=1)
+    return eps, accuracy
+
+
+def curve_area(eps: np.ndarray, accuracy: np.ndarray) -> float:
+    """Area under a ``vh`` step curve: each step holds its right end's value."""
+    eps, accuracy = np.asarray(eps, dtype=float), np.asarray(accuracy, dtype=float)
+    return float(np.sum(np.diff(eps) * accuracy[1:]))
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 480) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 70, "r": 30, "t": 60, "b": 60},
+        legend={"groupclick": "toggleitem"},
+        hoverlabel={"align": "left"},
+    )
+    return fig
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _trial_hover(row: dict[str, Any], study: StudyResults) -> str:
+    acr, cap = row["acr"], study.acr_cap
+    lines = [
+        f"<b>{html.escape(study.name)}</b> trial {row['number']} ({row['status']})",
+        f"id {html.escape(str(row['trial_id']))}",
+        f"clean acc {_fmt(row['clean_acc'])}",
+        f"ACR {_fmt(acr)} = {_fmt(100 * acr / cap)}% of cap {format_eps(cap)}",
+    ]
+    lines += [f"{p} = {html.escape(_fmt(row[f'param.{p}']))}" for p in study.params]
+    return "<br>".join(lines)
+
+
+def front_figure(studies: list[StudyResults]) -> go.Figure:
+    """Validation accuracy vs ACR of every trial, each study's Pareto front and the targets.
+
+    Per study: feasible trials (accuracy >= the lowest target), infeasible ones (faded), stopped
+    ones (pruned, diverged or failed; crosses, faded) and the front as a step line with its
+    points ringed.
+    """
+    fig = go.Figure()
+    for i, study in enumerate(studies):
+        trials = study.trials[study.trials["clean_acc"].notna() & study.trials["acr"].notna()]
+        done = trials["status"] == "completed"
+        feasible = done & (trials["clean_acc"] >= min(study.targets, default=0.0))
+        groups = [
+            ("feasible", trials[feasible], {"symbol": "circle", "size": 9, "opacity": 0.9}),
+            ("infeasible", trials[done & ~feasible], {"symbol": "circle", "opacity": 0.3}),
+            ("pruned / failed", trials[~done], {"symbol": "x", "size": 7, "opacity": 0.3}),
+        ]
+        for label, rows, marker in groups:
+            if rows.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["clean_acc"],
+                    y=rows["acr"],
+                    mode="markers",
+                    name=f"{study.name}: {label}",
+                    legendgroup=study.name,
+                    marker={"color": color(i), "size": 8, **marker},
+                    text=[_trial_hover(r, study) for r in rows.to_dict("records")],
+                    hovertemplate="%{text}<extra></extra>",
+                )
+            )
+        front = pareto_front(trials[done])
+        if not front.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=front["clean_acc"],
+                    y=front["acr"],
+                    mode="lines+markers",
+                    line={"color": color(i), "shape": "vh", "width": 2},
+                    marker={"symbol": "circle-open", "size": 14, "line": {"width": 1.5}},
+                    name=f"{study.name}: Pareto front",
+                    legendgroup=study.name,
+                    hoverinfo="skip",
+                )
+            )
+    for target in sorted({t for s in studies for t in s.targets}):
+        fig.add_vline(
+            x=target,
+            line={"dash": "dash", "color": "#555", "width": 1},
+            annotation_text=f"target {target:g}",
+            annotation_position="top",
+        )
+    fig.update_xaxes(range=_accuracy_range(studies))
+    caps = sorted({s.acr_cap for s in studies})
+    cap_text = ", ".join(format_eps(c) for c in caps)
+    return _layout(
+        fig,
+        "Clean accuracy vs ACR (validation split)",
+        "clean accuracy",
+        f"ACR (pixel units, cap {cap_text}; % of cap in hovers)",
+        height=560,
+    )
+
+
+def _accuracy_range(studies: list[StudyResults]) -> list[float] | None:
+    """Initial x range: completed trials and targets (a diverged trial at chance accuracy would
+    squash the rest; double-clicking the plot shows everything)."""
+    values = [v for s in studies for v in s.completed()["clean_acc"]]
+    values += [t for s in studies for t in s.targets]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    pad = max(0.01, 0.05 * (high - low))
+    return [low - pad, min(high + pad, 1.0 + pad)]
+
+
+def curves_figure(studies: list[StudyResults]) -> go.Figure:
+    """Certified accuracy vs eps on the test split, one curve per chosen model."""
+    fig = go.Figure()
+    for i, study in enumerate(studies):
+        for j, chosen in enumerate(study.chosen):
+            if chosen.radii is None or chosen.correct is None:
+                continue
+            eps, accuracy = cert_acc_curve(chosen.radii, chosen.correct, study.acr_cap)
+            acr = curve_area(eps, accuracy)
+            fig.add_trace(
+                go.Scatter(
+                    x=eps,
+                    y=accuracy,
+                    mode="lines",
+                    line={"color": color(i), "shape": "vh", "dash": DASHES[j % len(DASHES)]},
+                    name=f"{study.name} @ {chosen.target:g} (ACR {acr:.4g})",
+                    hovertemplate="eps %{x:.5g}<br>certified acc %{y:.3f}<extra>%{fullData.name}"
+                    "</extra>",
+                )
+            )
+    for eps in sorted({e for s in studies for e in s.eps_list}):
+        fig.add_vline(
+            x=eps,
+            line={"dash": "dot", "color": "#999", "width": 1},
+            annotation_text=f"eps {format_eps(eps)}",
+            annotation_position="top right",
+        )
+    fig.update_yaxes(range=[0, 1.02])
+    return _layout(
+        fig,
+        "Certified accuracy vs radius of the chosen models (test split)",
+        "eps (L-inf radius, pixel units)",
+        "certified accuracy",
+    )
+
+
+def progress_figure(studies: list[StudyResults]) -> go.Figure:
+    """Best feasible validation ACR per target so far, against the trial number."""
+    fig = go.Figure()
+    for i, study in enumerate(studies):
+        trials = study.trials
+        done = study.completed()
+        fig.add_trace(
+            go.Scatter(
+                x=done["number"],
+                y=done["acr"],
+                mode="markers",
+                marker={"color": color(i), "opacity": 0.3, "size": 6},
+                name=f"{study.name}: each completed trial (any accuracy)",
+                legendgroup=study.name,
+                text=[_trial_hover(r, study) for r in done.to_dict("records")],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        for j, target in enumerate(study.targets):
+            feasible = study.feasible(target)
+            best = trials["acr"].where(feasible).cummax().ffill()
+            if best.isna().all():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=trials["number"],
+                    y=best,
+                    mode="lines",
+                    line={"color": color(i), "shape": "hv", "dash": DASHES[j % len(DASHES)]},
+                    name=f"{study.name}: best ACR at acc >= {target:g}",
+                    legendgroup=study.name,
+                    hovertemplate="after trial %{x}: best ACR %{y:.4g}<extra></extra>",
+                )
+            )
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, "Search progress", "trial number", "best feasible ACR (validation)")
+
+
+def importance_figure(studies: list[StudyResults]) -> go.Figure:
+    """Hyperparameter importances for ACR, one bar series per study."""
+    fig = go.Figure()
+    names = sorted({p for s in studies for p in s.importances})
+    order = sorted(names, key=lambda p: max(s.importances.get(p, 0.0) for s in studies))
+    for i, study in enumerate(studies):
+        if not study.importances:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=[study.importances.get(p, 0.0) for p in order],
+                y=order,
+                orientation="h",
+                marker_color=color(i),
+                name=study.name,
+                hovertemplate="%{y}: %{x:.3f}<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.update_layout(barmode="group")
+    return _layout(
+        fig,
+        "Hyperparameter importance for ACR",
+        "importance (normalised, sums to 1 per study)",
+        "",
+        height=max(300, 120 + 40 * len(order) * max(1, len(fig.data))),
+    )
+
+
+def parallel_figure(study: StudyResults) -> go.Figure:
+    """The search space of one study's completed trials, coloured by validation ACR."""
+    done = study.completed()
+    space = study.meta.get("search_space") or {}
+    dimensions = []
+    for p in study.params:
+        values = done[f"param.{p}"]
+        if values.isna().all():
+            continue
+        dimensions.append(_dimension(p, values, space.get(p)))
+    dimensions.append({"label": "clean acc", "values": done["clean_acc"]})
+    dimensions.append({"label": "ACR", "values": done["acr"]})
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": done["acr"],
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": "ACR"}},
+            },
+            name=study.name,
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"{study.name}: search space of the {len(done)} completed trials",
+        height=440,
+        margin={"l": 70, "r": 40, "t": 100, "b": 40},
+    )
+    return fig
+
+
+def _dimension(name: str, values: pd.Series, spec: Any) -> dict[str, Any]:
+    """A parallel-coordinates axis: categories as ticks, log-scaled numbers as log10."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if not numeric:
+        labels = sorted({str(v) for v in values.dropna()})
+        codes = values.map(lambda v: labels.index(str(v)) if pd.notna(v) else np.nan)
+        return {
+            "label": name,
+            "values": codes,
+            "tickvals": list(range(len(labels))),
+            "ticktext": labels,
+        }
+    if is_log_scale(values, spec) and (values.dropna() > 0).all():
+        return {"label": f"log10 {name}", "values": np.log10(values)}
+    return {"label": name, "values": values}
