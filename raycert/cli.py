@@ -260,5 +260,107 @@ def _print_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+@app.command("study")
+def study_command(
+    dataset: Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")],
+    min_acc: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--min-acc",
+            help="Clean-accuracy target in (0, 1); repeat for several. Default: the spec's.",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="acert or ibp (default: the preset's).")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="smoke, quick or paper (studies/DATASET.toml).")] = (
+        "quick"
+    ),
+    trials: Annotated[int | None, typer.Option(help="Trials in all (default: the spec's).")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
+    ] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs each trial asks Ray for.")] = 1.0,
+    gpus_per_trial: Annotated[
+        str, typer.Option(help="GPUs each trial asks Ray for (0.25 shares a GPU by four), or auto.")
+    ] = "auto",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster HOST:PORT, or auto (default: a local cluster).")
+    ] = None,
+    storage: Annotated[str, typer.Option(help="Folder (shared on a cluster) or URI.")] = "runs",
+    name: Annotated[
+        str | None, typer.Option(help="Study folder name (default DATASET-METHOD-PRESET).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
+    seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial.")] = 0,
+    data_dir: DataDirOption = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Spec file instead of studies/DATASET.toml.")
+    ] = None,
+) -> None:
+    """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
+    try:
+        gpus: float | str = "auto" if gpus_per_trial == "auto" else float(gpus_per_trial)
+    except ValueError:
+        raise UserError(
+            f"--gpus-per-trial must be a number >= 0 or auto, got {gpus_per_trial!r}"
+        ) from None
+    from raycert.study import StudyRequest, run_study  # Ray loads for this command only
+
+    request = StudyRequest(
+        dataset=dataset,
+        targets=tuple(min_acc or ()),
+        method=method,
+        preset=preset,
+        trials=trials,
+        concurrency=concurrency,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus,
+        address=address,
+        storage=storage,
+        name=name,
+        resume=resume,
+        seed=seed,
+        data_dir=None if data_dir is None else str(data_dir),
+        spec=None if spec is None else str(spec),
+    )
+    result = run_study(request)
+    if result.status != "finished":
+        console.print(f"study {result.status}: {result.study_dir}; continue it with --resume")
+        raise typer.Exit(130)
+    for chosen in result.targets:
+        _print_chosen(chosen, result.meta["acr_cap"])
+    console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
+    if "://" in result.study_dir:
+        console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
+    else:
+        console.print(f"report: {build_report([Path(result.study_dir)])}")
+
+
+def _print_chosen(chosen: Any, cap: float) -> None:
+    """One target's winner: hyperparameters, val and test accuracy and ACR (or the closest)."""
+    goal = f"clean accuracy >= {chosen.target:g}"
+    if not chosen.met:
+        near = chosen.closest
+        detail = "no trial completed"
+        if near:
+            detail = f"closest: trial {near['trial_id']}, val clean {near['val']['clean_acc']:.2%}"
+        console.print(f"{goal}: not met by any trial ({detail})")
+        return
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.params.items()
+    )
+    table = Table("", "val", "test", title=goal, caption=f"trial {chosen.trial_id}: {params}")
+
+    def cells(key: str, fmt: str) -> list[str]:
+        return [fmt.format(m[key]) if key in m else "-" for m in (chosen.val, chosen.test)]
+
+    table.add_row("clean accuracy", *cells("clean_acc", "{:.2%}"))
+    table.add_row(f"ACR (cap {format_eps(cap)})", *cells("acr", "{:.5f}"))
+    table.add_row("ACR % of cap", *cells("acr_pct", "{:.1f}%"))
+    console.print(table)
+
+
 if __name__ == "__main__":
     app(prog_name="raycert")

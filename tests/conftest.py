@@ -1,4 +1,5 @@
-"""Shared fixtures: the real dataset root and a local HTTP mirror for download tests."""
+"""Shared fixtures: the real dataset root, a local HTTP mirror for download tests, and one local
+Ray cluster for the in-process study tests."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def mirror(
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """One local Ray cluster for the session: 2 CPUs and one declared GPU that does not exist
+    physically (fractional-GPU scheduling can be tested; CUDA stays unavailable)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -1,0 +1,132 @@
+"""What runs on Ray workers for a study: one trial's training, and the chosen models' test
+certification (``certify_on_cluster`` launches it as Ray tasks).
+
+``train_trial`` is the Ray Tune function trainable. It builds a ``TrainConfig`` from the study's
+base config and the sampled hyperparameters, trains on the device Ray assigned, and reports
+after every epoch with the run directory as a ``tune.Checkpoint``; a trial Tune restarts (a
+worker crash, ``--resume``) continues from that checkpoint. Every report carries the metrics the
+searcher and the scheduler need: ``clean_acc``, ``acr`` and ``sched_score`` (ACR when the epoch
+meets the lowest accuracy target, else minus the shortfall), plus ``final`` (a completed run's
+last epoch), ``diverged``, ``device`` and ``node``.
+
+Workers never download data (concurrent trials would race): the driver fetches it before the
+study starts, and every node of a cluster needs it under the same data root.
+
+Device policy: CUDA only when Ray assigned a GPU (``ray.get_gpu_ids()``) *and* torch sees one;
+a fractional GPU also caps this process's share of the device memory. Otherwise the CPU, with
+the threads Ray's CPU request allows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from raycert.certify import Certificates
+from raycert.errors import UserError
+from raycert.specs import TrainConfig
+from raycert.train import Metrics, certify_run, train
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the data
+    root on the workers, the GPU share per trial and the lowest accuracy target."""
+
+    base: dict[str, Any]
+    data_dir: str | None
+    gpu_fraction: float
+    min_target: float
+
+
+def pick_device(gpu_fraction: float) -> torch.device:
+    """CUDA if Ray gave this worker a GPU and CUDA works here, else the CPU; a fractional GPU
+    also limits the memory this process may take on the device (Ray's shares are logical)."""
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+        if 0 < gpu_fraction < 1:
+            torch.cuda.set_per_process_memory_fraction(gpu_fraction, device)
+        return device
+    return torch.device("cpu")
+
+
+def sched_score(metrics: Metrics, min_target: float) -> float:
+    """ASHA's score: val ACR where the accuracy target holds, else minus the shortfall, so an
+    infeasible epoch always ranks below a feasible one."""
+    shortfall = min_target - float(metrics["clean_acc"])
+    return float(metrics["acr"]) if shortfall <= 0 else -shortfall
+
+
+def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Ray Tune function trainable: train ``setup.base`` with ``config`` and report each epoch."""
+    cfg = TrainConfig.from_dict({**setup.base, **config})
+    device = pick_device(setup.gpu_fraction)
+    extra = {"device": device.type, "node": ray.get_runtime_context().get_node_id()}
+    reported = False
+
+    def report(metrics: Metrics, run_dir: Path | None) -> None:
+        nonlocal reported
+        row = {**metrics, **extra, "diverged": False}
+        row["sched_score"] = sched_score(metrics, setup.min_target)
+        checkpoint = tune.Checkpoint.from_directory(run_dir) if run_dir else None
+        tune.report(row, checkpoint=checkpoint)
+        reported = True
+
+    with tempfile.TemporaryDirectory(prefix="raycert-trial-") as tmp:
+        run_dir = Path(tmp) / "run"
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(run_dir)
+        result = train(
+            cfg,
+            run_dir,
+            data_dir=setup.data_dir,
+            download=False,  # fetched by the driver: concurrent trials must not race
+            resume=checkpoint is not None,
+            callback=report,
+            device=str(device),
+        )
+    last = result.metrics[-1] if result.metrics else None
+    if result.status == "diverged":
+        # The last good epoch's numbers (or none at all), marked so the searcher prunes it.
+        zeros = {"clean_acc": 0.0, "acr": 0.0, "epoch": 0}
+        row = {**(last or zeros), **extra, "final": False, "diverged": True}
+        row["sched_score"] = sched_score(row, setup.min_target)
+        tune.report(row)
+    elif not reported and last is not None:
+        # Restarted from the checkpoint of its last epoch: nothing left to train, report again.
+        tune.report(
+            {**last, **extra, "diverged": False, "sched_score": sched_score(last, setup.min_target)}
+        )
+
+
+def certify_test(
+    checkpoint: tune.Checkpoint, data_dir: str | None, gpu_fraction: float
+) -> tuple[Certificates, Metrics]:
+    """Certify a trial's saved model on the test split in float64 (run it as a Ray task): the
+    per-sample certificates and their summary at the run's standard radii."""
+    device = pick_device(gpu_fraction)
+    with checkpoint.as_directory() as run_dir:
+        return certify_run(run_dir, "test", data_dir=data_dir, download=False, device=str(device))
+
+
+def certify_on_cluster(
+    runs: dict[str, tune.Checkpoint], data_dir: str | None, cpus: float, gpus: float
+) -> dict[str, tuple[Certificates, Metrics]]:
+    """``certify_test`` each run (by trial id) at once, as Ray tasks with a trial's resources."""
+    task = ray.remote(certify_test).options(num_cpus=cpus, num_gpus=gpus)
+    refs = {trial_id: task.remote(ckpt, data_dir, gpus) for trial_id, ckpt in runs.items()}
+    out = {}
+    for trial_id, ref in refs.items():
+        try:
+            out[trial_id] = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, UserError) else exc
+            raise UserError(f"test certification of trial {trial_id} failed: {cause}") from None
+    return out
