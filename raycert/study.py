@@ -17,12 +17,10 @@ kept, running ones go on from their last checkpoint, and the total reaches ``tri
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import platform
 import re
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,15 +31,14 @@ from typing import Any
 import optuna
 import ray
 import torch
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from raycert import cluster
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
-from raycert.specs import SearchParam, StudySpec, load_study_spec, parse_targets
+from raycert.search import ConstrainedOptunaSearch, distributions
+from raycert.specs import StudySpec, load_study_spec, parse_targets
 from raycert.studydir import (
     CHOSEN,
     RESULTS_JSON,
@@ -50,7 +47,6 @@ from raycert.studydir import (
     TUNE_DIR,
     StudyDir,
     TrialsWriter,
-    back_up_tune_state,
     choose,
     fail_stale_trials,
     repair_tune_state,
@@ -63,7 +59,6 @@ from raycert.studydir import (
 from raycert.trial import TrialSetup, certify_on_cluster, train_trial
 
 STUDY_METHODS = ("acert", "ibp")
-CONSTRAINT_KEY = "min_acc"
 # Settings a resumed study must share with the one it continues.
 RESUME_KEYS = ("dataset", "preset", "method", "targets", "trials_requested", "seed")
 
@@ -111,68 +106,6 @@ class StudyResult:
     status: str
     meta: dict[str, Any]
     targets: list[TargetResult]
-
-
-class ConstrainedOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna ``clean_acc >= min_value`` as a constraint.
-
-    A trial stopped early (``final`` false: scheduler stop or divergence) is PRUNED, one with a
-    non-finite objective FAILs; every Optuna trial records its Tune ``trial_id``. Lives in an
-    importable module because Tune pickles it into its experiment state for ``--resume``.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        min_value: float,
-        constraint_metric: str = "clean_acc",
-        final_key: str = "final",
-        study_uri: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._cmin, self._cmetric, self._final_key = min_value, constraint_metric, final_key
-        self._study_uri = study_uri
-        metric = self._metric if isinstance(self._metric, list) else [self._metric]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._ot_study.set_metric_names(metric)
-
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
-        return config
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        """Save as Tune does, and back up Tune's just-written experiment state (see
-        ``raycert.studydir.back_up_tune_state``) so a driver killed mid-sync can resume."""
-        super().save_to_dir(checkpoint_dir, session_str)
-        if self._study_uri is not None:
-            back_up_tune_state(self._study_uri, checkpoint_dir, session_str)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Restore Tune's snapshot, then trust the journal for trials finished after it (a
-        killed driver may have told Optuna more than its last snapshot of this searcher)."""
-        super().restore(checkpoint_path)
-        states = {t.number: t.state for t in self._ot_study.get_trials(deepcopy=False)}
-        for trial_id, ot_trial in self._ot_trials.items():
-            if states.get(ot_trial.number, TrialState.RUNNING).is_finished():
-                self._completed_trials.add(trial_id)
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and trial_id not in self._completed_trials and result and not error:
-            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-            values = [result.get(m) for m in (*metrics, self._cmetric)]
-            if not result.get(self._final_key, True):
-                result = None
-            elif not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                result, error = None, True
-            else:
-                ot_trial.set_constraint(CONSTRAINT_KEY, self._cmin - float(values[-1]))
-        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def run_study(
@@ -319,7 +252,7 @@ def _tuner(
     journal.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(journal))
     searcher = ConstrainedOptunaSearch(
-        space=_distributions(spec.params),
+        space=distributions(spec.params),
         metric=["clean_acc", "acr"] if several else "acr",
         mode=["max", "max"] if several else "max",
         sampler=optuna.samplers.TPESampler(seed=request.seed),
@@ -357,22 +290,6 @@ def _tuner(
             verbose=0,
         ),
     )
-
-
-def _distributions(params: tuple[SearchParam, ...]) -> dict[str, Any]:
-    """Optuna distributions of the search space."""
-    space: dict[str, Any] = {}
-    for p in params:
-        if p.type == "categorical":
-            space[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
-        elif p.type == "int":
-            space[p.name] = optuna.distributions.IntDistribution(
-                int(p.low), int(p.high), step=p.step
-            )
-        else:
-            log = p.type == "log-float"
-            space[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=log)
-    return space
 
 
 def _finish(

@@ -10,22 +10,18 @@ samples in float32; at the last epoch the whole split in float64), the checkpoin
 atomically, and ``callback(metrics, run_dir)`` runs. A non-finite loss or gradient ends the run
 with status ``"diverged"``, keeping the metrics and checkpoint of the last finished epoch.
 
-Files in ``run_dir``: ``config.json`` (the resolved config and what rebuilds the model),
-``model.pt`` (state_dict), ``state.pt`` (optimizer, LR schedule, epoch), ``metrics.jsonl`` (one
-line per epoch) and ``status.json``; every ``.pt`` loads with ``torch.load(weights_only=True)``.
+The run folder (its files, resume, ``load_run``) is ``raycert.runs``; ``load_run`` is
+re-exported here for library users, next to ``certify_run``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,13 +34,13 @@ from raycert.data import Split, augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.losses import LOSSES, LossFn, l1_penalty
 from raycert.models import build_model, ibp_init
+from raycert.runs import Metrics, load_run, prepare_run_dir, save_checkpoint, write_status
 from raycert.specs import TrainConfig
 
 SPLIT_SEED = 0  # the train/val partition is the same for every run, whatever its seed
 EVAL_BATCH = 512
 LR_STEP_FACTOR = 0.2
 
-Metrics = dict[str, Any]
 Callback = Callable[[Metrics, Path | None], None]
 
 
@@ -150,7 +146,7 @@ def train(
     if resume and run_dir is None:
         raise UserError("resume needs the run folder to resume from")
     out = Path(run_dir) if run_dir is not None else None
-    saved = _prepare_run_dir(out, cfg, resume) if out is not None else None
+    saved = prepare_run_dir(out, cfg, resume) if out is not None else None
     model = new_model(cfg).to(dev)
     if saved is not None and saved["status"] != "running":  # finished before: nothing to do
         model.load_state_dict(saved["model"])
@@ -202,11 +198,11 @@ def train(
             )
             metrics.append(row)
             if out is not None:
-                _save_checkpoint(out, model, optimizer, scheduler, metrics, train_seconds, cfg)
+                save_checkpoint(out, model, optimizer, scheduler, metrics, train_seconds, cfg)
             if callback is not None:
                 callback(row, out)
     if out is not None:
-        _write_status(out, status, len(metrics), cfg.epochs, message)
+        write_status(out, status, len(metrics), cfg.epochs, message)
     return TrainResult(status, metrics, out, model.eval(), cfg, message)
 
 
@@ -332,135 +328,6 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("train", total=total)
         yield lambda: bar.advance(task)
-
-
-# ---------------------------------------------------------------------------------------------
-# Run directory: atomic writes, resume, reload
-# ---------------------------------------------------------------------------------------------
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def _write_status(run_dir: Path, status: str, epoch: int, epochs: int, message: str = "") -> None:
-    info = {"status": status, "epoch": epoch, "epochs": epochs, "message": message}
-    _write_json(run_dir / "status.json", info)
-
-
-def _save_checkpoint(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    metrics: list[Metrics],
-    train_seconds: float,
-    cfg: TrainConfig,
-) -> None:
-    """Metrics first, then the model, then ``state.pt``, whose epoch is the commit point."""
-    lines = "".join(json.dumps(row) + "\n" for row in metrics)
-    _atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(lines))
-    _atomic(run_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
-    state = {
-        "epoch": len(metrics),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "train_seconds": train_seconds,
-    }
-    _atomic(run_dir / "state.pt", lambda tmp: torch.save(state, tmp))
-    done = len(metrics) == cfg.epochs
-    _write_status(run_dir, "completed" if done else "running", len(metrics), cfg.epochs)
-
-
-def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
-    """Start a run in ``run_dir``, or with ``resume`` load the run saved there (None if none)."""
-    has_checkpoint = (run_dir / "state.pt").exists()
-    if (run_dir / "config.json").exists() and not resume:
-        raise UserError(f"{run_dir} already holds a run; resume it or choose another folder")
-    if resume and has_checkpoint:
-        saved_cfg = _read_config(run_dir)[0].to_dict()
-        changed = [k for k, v in cfg.to_dict().items() if saved_cfg.get(k) != v]
-        if changed:
-            raise UserError(f"cannot resume {run_dir}: its config differs in {', '.join(changed)}")
-        return _read_saved(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = dataset_info(cfg.dataset)
-    dataset = {
-        "name": info.name,
-        "shape": list(info.shape),
-        "num_classes": info.num_classes,
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "acr_cap": info.acr_cap,
-    }
-    _write_json(run_dir / "config.json", {"config": cfg.to_dict(), "dataset": dataset})
-    _write_status(run_dir, "running", 0, cfg.epochs)
-    return None
-
-
-def _load_torch(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path.parent}: {path.name} is missing")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the same user problem
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"checkpoint {path} is corrupt ({reason}); retrain or resume") from None
-
-
-def _read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"no run at {run_dir}: config.json is missing")
-    try:
-        data = json.loads(path.read_text())
-        return TrainConfig.from_dict(data["config"]), data["dataset"]
-    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
-        raise UserError(f"{path} is unreadable ({exc})") from None
-
-
-def _read_saved(run_dir: Path) -> dict[str, Any]:
-    """Model, optimizer state and metrics of the last finished epoch, and the run's status."""
-    state = _load_torch(run_dir / "state.pt")
-    model_state = _load_torch(run_dir / "model.pt")
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        metrics = [json.loads(line) for line in lines[: state["epoch"]]]
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"run files in {run_dir} are unreadable ({exc})") from None
-    if len(metrics) != state["epoch"]:
-        raise UserError(f"{run_dir}/metrics.jsonl has fewer lines than finished epochs")
-    finished = status.get("status") in ("completed", "diverged")
-    return {
-        "model": model_state,
-        "state": state,
-        "metrics": metrics,
-        "status": status["status"] if finished else "running",
-        "message": status.get("message", ""),
-    }
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Sequential, TrainConfig]:
-    """Rebuild the model a run saved (in eval mode, on the CPU) and its resolved config."""
-    run_dir = Path(run_dir)
-    cfg, dataset = _read_config(run_dir)
-    model = build_model(
-        cfg.model, dataset["shape"], dataset["num_classes"], dataset["mean"], dataset["std"]
-    )
-    try:
-        model.load_state_dict(_load_torch(run_dir / "model.pt"))
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise UserError(f"{run_dir}/model.pt does not fit its config ({reason})") from None
-    return model.eval(), cfg
 
 
 def certify_run(

@@ -4,13 +4,10 @@ search logic is under test; they still report through ``tune.report``."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,6 @@ import pandas as pd
 import pytest
 import ray
 import ray.cloudpickle
-import torch
 from ray import tune
 from typer.testing import CliRunner
 
@@ -27,10 +23,9 @@ from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
 from raycert.pareto import pareto_mask
-from raycert.specs import STUDIES_DIR, load_study_spec
+from raycert.specs import STUDIES_DIR
 from raycert.study import StudyRequest, run_study
 from raycert.studydir import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, repair_tune_state
-from raycert.trial import TrialSetup, train_trial
 
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -294,151 +289,6 @@ def test_a_target_nobody_meets_is_reported_with_the_closest_trial(ray_local, tmp
 # ---------------------------------------------------------------------------------------------
 
 
-def test_four_quarter_gpu_trials_share_gpu_0_and_train_on_the_cpu(ray_local, tmp_path):
-    """A marker-file barrier proves the four trials run at once; each then runs the real trial
-    code, which must fall back to the CPU because no CUDA device exists here."""
-    assert not torch.cuda.is_available()
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    request = StudyRequest(
-        dataset="synthetic",
-        targets=(0.8,),
-        preset="smoke",
-        trials=4,
-        concurrency=4,
-        cpus_per_trial=0.5,
-        gpus_per_trial=0.25,
-        storage=str(tmp_path / "runs"),
-        name="gpus",
-    )
-    base = load_study_spec("synthetic", "smoke").base.resolve().to_dict()
-    setup = TrialSetup(base, None, 0.25, 0.8)
-
-    def trainable(config: dict) -> None:
-        me = barrier / tune.get_context().get_trial_id()
-        me.write_text("")
-        deadline = time.monotonic() + 90
-        while len(list(barrier.glob("*"))) < 8 and time.monotonic() < deadline:
-            seen = len([p for p in barrier.iterdir() if p.suffix != ".json"])
-            if seen >= 4:
-                break
-            time.sleep(0.1)
-        seen = len([p for p in barrier.iterdir() if p.suffix != ".json"])
-        info = {"seen": seen, "gpu_ids": [int(g) for g in ray.get_gpu_ids()]}
-        me.with_suffix(".json").write_text(json.dumps(info))
-        train_trial(config, setup)
-
-    result = run_study(request, trainable=trainable, progress=False)
-    infos = [json.loads(p.read_text()) for p in barrier.glob("*.json")]
-    assert len(infos) == 4
-    assert all(info["seen"] == 4 for info in infos)  # all four were running at once
-    assert all(info["gpu_ids"] == [0] for info in infos)
-    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
-    assert set(table["status"]) == {"completed"} and set(table["device"]) == {"cpu"}
-    assert result.meta["resources"] == {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25}
-
-
-def test_more_gpus_than_a_node_has_are_refused_before_anything_runs(ray_local, tmp_path):
-    request = toy_request(tmp_path, "greedy", (0.8,), gpus_per_trial=2)
-    with pytest.raises(UserError, match="--gpus-per-trial 2 is more than any node"):
-        run_study(request, trainable=toy, progress=False)
-    assert not (tmp_path / "runs" / "greedy").exists()
-
-
-def test_cpus_beyond_a_node_are_refused(ray_local, tmp_path):
-    request = toy_request(tmp_path, "cpus", (0.8,), cpus_per_trial=3)
-    with pytest.raises(UserError, match="--cpus-per-trial 3 is more than any node"):
-        run_study(request, trainable=toy, progress=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Failures: crashed, diverged and early-stopped trials are recorded and the study goes on
-# ---------------------------------------------------------------------------------------------
-
-
-def flaky(config: dict) -> None:
-    """x < 0.4 crashes every time, x > 0.7 diverges; the others complete (seed 0 samples all
-    three kinds)."""
-    x = config["kappa"]
-    if x < 0.4:
-        raise RuntimeError("a crash")
-    metrics = {"clean_acc": 0.9 - 0.2 * x, "acr": x, "epoch": 1}
-    if x > 0.7:
-        tune.report({**metrics, "final": False, "diverged": True})
-        return
-    tune.report({**metrics, "final": True})
-
-
-def test_crashed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_local, tmp_path):
-    result = run_study(toy_request(tmp_path, "flaky", (0.8,)), trainable=flaky, progress=False)
-    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
-    assert result.status == "finished" and len(table) == 10
-    x = table["param.kappa"]
-    expected = np.where(x < 0.4, "error", np.where(x > 0.7, "diverged", "completed"))
-    assert list(table["status"]) == list(expected)
-    assert {"error", "diverged", "completed"} <= set(table["status"])
-    assert not table.loc[table["status"] != "completed", "pareto"].any()
-    counts = result.meta["trial_counts"]
-    assert counts == {s: int((table["status"] == s).sum()) for s in counts}
-    states = {
-        t.user_attrs["tune_trial_id"]: t.state
-        for t in journal_study(Path(result.study_dir), "flaky").trials
-    }
-    optuna_state = {"error": "FAIL", "diverged": "PRUNED", "completed": "COMPLETE"}
-    for trial_id, status in zip(table["trial_id"], table["status"], strict=True):
-        assert states[trial_id].name == optuna_state[status]
-    chosen = result.targets[0]
-    assert chosen.met and table.set_index("trial_id").loc[chosen.trial_id, "status"] == "completed"
-
-
-def test_real_trials_that_diverge_are_recorded_as_diverged(ray_local, tmp_path):
-    search = (
-        '[search.lr]\ntype = "log-float"\nlow = 1e29\nhigh = 1e30\n'
-        '[search.optimizer]\ntype = "categorical"\nchoices = ["sgd"]\n'
-        '[search.grad_clip]\ntype = "categorical"\nchoices = [0.0]\n'
-    )
-    spec = toy_spec(tmp_path, search=search)
-    request = toy_request(tmp_path, "nan", (0.5,), trials=2, method="ibp", spec=spec)
-    result = run_study(request, progress=False)
-    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
-    assert result.status == "finished" and list(table["status"]) == ["diverged", "diverged"]
-    assert (table["epoch"] == 0).all() and not table["pareto"].any()
-    target = result.targets[0]
-    assert not target.met and target.closest is None and target.run_dir is None
-    states = {t.state.name for t in journal_study(Path(result.study_dir), "nan").trials}
-    assert states == {"PRUNED"}
-
-
-def epochs(config: dict) -> None:
-    """Four epochs; ACR grows with x and epochs, accuracy falls with x (feasible iff x <= 0.5)."""
-    x = config["kappa"]
-    for epoch in range(1, 5):
-        acc, acr = 0.9 - 0.2 * x, x * epoch / 4
-        score = acr if acc >= 0.8 else acc - 0.8
-        row = {"clean_acc": acc, "acr": acr, "epoch": epoch, "final": epoch == 4}
-        tune.report({**row, "sched_score": score})
-
-
-def test_asha_stops_trials_early_as_pruned(ray_local, tmp_path):
-    spec = toy_spec(tmp_path, study="[study.smoke]\nasha = true\ngrace_period = 1\n")
-    request = toy_request(tmp_path, "asha", (0.8,), trials=8, spec=spec)
-    result = run_study(request, trainable=epochs, progress=False)
-    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
-    assert result.meta["asha"] and len(table) == 8
-    pruned = table[table["status"] == "pruned"]
-    assert len(pruned) > 0 and (pruned["epoch"] < 4).all()
-    assert (table.loc[table["status"] == "completed", "epoch"] == 4).all()
-    states = {
-        t.user_attrs["tune_trial_id"]: t.state.name
-        for t in journal_study(Path(result.study_dir), "asha").trials
-    }
-    assert {states[t] for t in pruned["trial_id"]} == {"PRUNED"}
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: a killed study resumes; bad inputs are one line and lose nothing
-# ---------------------------------------------------------------------------------------------
-
 runner = CliRunner()
 
 
@@ -455,51 +305,6 @@ def finished_rows(study_dir: Path) -> int:
         return len(pd.read_csv(study_dir / "trials.csv"))
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return 0
-
-
-def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
-    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
-    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
-    study_dir = tmp_path / "killed"
-    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while finished_rows(study_dir) < 2 and time.monotonic() < deadline:
-            assert process.poll() is None, "the study ended before it could be killed"
-            time.sleep(0.1)
-        before = pd.read_csv(study_dir / "trials.csv")
-        assert 2 <= len(before) < 6
-        process.kill()  # SIGKILL: no chance to save anything
-        process.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
-    assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
-
-    resumed = study_cli(
-        *args, "--resume", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        out, err = resumed.communicate(timeout=180)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(resumed.pid, signal.SIGKILL)
-    assert resumed.returncode == 0, err
-    after = pd.read_csv(study_dir / "trials.csv")
-    assert len(after) == 6 and after["trial_id"].is_unique and after["number"].is_unique
-    assert set(after["status"]) == {"completed"}
-    kept = after.set_index("trial_id").loc[before["trial_id"]]
-    assert list(kept["clean_acc"]) == list(before["clean_acc"])  # the same trials, not reruns
-    assert list(kept["acr"]) == list(before["acr"])
-    meta = json.loads((study_dir / "study.json").read_text())
-    assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 6
-    complete = journal_study(study_dir, "killed").get_trials(
-        states=(optuna.trial.TrialState.COMPLETE,)
-    )
-    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after["trial_id"])
-    assert "results:" in out
-    report = tmp_path / "reports" / "killed.html"  # every finished study writes its report
-    assert f"report: {report.relative_to(tmp_path)}" in out and report.stat().st_size > 100_000
 
 
 @pytest.mark.parametrize(
@@ -532,25 +337,6 @@ def test_an_unreadable_spec_is_one_line(tmp_path):
     result = runner.invoke(app, ["study", "synthetic", "--spec", str(spec)])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: cannot read {spec}") and result.stderr.count("\n") == 1
-
-
-def test_gpus_on_a_gpu_less_cluster_exit_2_with_one_line(tmp_path):
-    """In a fresh process: its own local Ray cluster has no GPU (this machine has none)."""
-    args = ["synthetic", "--preset", "smoke", "--gpus-per-trial", "0.5"]
-    process = study_cli(
-        *args, "--storage", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        out, err = process.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 2
-    assert err.splitlines() == [
-        "error: --gpus-per-trial 0.5 asks for GPUs but the Ray cluster has none; "
-        "use --gpus-per-trial 0 (or auto)"
-    ]
-    assert "Traceback" not in out + err and not any(tmp_path.iterdir())
 
 
 def test_a_study_on_a_storage_uri_keeps_the_same_layout(ray_local, tmp_path, monkeypatch):

@@ -1,0 +1,154 @@
+"""Studies survive failures: crashed, diverged and early-stopped trials are recorded and the
+study goes on; a study killed with SIGKILL resumes without losing or repeating a trial."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import ray.cloudpickle
+from ray import tune
+from test_study import finished_rows, journal_study, study_cli, toy_request, toy_spec
+
+from raycert.study import run_study
+
+# Trainables defined here go to Ray workers by value: they cannot import this test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def flaky(config: dict) -> None:
+    """x < 0.4 crashes every time, x > 0.7 diverges; the others complete (seed 0 samples all
+    three kinds)."""
+    x = config["kappa"]
+    if x < 0.4:
+        raise RuntimeError("a crash")
+    metrics = {"clean_acc": 0.9 - 0.2 * x, "acr": x, "epoch": 1}
+    if x > 0.7:
+        tune.report({**metrics, "final": False, "diverged": True})
+        return
+    tune.report({**metrics, "final": True})
+
+
+def test_crashed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_local, tmp_path):
+    result = run_study(toy_request(tmp_path, "flaky", (0.8,)), trainable=flaky, progress=False)
+    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
+    assert result.status == "finished" and len(table) == 10
+    x = table["param.kappa"]
+    expected = np.where(x < 0.4, "error", np.where(x > 0.7, "diverged", "completed"))
+    assert list(table["status"]) == list(expected)
+    assert {"error", "diverged", "completed"} <= set(table["status"])
+    assert not table.loc[table["status"] != "completed", "pareto"].any()
+    counts = result.meta["trial_counts"]
+    assert counts == {s: int((table["status"] == s).sum()) for s in counts}
+    states = {
+        t.user_attrs["tune_trial_id"]: t.state
+        for t in journal_study(Path(result.study_dir), "flaky").trials
+    }
+    optuna_state = {"error": "FAIL", "diverged": "PRUNED", "completed": "COMPLETE"}
+    for trial_id, status in zip(table["trial_id"], table["status"], strict=True):
+        assert states[trial_id].name == optuna_state[status]
+    chosen = result.targets[0]
+    assert chosen.met and table.set_index("trial_id").loc[chosen.trial_id, "status"] == "completed"
+
+
+def test_real_trials_that_diverge_are_recorded_as_diverged(ray_local, tmp_path):
+    search = (
+        '[search.lr]\ntype = "log-float"\nlow = 1e29\nhigh = 1e30\n'
+        '[search.optimizer]\ntype = "categorical"\nchoices = ["sgd"]\n'
+        '[search.grad_clip]\ntype = "categorical"\nchoices = [0.0]\n'
+    )
+    spec = toy_spec(tmp_path, search=search)
+    request = toy_request(tmp_path, "nan", (0.5,), trials=2, method="ibp", spec=spec)
+    result = run_study(request, progress=False)
+    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
+    assert result.status == "finished" and list(table["status"]) == ["diverged", "diverged"]
+    assert (table["epoch"] == 0).all() and not table["pareto"].any()
+    target = result.targets[0]
+    assert not target.met and target.closest is None and target.run_dir is None
+    states = {t.state.name for t in journal_study(Path(result.study_dir), "nan").trials}
+    assert states == {"PRUNED"}
+
+
+def epochs(config: dict) -> None:
+    """Four epochs; ACR grows with x and epochs, accuracy falls with x (feasible iff x <= 0.5)."""
+    x = config["kappa"]
+    for epoch in range(1, 5):
+        acc, acr = 0.9 - 0.2 * x, x * epoch / 4
+        score = acr if acc >= 0.8 else acc - 0.8
+        row = {"clean_acc": acc, "acr": acr, "epoch": epoch, "final": epoch == 4}
+        tune.report({**row, "sched_score": score})
+
+
+def test_asha_stops_trials_early_as_pruned(ray_local, tmp_path):
+    spec = toy_spec(tmp_path, study="[study.smoke]\nasha = true\ngrace_period = 1\n")
+    request = toy_request(tmp_path, "asha", (0.8,), trials=8, spec=spec)
+    result = run_study(request, trainable=epochs, progress=False)
+    table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
+    assert result.meta["asha"] and len(table) == 8
+    pruned = table[table["status"] == "pruned"]
+    assert len(pruned) > 0 and (pruned["epoch"] < 4).all()
+    assert (table.loc[table["status"] == "completed", "epoch"] == 4).all()
+    states = {
+        t.user_attrs["tune_trial_id"]: t.state.name
+        for t in journal_study(Path(result.study_dir), "asha").trials
+    }
+    assert {states[t] for t in pruned["trial_id"]} == {"PRUNED"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: a killed study resumes; bad inputs are one line and lose nothing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
+    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
+    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
+    study_dir = tmp_path / "killed"
+    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while finished_rows(study_dir) < 2 and time.monotonic() < deadline:
+            assert process.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.1)
+        before = pd.read_csv(study_dir / "trials.csv")
+        assert 2 <= len(before) < 6
+        process.kill()  # SIGKILL: no chance to save anything
+        process.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
+    assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
+
+    resumed = study_cli(
+        *args, "--resume", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = resumed.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(resumed.pid, signal.SIGKILL)
+    assert resumed.returncode == 0, err
+    after = pd.read_csv(study_dir / "trials.csv")
+    assert len(after) == 6 and after["trial_id"].is_unique and after["number"].is_unique
+    assert set(after["status"]) == {"completed"}
+    kept = after.set_index("trial_id").loc[before["trial_id"]]
+    assert list(kept["clean_acc"]) == list(before["clean_acc"])  # the same trials, not reruns
+    assert list(kept["acr"]) == list(before["acr"])
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 6
+    complete = journal_study(study_dir, "killed").get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after["trial_id"])
+    assert "results:" in out
+    report = tmp_path / "reports" / "killed.html"  # every finished study writes its report
+    assert f"report: {report.relative_to(tmp_path)}" in out and report.stat().st_size > 100_000
