@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from raycert.models import Normalize
 
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-SUPPORTED_LAYERS = (Normalize, nn.Conv2d, nn.Linear, *_BATCHNORM, nn.ReLU, nn.Flatten, nn.AvgPool2d)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+SUPPORTED_LAYERS = (Normalize, nn.Conv2d, nn.Linear, *BATCHNORM, nn.ReLU, nn.Flatten, nn.AvgPool2d)
 
 # Per-channel (mean, biased variance) of each train-mode BatchNorm's input, by layer index.
 BatchStats = dict[int, tuple[Tensor, Tensor]]
@@ -77,7 +77,7 @@ def clean_forward(model: nn.Sequential, x: Tensor) -> tuple[Tensor, BatchStats]:
     stats: BatchStats = {}
     h = x
     for index, layer in enumerate(model):
-        if isinstance(layer, _BATCHNORM) and layer.training:
+        if isinstance(layer, BATCHNORM) and layer.training:
             dims = _reduce_dims(h)
             stats[index] = (h.mean(dims), h.var(dims, unbiased=False))
         h = layer(h)
@@ -135,7 +135,7 @@ def propagate(
     """
     check_supported(model)
     needs_clean = model.training and bn_stats is None and eps is not None
-    needs_clean = needs_clean and any(isinstance(m, _BATCHNORM) for m in model)
+    needs_clean = needs_clean and any(isinstance(m, BATCHNORM) for m in model)
     stats: BatchStats = dict(bn_stats or {})
     if eps is None:
         center, radius = x, None
@@ -155,7 +155,7 @@ def propagate(
                 center, radius = (upper + lower) / 2, (upper - lower) / 2
             if clean is not None:
                 clean = F.relu(clean)
-        elif isinstance(layer, _BATCHNORM):
+        elif isinstance(layer, BATCHNORM):
             if layer.training and index not in stats:
                 source = clean if clean is not None else center
                 dims = _reduce_dims(source)

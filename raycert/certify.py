@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from raycert.bounds import (
+    BATCHNORM,
     BatchStats,
     exact_margins,
     margin_lower_bounds,
@@ -33,6 +34,8 @@ from raycert.bounds import (
     propagate,
 )
 from raycert.units import cert_acc_key
+
+MAX_PROBES = 8  # radii probed at once per sample once few samples are left
 
 
 def _min_margin(
@@ -67,6 +70,8 @@ def certified_radius(
     Computation runs in the model's dtype: use a float64 model for final certificates.
     ``clean_logits`` (the model's output on ``x``, when the caller has it) saves one pass.
     """
+    if model.training and bn_stats is None and any(isinstance(m, BATCHNORM) for m in model):
+        raise ValueError("a train-mode model needs bn_stats from clean_forward(model, x)")
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
     n = len(x)
@@ -102,21 +107,33 @@ def certified_radius(
             idx, lo, hi, g_lo, g_hi, side = (t[live] for t in (idx, lo, hi, g_lo, g_hi, side))
             width_before, width_last = width_before[live], width_last[live]
         width = hi - lo
-        probe = lo + width * g_lo / (g_lo - g_hi)
+        estimate = lo + width * g_lo / (g_lo - g_hi)
         stalled = width > width_before / 2
-        probe = torch.where(stalled | ~torch.isfinite(probe), lo + width / 2, probe)
-        probe = torch.minimum(torch.maximum(probe, lo + tol / 2), hi - tol / 2)
-
-        g = _min_margin(model, x[idx], y[idx], probe, bn_stats)
+        estimate = torch.where(stalled | ~torch.isfinite(estimate), lo + width / 2, estimate)
+        estimate = torch.minimum(torch.maximum(estimate, lo + tol / 2), hi - tol / 2)
+        # Room left in the batch goes to the stragglers: k probes each, one pass, no more
+        # samples than the first pass had, so a bracket can shrink (k + 1)-fold per round.
+        k = max(1, min(MAX_PROBES, n // len(idx)))
+        fractions = torch.arange(1, k, dtype=dtype, device=x.device) / k
+        grid = lo[:, None] + width[:, None] * fractions
+        probes = torch.cat([estimate[:, None], grid], dim=1).sort(dim=1).values
+        rows = idx.repeat_interleave(k)
+        g = _min_margin(model, x[rows], y[rows], probes.flatten(), bn_stats).view(-1, k)
         verified = g > 0
+
+        best = torch.where(verified, probes, -math.inf).max(dim=1)  # largest verified probe
+        moved_lo = best.values > lo
+        new_lo = torch.where(moved_lo, best.values, lo)
+        above = ~verified & (probes > new_lo[:, None])
+        first = torch.where(above, probes, math.inf).min(dim=1)  # next unverified probe
+        moved_hi = first.values < hi
         # Illinois: an end that survives two rounds in a row has its value halved.
-        g_hi = torch.where(verified & (side == 1), g_hi / 2, g_hi)
-        g_lo = torch.where(~verified & (side == -1), g_lo / 2, g_lo)
-        lo = torch.where(verified, probe, lo)
-        g_lo = torch.where(verified, g, g_lo)
-        hi = torch.where(verified, hi, probe)
-        g_hi = torch.where(verified, g_hi, g)
-        side = torch.where(verified, 1, -1).to(torch.int8)
+        g_hi = torch.where(moved_lo & ~moved_hi & (side == 1), g_hi / 2, g_hi)
+        g_lo = torch.where(moved_hi & ~moved_lo & (side == -1), g_lo / 2, g_lo)
+        g_lo = torch.where(moved_lo, g.gather(1, best.indices[:, None]).squeeze(1), g_lo)
+        g_hi = torch.where(moved_hi, g.gather(1, first.indices[:, None]).squeeze(1), g_hi)
+        lo, hi = new_lo, torch.where(moved_hi, first.values, hi)
+        side = (moved_lo & ~moved_hi).to(torch.int8) - (moved_hi & ~moved_lo).to(torch.int8)
         width_before, width_last = width_last, width
     radius[idx] = lo
     return radius

@@ -152,4 +152,5 @@ def test_certify_and_summarize_report_every_metric(case):
     certs32 = certify(net, images, y, cap=CAP, dtype=torch.float32)
     assert torch.equal(certs32.predictions, certs.predictions)
     torch.testing.assert_close(certs32.radii, certs.radii, atol=1e-3, rtol=0)
-    assert evaluate(net, images, y, CAP, [0.1])["acr"] == pytest.approx(metrics["acr"])
+    # another batch size probes differently; radii agree to the search tolerance
+    assert evaluate(net, images, y, CAP, [0.1])["acr"] == pytest.approx(metrics["acr"], abs=1e-5)
