@@ -10,7 +10,9 @@ The bracket shrinks by the Illinois variant of false position (``g`` is piecewis
 eps, so it usually lands next to the crossing in one or two steps), with two safeguards: a probe
 is kept at least ``tol / 2`` inside the bracket, so a probe next to the crossing closes it from
 the other side, and a step that fails to halve the bracket over two rounds is a bisection.
-Samples whose bracket is closed leave the batch, so later bound passes are smaller.
+Samples whose bracket is closed leave the batch; the room they free goes to the rest, each
+probed at several radii in one pass (a k-section grid beside the false-position estimate), so
+the few slow brackets that decide a search's length close in fewer rounds.
 """
 
 from __future__ import annotations
