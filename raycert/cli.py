@@ -13,7 +13,6 @@ import dataclasses
 import json
 import webbrowser
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +24,7 @@ from rich.progress import track
 from rich.table import Table
 from typer.core import TyperGroup
 
-from raycert import data
+from raycert import __version__, data
 from raycert.errors import UserError
 from raycert.report import build_report
 from raycert.specs import load_preset
@@ -67,16 +66,9 @@ DataDirOption = Annotated[
 ]
 
 
-def _package_version() -> str:
-    try:
-        return version("raycert")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"raycert {_package_version()}")
+        typer.echo(f"raycert {__version__}")
         raise typer.Exit()
 
 

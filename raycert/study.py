@@ -24,7 +24,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from raycert import cluster
+from raycert import __version__, cluster
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
 from raycert.search import ConstrainedOptunaSearch, distributions
@@ -371,12 +370,8 @@ def _finished_result(store: StudyDir, meta: dict[str, Any]) -> StudyResult:
 
 
 def _versions() -> dict[str, str]:
-    try:
-        raycert_version = version("raycert")
-    except PackageNotFoundError:
-        raycert_version = "unknown"
     return {
-        "raycert": raycert_version,
+        "raycert": __version__,
         "ray": ray.__version__,
         "optuna": optuna.__version__,
         "torch": torch.__version__,
