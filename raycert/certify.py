@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -154,18 +155,22 @@ class Certificates:
     def correct(self) -> Tensor:
         return self.labels == self.predictions
 
-    def write_csv(self, path: str | Path) -> Path:
+    def to_csv(self) -> str:
         """One row per sample: ``index,label,prediction,radius,correct`` (radius in pixels)."""
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["index", "label", "prediction", "radius", "correct"])
+        columns = (self.labels.tolist(), self.predictions.tolist(), self.radii.tolist())
+        rows = zip(*columns, strict=True)
+        for index, (label, prediction, radius) in enumerate(rows):
+            writer.writerow([index, label, prediction, repr(radius), int(label == prediction)])
+        return text.getvalue()
+
+    def write_csv(self, path: str | Path) -> Path:
+        """``to_csv`` into the file ``path`` (its folders are created)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["index", "label", "prediction", "radius", "correct"])
-            rows = zip(
-                self.labels.tolist(), self.predictions.tolist(), self.radii.tolist(), strict=True
-            )
-            for index, (label, prediction, radius) in enumerate(rows):
-                writer.writerow([index, label, prediction, repr(radius), int(label == prediction)])
+        path.write_text(self.to_csv())
         return path
 
 

@@ -20,11 +20,9 @@ import dataclasses
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -349,9 +347,7 @@ def _choose_and_certify(
         result.test = summary
         store.copy_in(checkpoint.filesystem, checkpoint.path, result.run_dir)
         store.write_json(f"{result.run_dir}/test_metrics.json", summary)
-        with tempfile.TemporaryDirectory() as tmp:
-            radii = certs.write_csv(Path(tmp) / "test_radii.csv").read_bytes()
-        store.write_bytes(f"{result.run_dir}/test_radii.csv", radii)
+        store.write_bytes(f"{result.run_dir}/test_radii.csv", certs.to_csv().encode())
     return results
 
 
