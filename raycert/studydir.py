@@ -76,15 +76,12 @@ def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> No
 def repair_tune_state(store: StudyDir) -> list[str]:
     """Replace each unreadable experiment state in Tune's folder by its backup; return their
     names. One without a backup is a ``UserError``: that study cannot be resumed."""
-    selector = pafs.FileSelector(store._p(TUNE_DIR), allow_not_found=True)
     repaired = []
-    for info in store.fs.get_file_info(selector):
-        name = info.base_name
+    for name in store.list_dir(TUNE_DIR):
         if not fnmatch.fnmatch(name, "experiment_state-*.json"):
             continue
         try:
-            with store.fs.open_input_stream(info.path) as stream:
-                json.loads(stream.read())
+            json.loads(store.read_bytes(f"{TUNE_DIR}/{name}"))
             continue
         except (OSError, ValueError):
             pass
@@ -94,8 +91,7 @@ def repair_tune_state(store: StudyDir) -> list[str]:
                 f"Ray Tune's state {store.uri}/{TUNE_DIR}/{name} is unreadable and has no backup;"
                 " run the study again under another --name"
             )
-        with store.fs.open_input_stream(store._p(backup)) as stream:
-            store.write_bytes(f"{TUNE_DIR}/{name}", stream.read())
+        store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
         repaired.append(name)
     return repaired
 
@@ -120,12 +116,21 @@ class StudyDir:
     def has(self, rel: str) -> bool:
         return self.fs.get_file_info(self._p(rel)).type != pafs.FileType.NotFound
 
+    def read_bytes(self, rel: str) -> bytes:
+        """A file's whole content (``OSError`` if it cannot be read)."""
+        with self.fs.open_input_stream(self._p(rel)) as stream:
+            return stream.read()
+
     def read_json(self, rel: str) -> Any:
         try:
-            with self.fs.open_input_stream(self._p(rel)) as stream:
-                return json.loads(stream.read().decode())
+            return json.loads(self.read_bytes(rel).decode())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {self.uri}/{rel}: {exc}") from None
+
+    def list_dir(self, rel: str) -> list[str]:
+        """Names of the entries of folder ``rel`` (none if it does not exist)."""
+        selector = pafs.FileSelector(self._p(rel), allow_not_found=True)
+        return [info.base_name for info in self.fs.get_file_info(selector)]
 
     def write_json(self, rel: str, data: Any) -> None:
         text = json.dumps(_json_ready(data), indent=2, allow_nan=False)
@@ -163,8 +168,7 @@ class StudyDir:
         local = cache / "raycert" / "journals" / key / JOURNAL
         if not local.exists() and self.has(JOURNAL):
             local.parent.mkdir(parents=True, exist_ok=True)
-            with self.fs.open_input_stream(self._p(JOURNAL)) as stream:
-                local.write_bytes(stream.read())
+            local.write_bytes(self.read_bytes(JOURNAL))
         return local
 
     def save_journal(self) -> None:
