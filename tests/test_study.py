@@ -4,8 +4,10 @@ search logic is under test; they still report through ``tune.report``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -298,6 +300,18 @@ def study_cli(*args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
     command = [sys.executable, "-m", "raycert.cli", "study", *args]
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, text=True, **popen)
+
+
+def run_study_cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> tuple[int, str, str]:
+    """``study_cli`` to the end: exit code, stdout, stderr; its process group (the local Ray
+    cluster it started) is killed afterwards whatever happened."""
+    process = study_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, out, err
 
 
 def finished_rows(study_dir: Path) -> int:

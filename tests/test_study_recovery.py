@@ -17,7 +17,14 @@ import optuna
 import pandas as pd
 import ray.cloudpickle
 from ray import tune
-from test_study import finished_rows, journal_study, study_cli, toy_request, toy_spec
+from test_study import (
+    finished_rows,
+    journal_study,
+    run_study_cli,
+    study_cli,
+    toy_request,
+    toy_spec,
+)
 
 from raycert.study import run_study
 
@@ -128,15 +135,8 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
     assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
 
-    resumed = study_cli(
-        *args, "--resume", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        out, err = resumed.communicate(timeout=180)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(resumed.pid, signal.SIGKILL)
-    assert resumed.returncode == 0, err
+    returncode, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
+    assert returncode == 0, err
     after = pd.read_csv(study_dir / "trials.csv")
     assert len(after) == 6 and after["trial_id"].is_unique and after["number"].is_unique
     assert set(after["status"]) == {"completed"}

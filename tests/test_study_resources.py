@@ -3,11 +3,7 @@ meet refused before anything runs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +14,7 @@ import ray
 import ray.cloudpickle
 import torch
 from ray import tune
-from test_study import study_cli, toy, toy_request
+from test_study import run_study_cli, toy, toy_request
 
 from raycert.errors import UserError
 from raycert.specs import load_study_spec
@@ -94,15 +90,8 @@ def test_cpus_beyond_a_node_are_refused(ray_local, tmp_path):
 def test_gpus_on_a_gpu_less_cluster_exit_2_with_one_line(tmp_path):
     """In a fresh process: its own local Ray cluster has no GPU (this machine has none)."""
     args = ["synthetic", "--preset", "smoke", "--gpus-per-trial", "0.5"]
-    process = study_cli(
-        *args, "--storage", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        out, err = process.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 2
+    returncode, out, err = run_study_cli(*args, "--storage", str(tmp_path), timeout=120)
+    assert returncode == 2
     assert err.splitlines() == [
         "error: --gpus-per-trial 0.5 asks for GPUs but the Ray cluster has none; "
         "use --gpus-per-trial 0 (or auto)"
