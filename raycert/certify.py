@@ -199,8 +199,9 @@ def certify(
         x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
         y = labels[start : start + batch_size].to(device)
         with torch.no_grad():
-            predictions.append(net(x).argmax(dim=1).cpu())
-        radii.append(certified_radius(net, x, y, cap, tol).cpu())
+            logits = net(x)
+        predictions.append(logits.argmax(dim=1).cpu())
+        radii.append(certified_radius(net, x, y, cap, tol, clean_logits=logits).cpu())
     return Certificates(
         labels=labels.cpu().long(),
         predictions=torch.cat(predictions),
