@@ -17,10 +17,10 @@ import timeit
 import torch
 import torch.nn.functional as F
 
-import raycert.certify as certify_module
-from raycert.bounds import margin_lower_bounds
+import raycert.cert.certify as certify_module
+from raycert.cert.bounds import margin_lower_bounds
+from raycert.cert.models import build_model, ibp_init
 from raycert.data import dataset_info, load
-from raycert.models import build_model, ibp_init
 
 
 def best_time(fn, repeats: int) -> float:

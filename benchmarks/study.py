@@ -34,16 +34,17 @@ import pandas as pd
 import ray
 import torch
 
-from raycert.specs import STUDIES_DIR, TrainConfig
-from raycert.study import StudyRequest, run_study
-from raycert.train import train
+from raycert.study.run import StudyRequest, run_study
+from raycert.study.spec import PRESETS_DIR
+from raycert.training.config import TrainConfig
+from raycert.training.loop import train
 
 GOAL_S, ONE_MINUTE = 1.0, 60.0
 
 
 def bench_spec(folder: Path, epochs: int) -> Path:
     """The synthetic spec with a smoke preset of ``epochs`` epochs on the full synthetic split."""
-    text = (STUDIES_DIR / "synthetic.toml").read_text()
+    text = (PRESETS_DIR / "synthetic.toml").read_text()
     smoke = (
         f'[presets.smoke]\nmodel = "mlp"\nmethod = "acert"\nepochs = {epochs}\nbatch_size = 64\n'
         f"warmup_epochs = 1\nramp_epochs = {max(1, epochs // 2)}\nlr = 1e-2\nval_limit = 400\n"

@@ -13,8 +13,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from raycert.specs import load_preset
-from raycert.train import certify_run, train
+from raycert.study.spec import load_preset
+from raycert.training.evaluation import certify_run
+from raycert.training.loop import train
 
 RUNS = [
     ("standard", {"method": "standard"}),

@@ -16,9 +16,9 @@ import timeit
 import torch
 
 from raycert.data import dataset_info, load
-from raycert.losses import LOSSES
-from raycert.specs import TrainConfig
-from raycert.train import new_model
+from raycert.training.config import TrainConfig
+from raycert.training.loop import new_model
+from raycert.training.methods import LOSSES
 
 
 def train_step(model, optimizer, method: str, x, y, eps: float, cfg: TrainConfig) -> torch.Tensor:

@@ -26,9 +26,10 @@ from typer.core import TyperGroup
 
 from raycert import __version__, data
 from raycert.errors import UserError
-from raycert.report import build_report
-from raycert.specs import load_preset
-from raycert.train import certify_run, train
+from raycert.report.page import build_report
+from raycert.study.spec import load_preset
+from raycert.training.evaluation import certify_run
+from raycert.training.loop import train
 from raycert.units import format_eps, parse_eps
 
 USER_ERROR_EXIT_CODE = 2
@@ -147,9 +148,12 @@ def report(
 def train_command(
     dataset: Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")],
     method: Annotated[str | None, typer.Option(help="acert, ibp or standard.")] = None,
-    preset: Annotated[str, typer.Option(help="smoke, quick or paper (studies/DATASET.toml).")] = (
-        "quick"
-    ),
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="smoke, quick or paper (the spec file raycert/study/presets/DATASET.toml)."
+        ),
+    ] = ("quick"),
     model: Annotated[str | None, typer.Option(help="cnn7, cnn_small or mlp.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     max_eps: Annotated[str | None, typer.Option(help="Training radius: 0.3, 2/255 or 2px.")] = None,
@@ -266,9 +270,12 @@ def study_command(
     method: Annotated[
         str | None, typer.Option(help="acert or ibp (default: the preset's).")
     ] = None,
-    preset: Annotated[str, typer.Option(help="smoke, quick or paper (studies/DATASET.toml).")] = (
-        "quick"
-    ),
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="smoke, quick or paper (the spec file raycert/study/presets/DATASET.toml)."
+        ),
+    ] = ("quick"),
     trials: Annotated[int | None, typer.Option(help="Trials in all (default: the spec's).")] = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
@@ -288,7 +295,7 @@ def study_command(
     seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial.")] = 0,
     data_dir: DataDirOption = None,
     spec: Annotated[
-        Path | None, typer.Option(help="Spec file instead of studies/DATASET.toml.")
+        Path | None, typer.Option(help="Spec file instead of raycert/study/presets/DATASET.toml.")
     ] = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
@@ -298,7 +305,7 @@ def study_command(
         raise UserError(
             f"--gpus-per-trial must be a number >= 0 or auto, got {gpus_per_trial!r}"
         ) from None
-    from raycert.study import StudyRequest, run_study  # Ray loads for this command only
+    from raycert.study.run import StudyRequest, run_study  # Ray loads for this command only
 
     request = StudyRequest(
         dataset=dataset,

@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import nn
 
-from raycert.bounds import BatchStats
-from raycert.models import Normalize
+from raycert.cert.bounds import BatchStats
+from raycert.cert.models import Normalize
 
 
 def random_net(

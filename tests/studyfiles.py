@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from raycert.pareto import pareto_mask
+from raycert.studyfolder import pareto_mask
 from raycert.units import cert_acc_key
 
 ACR_CAP = 0.4

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nets import exact_margins, frozen_copy, random_net
 from torch import nn
 
-from raycert.bounds import (
+from raycert.cert.bounds import (
     UnsupportedLayerError,
     clean_forward,
     input_box,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from nets import random_net
 
-from raycert.bounds import clean_forward, margin_lower_bounds
-from raycert.certify import certified_radius, certify, evaluate, summarize
+from raycert.cert.bounds import clean_forward, margin_lower_bounds
+from raycert.cert.certify import certified_radius, certify, evaluate, summarize
 
 CAP = 0.3
 

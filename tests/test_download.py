@@ -1,4 +1,4 @@
-"""Downloads (raycert.download, and data.download/data.load on top) from a local HTTP server:
+"""Downloads (raycert.data.downloads, and data.download/data.load on top) from a local HTTP server:
 md5 checks, nothing partial left behind, mirrors, and one-line UserErrors."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from datafiles import MNIST_FILES, assert_one_line_mentioning, write_small_cifar
 
-from raycert import data, download
+from raycert import data
+from raycert.data import downloads
 from raycert.errors import UserError
 
 
@@ -19,7 +20,7 @@ def test_fetch_keeps_a_file_with_the_right_md5(mirror, tmp_path: Path) -> None:
     content = bytes(range(256)) * 5000
     (mirror.folder / "blob.bin").write_bytes(content)
     dest = tmp_path / "out" / "blob.bin"
-    download.fetch(mirror.url + "blob.bin", dest, hashlib.md5(content).hexdigest())
+    downloads.fetch(mirror.url + "blob.bin", dest, hashlib.md5(content).hexdigest())
     assert dest.read_bytes() == content
     assert [p.name for p in dest.parent.iterdir()] == ["blob.bin"]
 
@@ -28,14 +29,14 @@ def test_fetch_rejects_a_wrong_md5_and_leaves_nothing(mirror, tmp_path: Path) ->
     (mirror.folder / "blob.bin").write_bytes(b"not what was promised")
     dest = tmp_path / "out" / "blob.bin"
     with pytest.raises(UserError) as exc:
-        download.fetch(mirror.url + "blob.bin", dest, "0" * 32)
+        downloads.fetch(mirror.url + "blob.bin", dest, "0" * 32)
     assert_one_line_mentioning(exc, "md5", "0" * 32, "blob.bin")
     assert list(dest.parent.iterdir()) == []
 
 
 def test_fetch_of_a_missing_url_is_a_user_error(mirror, tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
-        download.fetch(mirror.url + "nothing-here.gz", tmp_path / "x.gz", "0" * 32)
+        downloads.fetch(mirror.url + "nothing-here.gz", tmp_path / "x.gz", "0" * 32)
     assert_one_line_mentioning(exc, "nothing-here.gz", "RAYCERT_MIRROR")
     assert list(tmp_path.iterdir()) == []
 

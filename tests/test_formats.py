@@ -1,4 +1,4 @@
-"""Readers of the on-disk formats (raycert.formats), through data.load: MNIST IDX files gzipped
+"""Readers of the on-disk formats (raycert.data.formats), through data.load: MNIST IDX files gzipped
 or not, CIFAR-10 pickles, TinyImageNet folders, and corrupt files as one-line UserErrors."""
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from raycert.cli import app
 from raycert.errors import UserError
-from raycert.report import build_report, default_report_path
-from raycert.report_data import load_study
-from raycert.report_figures import cert_acc_curve, curve_area, curves_figure, front_figure
-from raycert.study import StudyRequest, run_study
+from raycert.report.figures import cert_acc_curve, curve_area, curves_figure, front_figure
+from raycert.report.page import build_report, default_report_path
+from raycert.report.reading import load_study
+from raycert.study.run import StudyRequest, run_study
 
 if TYPE_CHECKING:
     from playwright.sync_api import Route
@@ -194,8 +194,8 @@ def test_the_report_imports_nothing_that_trains():
     code = (
         "import sys, raycert.report; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray') or m in "
-        "('raycert.train', 'raycert.study', 'raycert.trial', 'raycert.certify', "
-        "'raycert.bounds')))"
+        "('raycert.training.loop', 'raycert.study', 'raycert.study.trial', 'raycert.cert.certify', "
+        "'raycert.cert.bounds')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
-from raycert.pareto import pareto_mask
-from raycert.specs import STUDIES_DIR
-from raycert.study import StudyRequest, run_study
-from raycert.studydir import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, repair_tune_state
+from raycert.study.run import StudyRequest, run_study
+from raycert.study.spec import PRESETS_DIR
+from raycert.study.tune_state import repair_tune_state
+from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, pareto_mask
 
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -60,7 +60,7 @@ REPO = Path(__file__).parents[1]
 
 def toy_spec(tmp_path: Path, study: str = "", search: str = "") -> str:
     """The synthetic smoke preset with a one-parameter search (``kappa`` stands for x in [0, 1])."""
-    presets = (STUDIES_DIR / "synthetic.toml").read_text().split("[search.")[0]
+    presets = (PRESETS_DIR / "synthetic.toml").read_text().split("[search.")[0]
     search = search or '[search.kappa]\ntype = "float"\nlow = 0.0\nhigh = 1.0\n'
     path = tmp_path / "toy.toml"
     path.write_text(f"{presets}\n{search}\n{study}\n")

@@ -17,9 +17,9 @@ from ray import tune
 from test_study import run_study_cli, toy, toy_request
 
 from raycert.errors import UserError
-from raycert.specs import load_study_spec
-from raycert.study import StudyRequest, run_study
-from raycert.trial import TrialSetup, train_trial
+from raycert.study.run import StudyRequest, run_study
+from raycert.study.spec import load_study_spec
+from raycert.study.trial import TrialSetup, train_trial
 
 # Trainables defined here go to Ray workers by value: they cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

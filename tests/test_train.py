@@ -10,20 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raycert.bounds import clean_forward, margin_lower_bounds
-from raycert.certify import certify
+from raycert.cert.bounds import clean_forward, margin_lower_bounds
+from raycert.cert.certify import certify
 from raycert.data import load
 from raycert.errors import UserError
-from raycert.losses import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
-from raycert.specs import PRESETS, STUDIES_DIR, TrainConfig, load_preset
-from raycert.train import (
-    load_run,
-    new_model,
-    regularizer_weight,
-    resolve_device,
-    scheduled_eps,
-    train,
-)
+from raycert.study.spec import PRESETS_DIR, load_preset
+from raycert.training.config import PRESETS, TrainConfig
+from raycert.training.evaluation import resolve_device
+from raycert.training.loop import new_model, train
+from raycert.training.methods import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
+from raycert.training.rundir import load_run
+from raycert.training.schedule import regularizer_weight, scheduled_eps
 
 TIMING = {"train_seconds", "eval_seconds"}
 
@@ -310,7 +307,7 @@ def test_config_round_trips_through_json_and_reads_eps_spellings():
 
 
 def test_every_preset_in_studies_is_valid():
-    for path in sorted(STUDIES_DIR.glob("*.toml")):
+    for path in sorted(PRESETS_DIR.glob("*.toml")):
         for preset in PRESETS:
             if path.stem == "synthetic" and preset == "paper":
                 continue

@@ -1,6 +1,6 @@
 """Accuracy-vs-ACR report of one or more studies: one self-contained, offline HTML page.
 
-``build_report`` reads only what studies persisted (``raycert.report_data``) and writes a page
+``build_report`` reads only what studies persisted (``raycert.report.reading``) and writes a page
 with plotly.js inlined once and nothing fetched from a network. It shows each study's trials
 and Pareto front, the chosen model per accuracy target, their certified-accuracy curves, the
 search progress, hyperparameter importances, the search space and the study metadata.
@@ -19,9 +19,9 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.offline
 
-from raycert import report_figures as figures
 from raycert.errors import UserError
-from raycert.report_data import ChosenModel, StudyResults, load_study
+from raycert.report import figures
+from raycert.report.reading import ChosenModel, StudyResults, load_study
 from raycert.units import cert_acc_key, format_eps
 
 REPORTS_DIR = Path("reports")

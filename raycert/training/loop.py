@@ -10,8 +10,9 @@ samples in float32; at the last epoch the whole split in float64), the checkpoin
 atomically, and ``callback(metrics, run_dir)`` runs. A non-finite loss or gradient ends the run
 with status ``"diverged"``, keeping the metrics and checkpoint of the last finished epoch.
 
-The run folder (its files, resume, ``load_run``) is ``raycert.runs``; ``load_run`` is
-re-exported here for library users, next to ``certify_run``.
+The run folder (its files, resume, ``load_run``) is ``raycert.training.rundir``; evaluation on a
+split (``certify_run``) is ``raycert.training.evaluation``; the eps schedule is
+``raycert.training.schedule``.
 """
 
 from __future__ import annotations
@@ -29,16 +30,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from raycert.certify import Certificates, certify, evaluate, summarize
-from raycert.data import Split, augment, dataset_info, load
+from raycert.cert.models import build_model, ibp_init
+from raycert.data import augment, dataset_info, load
 from raycert.errors import UserError
-from raycert.losses import LOSSES, LossFn, l1_penalty
-from raycert.models import build_model, ibp_init
-from raycert.runs import Metrics, load_run, prepare_run_dir, save_checkpoint, write_status
-from raycert.specs import TrainConfig
+from raycert.training.config import TrainConfig
+from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
+from raycert.training.methods import LOSSES, LossFn, l1_penalty
+from raycert.training.rundir import (
+    Metrics,
+    prepare_run_dir,
+    save_checkpoint,
+    write_status,
+)
+from raycert.training.schedule import batches_per_epoch, regularizer_weight, scheduled_eps
 
-SPLIT_SEED = 0  # the train/val partition is the same for every run, whatever its seed
-EVAL_BATCH = 512
 LR_STEP_FACTOR = 0.2
 
 Callback = Callable[[Metrics, Path | None], None]
@@ -56,60 +61,6 @@ class TrainResult:
     model: nn.Sequential
     config: TrainConfig
     message: str = ""
-
-
-def scheduled_eps(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """The training radius (pixel units) at global batch ``step`` (0-based).
-
-    auto_LiRPA's SmoothedScheduler: 0 through ``warmup_epochs`` (and at the first step after
-    it), then ``alpha * t ** ramp_power`` up to ``ramp_mid`` of the ramp, then linear to
-    ``max_eps``, reached at the first step after ``warmup_epochs + ramp_epochs``; ``alpha`` makes
-    the slope continuous where the two pieces meet. A slow start keeps early IBP bounds tame.
-    """
-    max_eps = cfg.max_eps or 0.0
-    start = cfg.warmup_epochs * steps_per_epoch
-    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
-    if max_eps == 0 or step <= start:
-        return 0.0
-    if step >= end:
-        return max_eps
-    mid = start + int((end - start) * cfg.ramp_mid)
-    beta = cfg.ramp_power
-    # With slope continuity at ``mid``, the value there is a fixed share of max_eps.
-    mid_eps = max_eps * (mid - start) / (beta * (end - mid) + (mid - start))
-    if step < mid:
-        return mid_eps * ((step - start) / (mid - start)) ** beta
-    return mid_eps + (max_eps - mid_eps) * (step - mid) / (end - mid)
-
-
-def batches_per_epoch(n_train: int, batch_size: int) -> int:
-    """Batches per epoch; a last batch of one sample is skipped (train-mode BatchNorm needs two)."""
-    return n_train // batch_size + (n_train % batch_size > 1)
-
-
-def regularizer_weight(
-    step: int, steps_per_epoch: int, eps_pixel: float, cfg: TrainConfig
-) -> float:
-    """``reg_weight * (1 - eps / max_eps)`` during warm-up and ramp, else 0 (also if max_eps 0)."""
-    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
-    if not cfg.max_eps or step >= end:
-        return 0.0
-    return cfg.reg_weight * (1.0 - eps_pixel / cfg.max_eps)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is a ``UserError``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for but CUDA is not available; use auto or cpu")
-    if resolved.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {device!r}; choose auto, cpu or cuda")
-    return resolved
 
 
 def new_model(cfg: TrainConfig) -> nn.Sequential:
@@ -189,7 +140,7 @@ def train(
                 **summary,
             }
             tic = time.perf_counter()
-            row.update(_evaluate(model, val_split, cfg, final=final, device=dev))
+            row.update(evaluate_val(model, val_split, cfg, final=final, device=dev))
             row.update(
                 train_seconds=train_seconds,
                 eval_seconds=time.perf_counter() - tic,
@@ -264,26 +215,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _evaluate(
-    model: nn.Sequential, val: Split, cfg: TrainConfig, *, final: bool, device: torch.device
-) -> Metrics:
-    """Certify the val split: ``eval_limit`` samples in float32, all of it in float64 if final."""
-    n = len(val) if final or cfg.eval_limit is None else min(cfg.eval_limit, len(val))
-    summary = evaluate(
-        model,
-        val.images[:n],
-        val.labels[:n],
-        cfg.cert_cap,
-        cfg.cert_eps,
-        tol=cfg.eval_tol,
-        batch_size=EVAL_BATCH,
-        dtype=torch.float64 if final else torch.float32,
-        device=device,
-    )
-    summary["eval_n"] = summary.pop("n")
-    return summary
-
-
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -328,36 +259,3 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("train", total=total)
         yield lambda: bar.advance(task)
-
-
-def certify_run(
-    run_dir: str | Path,
-    split: str = "test",
-    *,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-    limit: int | None = None,
-    eps_list: tuple[float, ...] | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: str = "auto",
-    progress: Callable | None = None,
-) -> tuple[Certificates, Metrics]:
-    """Certify a saved run on ``split`` (``test`` or ``val``): per-sample certificates and their
-    summary (clean accuracy, ACR with cap and %, certified accuracy at ``eps_list``, default the
-    run's standard radii). The val split is the run's own held-out one."""
-    model, cfg = load_run(run_dir)
-    data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
-    certs = certify(
-        model,
-        data.images,
-        data.labels,
-        cfg.cert_cap,
-        tol=cfg.eval_tol,
-        batch_size=EVAL_BATCH,
-        dtype=dtype,
-        device=resolve_device(device),
-        progress=progress,
-    )
-    summary = summarize(certs, cfg.cert_eps if eps_list is None else eps_list)
-    summary.update(eval_split=split, dtype=str(dtype).removeprefix("torch."))
-    return certs, summary

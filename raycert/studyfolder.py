@@ -18,13 +18,11 @@ copied to the study directory when the study stops.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,8 @@ import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 from optuna.trial import TrialState
-from ray.tune import Callback
-from ray.tune.experiment import Trial
 
 from raycert.errors import UserError
-from raycert.pareto import pareto_mask
 
 STUDY_JSON = "study.json"
 RESULTS_JSON = "results.json"
@@ -53,47 +48,6 @@ METRIC_COLUMNS = ("clean_acc", "acr", "acr_cap", "acr_pct", "epoch", "train_seco
 def target_label(target: float) -> str:
     """How a target names columns and folders: ``0.8``, ``0.95``."""
     return f"{target:g}"
-
-
-def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> None:
-    """Keep a whole copy of the experiment state Tune has just written to its staging folder.
-
-    Tune copies that file into the study folder without a rename, so a driver killed mid-copy
-    leaves a truncated state that ``Tuner.restore`` cannot read; ``repair_tune_state`` puts
-    this copy back before a resume. Called from the searcher's ``save_to_dir``, which Tune runs
-    right after the state file is complete.
-    """
-    name = f"experiment_state-{session_str}.json"
-    try:
-        data = Path(staging_dir, name).read_bytes()
-        json.loads(data)
-    except (OSError, ValueError):
-        return  # not a complete state: keep the previous backup
-    root, _, study = study_uri.rpartition("/")
-    StudyDir(root, study).write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
-
-
-def repair_tune_state(store: StudyDir) -> list[str]:
-    """Replace each unreadable experiment state in Tune's folder by its backup; return their
-    names. One without a backup is a ``UserError``: that study cannot be resumed."""
-    repaired = []
-    for name in store.list_dir(TUNE_DIR):
-        if not fnmatch.fnmatch(name, "experiment_state-*.json"):
-            continue
-        try:
-            json.loads(store.read_bytes(f"{TUNE_DIR}/{name}"))
-            continue
-        except (OSError, ValueError):
-            pass
-        backup = f"{TUNE_STATE_BACKUP}/{name}"
-        if not store.has(backup):
-            raise UserError(
-                f"Ray Tune's state {store.uri}/{TUNE_DIR}/{name} is unreadable and has no backup;"
-                " run the study again under another --name"
-            )
-        store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
-        repaired.append(name)
-    return repaired
 
 
 class StudyDir:
@@ -280,33 +234,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def trial_rows(
-    trials: list[Trial],
-    params: list[str],
-    store: StudyDir,
-    name: str,
-    ending: dict[str, bool] | None = None,
-) -> list[dict[str, Any]]:
-    """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
-    as Optuna numbered them: the order the searcher created them, kept across resumes."""
-    ending = ending or {}
-    numbers = optuna_numbers(store, name)
-    rows = []
-    for index, trial in enumerate(trials):
-        if trial.trial_id in ending:
-            errored = ending[trial.trial_id]
-        elif trial.status in (Trial.TERMINATED, Trial.ERROR):
-            errored = trial.status == Trial.ERROR
-        else:
-            continue
-        checkpoint = trial.checkpoint
-        run_dir = _location(store, checkpoint.path) if checkpoint is not None else None
-        number = numbers.get(trial.trial_id, index)
-        metrics, config = trial.last_result, trial.config
-        rows.append(trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir))
-    return rows
-
-
 def optuna_study(store: StudyDir, name: str) -> optuna.Study | None:
     """The study's Optuna study, loaded from its journal (None before there is one)."""
     journal = store.journal_file()
@@ -337,37 +264,53 @@ def optuna_numbers(store: StudyDir, name: str) -> dict[str, int]:
     }
 
 
-def _location(store: StudyDir, path: str) -> str:
-    """A storage path as users write it: a local path, or the URI with its scheme."""
-    return f"{store.uri.split('://', 1)[0]}://{path}" if store.remote else path
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Which rows of ``values`` (rows = points, columns = objectives to maximize) are undominated.
+
+    A row is dominated when another row is >= in every column and > in one. Duplicates do not
+    dominate each other, so all copies of a front point are on the front. Rows holding NaN are
+    never on the front and dominate nothing. Two objectives take an O(n log n) sweep; more fall
+    back to pairwise comparison.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"expected a 2-d array of points, got shape {values.shape}")
+    mask = np.zeros(len(values), dtype=bool)
+    finite = ~np.isnan(values).any(axis=1)
+    points = values[finite]
+    if values.shape[1] == 2:
+        on_front = _sweep_2d(points)
+    else:
+        on_front = np.array(
+            [not ((points >= p).all(1) & (points > p).any(1)).any() for p in points], dtype=bool
+        )
+    mask[np.flatnonzero(finite)] = on_front
+    return mask
 
 
-class TrialsWriter(Callback):
-    """Rewrites the trials table after every finished trial and prints one line about it, so a
-    running or interrupted study can be watched and read."""
+def _sweep_2d(points: np.ndarray) -> np.ndarray:
+    """Front of 2-d points: by first column descending, keep what beats every higher one."""
+    on_front = np.zeros(len(points), dtype=bool)
+    order = np.lexsort((-points[:, 1], -points[:, 0]))
+    best_second = -np.inf  # best second column among points with a strictly greater first
+    i = 0
+    while i < len(order):
+        first = points[order[i], 0]
+        j = i
+        while j < len(order) and points[order[j], 0] == first:
+            j += 1
+        group = order[i:j]  # equal first column, second column descending
+        top = points[group[0], 1]
+        if top > best_second:
+            on_front[group[points[group, 1] == top]] = True
+            best_second = top
+        i = j
+    return on_front
 
-    def __init__(self, storage: str, name: str, targets: list[float], params: list[str]) -> None:
-        self.storage, self.name, self.targets, self.params = storage, name, targets, params
-        self.progress = True
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self._finished(trials, trial, errored=False)
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self._finished(trials, trial, errored=True)
-
-    def _finished(self, trials: list[Trial], trial: Trial, errored: bool) -> None:
-        # Tune calls this before it marks the trial finished; a failure here must not fail it.
-        try:
-            store = StudyDir(self.storage, self.name)
-            rows = trial_rows(trials, self.params, store, self.name, {trial.trial_id: errored})
-            store.write_trials(trials_table(rows, self.targets))
-        except Exception as exc:  # the table is rewritten at the end of the study anyway
-            print(f"warning: cannot update the trials table: {exc}", file=sys.stderr)
-            return
-        if self.progress:
-            row = next(r for r in rows if r["trial_id"] == trial.trial_id)
-            line = f"trial {row['number']} {row['status']} ({len(rows)} finished)"
-            if row["status"] != "error":
-                line += f": clean_acc {row['clean_acc']:.4f}, acr {row['acr']:.4g}"
-            print(line, file=sys.stderr, flush=True)
+def pareto_front(trials: pd.DataFrame, x: str = "clean_acc", y: str = "acr") -> pd.DataFrame:
+    """The undominated rows of ``trials`` in columns ``x`` and ``y``, sorted by ``x``."""
+    if trials.empty:
+        return trials.copy()
+    mask = pareto_mask(trials[[x, y]].to_numpy(dtype=float))
+    return trials[mask].sort_values([x, y])

@@ -1,4 +1,4 @@
-"""The report's Plotly figures, built from loaded studies (``raycert.report_data``).
+"""The report's Plotly figures, built from loaded studies (``raycert.report.reading``).
 
 Every trial-level number here is on the validation split the search optimised; the certified
 accuracy curves are the chosen models' test-split radii. Several studies share each figure: one
@@ -16,8 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from raycert.pareto import pareto_front
-from raycert.report_data import StudyResults, is_log_scale
+from raycert.report.reading import StudyResults, is_log_scale
+from raycert.studyfolder import pareto_front
 from raycert.units import format_eps
 
 COLORS = qualitative.Plotly

@@ -3,7 +3,7 @@
 Every file is checked against its official md5 before it is kept, and archives are unpacked and
 verified in a scratch folder before they are moved into place, so a failed or interrupted download
 never leaves a partial dataset. Env ``RAYCERT_MIRROR``, if set, replaces the base URL for every
-dataset. Users call ``raycert.data.download(name)``, which resolves the name and data root and
+dataset. Users call ``raycert.data.downloads(name)``, which resolves the name and data root and
 then calls ``download_dataset`` here.
 """
 
@@ -31,8 +31,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from raycert.data.formats import CIFAR10_DIR, MNIST_DIR, TINYIMAGENET_DIR, missing_files
 from raycert.errors import UserError
-from raycert.formats import CIFAR10_DIR, MNIST_DIR, TINYIMAGENET_DIR, missing_files
 
 # Base URLs per dataset; env RAYCERT_MIRROR, if set, replaces the base for every dataset.
 MIRRORS: dict[str, str] = {

@@ -9,7 +9,7 @@ crowds every trial near it). Winners are picked afterwards from the persisted tr
 never by Tune's ``get_best_result``, which knows nothing of the constraint. Each winner is then
 certified on the test split, once, as a Ray task with a trial's resources.
 
-A study lives in ``<storage>/<name>/`` (see ``raycert.studydir``). ``resume=True`` continues an
+A study lives in ``<storage>/<name>/`` (see ``raycert.studyfolder``). ``resume=True`` continues an
 interrupted one from Ray Tune's experiment state and the pickled searcher: finished trials are
 kept, running ones go on from their last checkpoint, and the total reaches ``trials``.
 """
@@ -31,29 +31,29 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from raycert import __version__, cluster
+from raycert import __version__
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
-from raycert.search import ConstrainedOptunaSearch, distributions
-from raycert.specs import StudySpec, load_study_spec, parse_targets
-from raycert.studydir import (
+from raycert.study import cluster
+from raycert.study.searcher import ConstrainedOptunaSearch, distributions
+from raycert.study.spec import StudySpec, load_study_spec, parse_targets
+from raycert.study.trial import TrialSetup, certify_on_cluster, train_trial
+from raycert.study.tune_state import repair_tune_state
+from raycert.study.tune_trials import TrialsWriter, trial_rows
+from raycert.studyfolder import (
     CHOSEN,
     RESULTS_JSON,
     STUDY_JSON,
     TRIAL_STATUSES,
     TUNE_DIR,
     StudyDir,
-    TrialsWriter,
     choose,
     fail_stale_trials,
-    repair_tune_state,
     row_metrics,
     row_params,
     target_label,
-    trial_rows,
     trials_table,
 )
-from raycert.trial import TrialSetup, certify_on_cluster, train_trial
 
 STUDY_METHODS = ("acert", "ibp")
 # Settings a resumed study must share with the one it continues.

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raycert.bounds import BatchStats, clean_forward, input_box, margins_from_pass, propagate
-from raycert.certify import certified_radius
-from raycert.models import Normalize
-from raycert.specs import METHODS, TrainConfig
+from raycert.cert.bounds import BatchStats, clean_forward, input_box, margins_from_pass, propagate
+from raycert.cert.certify import certified_radius
+from raycert.cert.models import Normalize
+from raycert.training.config import METHODS, TrainConfig
 
 # Radius of the box the regularizers see while the scheduled eps is still 0 (and, for ACERT,
 # the least radius of every sample while they run): a zero-width box has no tightness to measure.
@@ -230,4 +230,4 @@ def l1_penalty(model: nn.Module) -> Tensor:
 
 
 LOSSES: dict[str, LossFn] = {"standard": standard_loss, "ibp": ibp_loss, "acert": acert_loss}
-assert tuple(LOSSES) == METHODS, "every method in raycert.specs.METHODS needs a loss here"
+assert tuple(LOSSES) == METHODS, "every method in raycert.training.config.METHODS needs a loss here"

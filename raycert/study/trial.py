@@ -28,10 +28,12 @@ import ray
 import torch
 from ray import tune
 
-from raycert.certify import Certificates
+from raycert.cert.certify import Certificates
 from raycert.errors import UserError
-from raycert.specs import TrainConfig
-from raycert.train import Metrics, certify_run, train
+from raycert.training.config import TrainConfig
+from raycert.training.evaluation import certify_run
+from raycert.training.loop import train
+from raycert.training.rundir import Metrics
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ root works as is, without importing torchvision): ``MNIST/raw`` (IDX files, gzip
 
 A missing or corrupt file raises a one-line ``UserError`` naming the path and the fix; those
 messages are built here (``missing_error``, ``corrupt``), below both ``raycert.data`` and
-``raycert.download`` in the import graph.
+``raycert.data.downloads`` in the import graph.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from raycert.cert.models import build_model
 from raycert.data import dataset_info
 from raycert.errors import UserError
-from raycert.models import build_model
-from raycert.specs import TrainConfig
+from raycert.training.config import TrainConfig
 
 Metrics = dict[str, Any]
 

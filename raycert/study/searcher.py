@@ -18,8 +18,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from raycert.specs import SearchParam
-from raycert.studydir import back_up_tune_state
+from raycert.study.spec import SearchParam
+from raycert.study.tune_state import back_up_tune_state
 
 CONSTRAINT_KEY = "min_acc"
 
@@ -56,7 +56,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Save as Tune does, and back up Tune's just-written experiment state (see
-        ``raycert.studydir.back_up_tune_state``) so a driver killed mid-sync can resume."""
+        ``raycert.studyfolder.back_up_tune_state``) so a driver killed mid-sync can resume."""
         super().save_to_dir(checkpoint_dir, session_str)
         if self._study_uri is not None:
             back_up_tune_state(self._study_uri, checkpoint_dir, session_str)

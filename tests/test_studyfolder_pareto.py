@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raycert.pareto import pareto_front, pareto_mask
+from raycert.studyfolder import pareto_front, pareto_mask
 
 
 def brute_force(values: np.ndarray) -> np.ndarray:

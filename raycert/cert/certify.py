@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from raycert.bounds import (
+from raycert.cert.bounds import (
     BATCHNORM,
     BatchStats,
     exact_margins,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raycert.models import Normalize
+from raycert.cert.models import Normalize
 
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 SUPPORTED_LAYERS = (Normalize, nn.Conv2d, nn.Linear, *BATCHNORM, nn.ReLU, nn.Flatten, nn.AvgPool2d)

@@ -1,0 +1,51 @@
+"""Ray Tune's experiment state in the study folder: a whole backup and the repair on resume."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+from raycert.errors import UserError
+from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir
+
+
+def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> None:
+    """Keep a whole copy of the experiment state Tune has just written to its staging folder.
+
+    Tune copies that file into the study folder without a rename, so a driver killed mid-copy
+    leaves a truncated state that ``Tuner.restore`` cannot read; ``repair_tune_state`` puts
+    this copy back before a resume. Called from the searcher's ``save_to_dir``, which Tune runs
+    right after the state file is complete.
+    """
+    name = f"experiment_state-{session_str}.json"
+    try:
+        data = Path(staging_dir, name).read_bytes()
+        json.loads(data)
+    except (OSError, ValueError):
+        return  # not a complete state: keep the previous backup
+    root, _, study = study_uri.rpartition("/")
+    StudyDir(root, study).write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
+
+
+def repair_tune_state(store: StudyDir) -> list[str]:
+    """Replace each unreadable experiment state in Tune's folder by its backup; return their
+    names. One without a backup is a ``UserError``: that study cannot be resumed."""
+    repaired = []
+    for name in store.list_dir(TUNE_DIR):
+        if not fnmatch.fnmatch(name, "experiment_state-*.json"):
+            continue
+        try:
+            json.loads(store.read_bytes(f"{TUNE_DIR}/{name}"))
+            continue
+        except (OSError, ValueError):
+            pass
+        backup = f"{TUNE_STATE_BACKUP}/{name}"
+        if not store.has(backup):
+            raise UserError(
+                f"Ray Tune's state {store.uri}/{TUNE_DIR}/{name} is unreadable and has no backup;"
+                " run the study again under another --name"
+            )
+        store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
+        repaired.append(name)
+    return repaired

@@ -1,0 +1,74 @@
+"""From Ray Tune's trials to rows of the study folder's trials table, kept current as trials end."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from raycert.studyfolder import StudyDir, optuna_numbers, trial_row, trials_table
+
+
+def trial_rows(
+    trials: list[Trial],
+    params: list[str],
+    store: StudyDir,
+    name: str,
+    ending: dict[str, bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
+    as Optuna numbered them: the order the searcher created them, kept across resumes."""
+    ending = ending or {}
+    numbers = optuna_numbers(store, name)
+    rows = []
+    for index, trial in enumerate(trials):
+        if trial.trial_id in ending:
+            errored = ending[trial.trial_id]
+        elif trial.status in (Trial.TERMINATED, Trial.ERROR):
+            errored = trial.status == Trial.ERROR
+        else:
+            continue
+        checkpoint = trial.checkpoint
+        run_dir = _location(store, checkpoint.path) if checkpoint is not None else None
+        number = numbers.get(trial.trial_id, index)
+        metrics, config = trial.last_result, trial.config
+        rows.append(trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir))
+    return rows
+
+
+def _location(store: StudyDir, path: str) -> str:
+    """A storage path as users write it: a local path, or the URI with its scheme."""
+    return f"{store.uri.split('://', 1)[0]}://{path}" if store.remote else path
+
+
+class TrialsWriter(Callback):
+    """Rewrites the trials table after every finished trial and prints one line about it, so a
+    running or interrupted study can be watched and read."""
+
+    def __init__(self, storage: str, name: str, targets: list[float], params: list[str]) -> None:
+        self.storage, self.name, self.targets, self.params = storage, name, targets, params
+        self.progress = True
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._finished(trials, trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._finished(trials, trial, errored=True)
+
+    def _finished(self, trials: list[Trial], trial: Trial, errored: bool) -> None:
+        # Tune calls this before it marks the trial finished; a failure here must not fail it.
+        try:
+            store = StudyDir(self.storage, self.name)
+            rows = trial_rows(trials, self.params, store, self.name, {trial.trial_id: errored})
+            store.write_trials(trials_table(rows, self.targets))
+        except Exception as exc:  # the table is rewritten at the end of the study anyway
+            print(f"warning: cannot update the trials table: {exc}", file=sys.stderr)
+            return
+        if self.progress:
+            row = next(r for r in rows if r["trial_id"] == trial.trial_id)
+            line = f"trial {row['number']} {row['status']} ({len(rows)} finished)"
+            if row["status"] != "error":
+                line += f": clean_acc {row['clean_acc']:.4f}, acr {row['acr']:.4g}"
+            print(line, file=sys.stderr, flush=True)
