@@ -207,7 +207,15 @@ def certify_command(
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
     eps: Annotated[str | None, typer.Option(help="Radii, e.g. 2/255,8/255.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Certify N samples.")] = None,
-    float32: Annotated[bool, typer.Option("--float32", help="Faster, less safe.")] = False,
+    float32: Annotated[
+        bool, typer.Option("--float32", help="Faster; radii are re-verified in float64.")
+    ] = False,
+    verifier: Annotated[
+        str, typer.Option(help="ibp, crown-ibp, crown, or a cascade like ibp+crown-ibp.")
+    ] = "ibp+crown-ibp",
+    attack: Annotated[
+        bool, typer.Option("--attack", help="Also run PGD: pgd_acc@eps, empirical radii.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     per_sample: Annotated[Path | None, typer.Option(help="Write one CSV row per sample.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -215,6 +223,8 @@ def certify_command(
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
 ) -> None:
     """Certify a trained model: clean accuracy, ACR (value, % of cap, cap), certified accuracy."""
+    from raycert.cert.attack import AttackSettings
+
     if split not in ("test", "val"):
         raise UserError(f"unknown split {split!r}: choose test or val")
     eps_list = None if eps is None else tuple(parse_eps(e) for e in eps.split(",") if e.strip())
@@ -226,6 +236,8 @@ def certify_command(
         limit=limit,
         eps_list=eps_list,
         dtype=torch.float32 if float32 else torch.float64,
+        verifier=verifier,
+        attack=AttackSettings() if attack else None,
         device=device,
         progress=None if as_json else _track("certifying"),
     )
@@ -234,7 +246,12 @@ def certify_command(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        _print_metrics(f"{run_dir} on {split}", summary)
+        _print_metrics(f"{run_dir} on {split} ({summary['verifier']})", summary)
+        for name, stage in summary["by_verifier"].items():
+            console.print(f"ACR after {name}: {stage['acr']:.5f} ({stage['acr_pct']:.1f}% of cap)")
+        for key, value in summary.items():
+            if key.startswith("pgd_acc@"):
+                console.print(f"PGD accuracy at {key.removeprefix('pgd_acc@')}: {value:.2%}")
         if per_sample is not None:
             console.print(f"per-sample radii: {per_sample}")
 

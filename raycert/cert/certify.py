@@ -198,7 +198,12 @@ def search_radii(
                 lowest = bounds.min(dim=1).values
                 return lowest if threshold is None else lowest - threshold[rows]
 
-            g_cap = g(todo, cap_t[todo])
+            # A later stage also probes where the earlier ones stopped: false position needs
+            # this stage's own value at the bracket's lower end (the earlier value there is ~0).
+            resume = todo[radius[todo] > 0]
+            both = g(torch.cat([todo, resume]), torch.cat([cap_t[todo], radius[resume]]))
+            g_cap, g_resume = both[: len(todo)], both[len(todo) :]
+            g_radius[resume] = torch.where(g_resume > 0, g_resume, g_radius[resume])
             at_cap = g_cap > 0
             done = todo[at_cap]
             radius[done], verified_by[done], g_radius[done] = cap_t[done], stage, g_cap[at_cap]
@@ -294,6 +299,7 @@ class Certificates:
     verifier: str = "ibp"  # one verifier or a cascade, e.g. "ibp+crown-ibp"
     verified_by: Tensor | None = None  # (n,) stage index of the verifier of each radius, -1 at 0
     stage_radii: dict[str, Tensor] = field(default_factory=dict)  # radius after each stage
+    empirical_radii: Tensor | None = None  # (n,) smallest eps where PGD flips; inf if none
 
     @property
     def correct(self) -> Tensor:
@@ -308,20 +314,23 @@ class Certificates:
 
     def to_csv(self) -> str:
         """One row per sample: ``index,label,prediction,radius,correct,verifier``, then one
-        ``radius_<stage>`` column per verifier of the cascade (radii in pixels)."""
+        ``radius_<stage>`` column per verifier of the cascade, then ``pgd_radius`` when an attack
+        ran (radii in pixels; ``inf`` where PGD found no flip up to the cap)."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         stages = list(self.stage_radii)
-        writer.writerow(
-            ["index", "label", "prediction", "radius", "correct", "verifier"]
-            + [f"radius_{name}" for name in stages]
-        )
+        extra = [self.stage_radii[name].tolist() for name in stages]
+        header = [f"radius_{name}" for name in stages]
+        if self.empirical_radii is not None:
+            extra.append(self.empirical_radii.tolist())
+            header.append("pgd_radius")
+        writer.writerow(["index", "label", "prediction", "radius", "correct", "verifier", *header])
         columns = (
             self.labels.tolist(),
             self.predictions.tolist(),
             self.radii.tolist(),
             self.verifier_names(),
-            *(self.stage_radii[name].tolist() for name in stages),
+            *extra,
         )
         rows = zip(*columns, strict=True)
         for index, (label, prediction, radius, verifier, *per_stage) in enumerate(rows):
@@ -367,7 +376,7 @@ def certify(
         )
     parse_verifier(verifier)
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    check = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
+    check = None if dtype == torch.float64 else copy.deepcopy(model).to(device, torch.float64)
     predictions, parts = [], []
     starts = range(0, len(images), batch_size)
     for start in progress(starts) if progress else starts:
@@ -378,9 +387,9 @@ def certify(
             logits = net(x)
         predictions.append(logits.argmax(dim=1).cpu())
         found = search_radii(net, x, y, cap, tol, verifier=verifier, clean_logits=logits)
-        if dtype != torch.float64:
+        if check is not None:
             x64 = batch.double() / 255 if batch.dtype == torch.uint8 else batch.double()
-            found = _reverify(check, x64, y, found, cap, tol)
+            found = _reverify(check.eval(), x64, y, found, cap, tol)
         parts.append(found)
     cat = lambda ts: torch.cat([t.cpu() for t in ts]) if ts else torch.zeros(0)  # noqa: E731
     return Certificates(

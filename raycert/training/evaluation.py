@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raycert.cert.attack import AttackSettings, attack_split
 from raycert.cert.certify import (
     DEFAULT_VERIFIER,
     Certificates,
@@ -80,13 +81,16 @@ def certify_run(
     eps_list: tuple[float, ...] | None = None,
     dtype: torch.dtype = torch.float64,
     verifier: str = DEFAULT_VERIFIER,
+    attack: AttackSettings | None = None,
     device: str = "auto",
     progress: Callable | None = None,
 ) -> tuple[Certificates, Metrics]:
     """Certify a saved run on ``split`` (``test`` or ``val``): per-sample certificates and their
     summary (clean accuracy, ACR with cap and %, certified accuracy at ``eps_list``, default the
     run's standard radii; the same per stage of the ``verifier`` cascade under
-    ``by_verifier``). The val split is the run's own held-out one."""
+    ``by_verifier``). The val split is the run's own held-out one. With ``attack``, PGD runs
+    too: ``pgd_acc@<eps>`` at the same radii and per-sample empirical radii (the CSV's
+    ``pgd_radius``); a flip inside a certified radius raises ``CertificateViolation``."""
     parse_verifier(verifier)  # a bad name fails before any data is loaded
     model, cfg = load_run(run_dir)
     data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
@@ -102,6 +106,22 @@ def certify_run(
         device=resolve_device(device),
         progress=progress,
     )
-    summary = summarize(certs, cfg.cert_eps if eps_list is None else eps_list)
+    radii_eps = cfg.cert_eps if eps_list is None else eps_list
+    summary = summarize(certs, radii_eps)
     summary.update(eval_split=split, dtype=str(dtype).removeprefix("torch."))
+    if attack is not None:
+        certified = torch.where(certs.correct, certs.radii, torch.zeros_like(certs.radii))
+        found = attack_split(
+            model,
+            data.images,
+            data.labels,
+            radii_eps,
+            cap=cfg.cert_cap,
+            certified=certified,
+            settings=attack,
+            batch_size=EVAL_BATCH,
+        )
+        certs.empirical_radii = found.radii
+        summary.update(found.pgd_acc)
+        summary["attack"] = {"steps": attack.steps, "restarts": attack.restarts}
     return certs, summary
