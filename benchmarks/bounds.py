@@ -1,12 +1,19 @@
-"""Speed of interval bounds and of the certified-radius search, as ratios measured in one run.
+"""Speed and tightness of the verifiers, as ratios measured in one run.
 
 (a) margin_lower_bounds / plain forward pass   goal <= 2.5
 (b) certified_radius at tol 1e-5 / one bound pass   goal <= 8 (bisection: 13 passes at 8.8/255)
+(c) one CROWN-IBP bound / one IBP bound (every margin refined, and only what deciding > 0 needs)
+(d) CROWN memory: bytes of one sample's backward rows, per architecture (worst case)
+(e) with --runs: certification seconds per 1,000 MNIST test images per verifier, and ACR as %
+    of the cap under IBP vs the default cascade. Goals: the cascade certifies >= 3 points of
+    the cap more than IBP on a high-kappa ACERT model, at <= 3x IBP's certification time.
 
-    python benchmarks/bounds.py [--data-dir DIR] [--repeats 5]
+    python benchmarks/bounds.py [--data-dir DIR] [--repeats 5] [--runs NAME=RUN_DIR ...]
 
 cnn7 runs on a 3x32x32 batch of 128 (random pixels, IBP-initialized, so its radii are small);
 the small CNN runs on real MNIST after a short IBP training, so its radii spread over the cap.
+``--runs`` takes run folders of ``raycert train mnist`` (e.g. the quick preset with
+``--kappa 0`` and ``--kappa 0.5``, and ``--method ibp``).
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ import torch.nn.functional as F
 
 import raycert.cert.certify as certify_module
 from raycert.cert.bounds import margin_lower_bounds
+from raycert.cert.certify import DEFAULT_VERIFIER, certify, summarize
+from raycert.cert.linear import crown_ibp_margin_bounds, crown_rows_bytes
 from raycert.cert.models import build_model, ibp_init
 from raycert.data import dataset_info, load
+from raycert.training.rundir import load_run
 
 
 def best_time(fn, repeats: int) -> float:
@@ -55,19 +65,19 @@ def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype
     model = model.to(dtype).eval()
     x = x.to(dtype)
     passes: list[int] = []
-    original = certify_module._min_margin
+    original = certify_module.min_margin
 
-    def counting(net, xs, ys, eps, bn_stats):
+    def counting(net, xs, ys, eps, *args, **kwargs):
         passes.append(len(xs))
-        return original(net, xs, ys, eps, bn_stats)
+        return original(net, xs, ys, eps, *args, **kwargs)
 
     with torch.no_grad():
         forward = best_time(lambda: model(x), repeats)
         bound = best_time(lambda: margin_lower_bounds(model, x, y, cap / 2), repeats)
         search = best_time(lambda: certify_module.certified_radius(model, x, y, cap, 1e-5), repeats)
-        certify_module._min_margin = counting
+        certify_module.min_margin = counting
         radius = certify_module.certified_radius(model, x, y, cap, 1e-5)
-        certify_module._min_margin = original
+        certify_module.min_margin = original
     open_ = ((radius > 0) & (radius < cap)).float().mean()
     print(
         f"{name:<26} {str(dtype).removeprefix('torch.'):<8} "
@@ -77,12 +87,78 @@ def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype
     )
 
 
+def measure_linear(name: str, model, x, y, eps: float, repeats: int, dtype) -> None:
+    """(c): one CROWN-IBP bound against one IBP bound at ``eps``."""
+    model = model.to(dtype).eval()
+    x = x.to(dtype)
+    with torch.no_grad():
+        ibp = best_time(lambda: margin_lower_bounds(model, x, y, eps), repeats)
+        full = best_time(lambda: crown_ibp_margin_bounds(model, x, y, eps), repeats)
+        part = best_time(lambda: crown_ibp_margin_bounds(model, x, y, eps, verify_above=0.0), 1)
+        gain = crown_ibp_margin_bounds(model, x, y, eps) - margin_lower_bounds(model, x, y, eps)
+    print(
+        f"{name:<26} {str(dtype).removeprefix('torch.'):<8} "
+        f"(c) crown-ibp/ibp {full / ibp:6.2f} (deciding > 0 only: {part / ibp:6.2f}); "
+        f"mean margin gain {float(gain.mean()):.3g}"
+    )
+
+
+def crown_memory() -> None:
+    """(d): CROWN's backward rows for one sample, worst case (every neuron unstable)."""
+    for arch, shape in (("mlp", (1, 28, 28)), ("cnn_small", (1, 28, 28)), ("cnn7", (1, 28, 28))):
+        net = build_model(arch, shape, 10, (0.0,) * shape[0], (1.0,) * shape[0])
+        report(arch, shape, crown_rows_bytes(net, shape))
+    net = build_model("cnn7", (3, 32, 32), 10, (0.0,) * 3, (1.0,) * 3)
+    report("cnn7", (3, 32, 32), crown_rows_bytes(net, (3, 32, 32)))
+
+
+def report(arch: str, shape, memory: dict) -> None:
+    per_relu = ", ".join(f"{b / 2**20:,.0f}" for b in memory["per_relu"].values())
+    print(
+        f"(d) CROWN {arch:<9} {'x'.join(map(str, shape)):<8} float64 MiB per sample and ReLU: "
+        f"[{per_relu}], peak {memory['peak'] / 2**30:,.2f} GiB"
+    )
+
+
+def certification(runs: list[str], data_dir, limit: int) -> None:
+    """(e): seconds per 1,000 test images and ACR % of cap per verifier, on trained runs."""
+    test = load("mnist", "test", data_dir, download=False, limit=limit)
+    for spec in runs:
+        name, run_dir = spec.split("=", 1)
+        model, cfg = load_run(run_dir)
+        row = []
+        seconds = {}
+        for verifier in ("ibp", DEFAULT_VERIFIER):
+            start = timeit.default_timer()
+            certs = certify(
+                model, test.images, test.labels, cfg.cert_cap, tol=cfg.eval_tol, verifier=verifier
+            )
+            seconds[verifier] = (timeit.default_timer() - start) * 1000 / limit
+            summary = summarize(certs)
+            row.append(f"{verifier} {summary['acr_pct']:5.2f}% ({seconds[verifier]:6.1f} s/1k)")
+        gain = summary["acr_pct"] - summary["by_verifier"]["ibp"]["acr_pct"]
+        ratio = seconds[DEFAULT_VERIFIER] / seconds["ibp"]
+        print(
+            f"(e) {name:<10} clean {summary['clean_acc']:.3f}  ACR % of cap {cfg.cert_cap:g}: "
+            + "  ".join(row)
+            + f"  gain {gain:+.2f} points, time x{ratio:.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--runs", nargs="*", default=[], help="NAME=RUN_DIR of MNIST runs")
+    parser.add_argument("--limit", type=int, default=1000, help="test images for (e)")
+    parser.add_argument("--skip-speed", action="store_true", help="only (d) and (e)")
     args = parser.parse_args()
+    crown_memory()
+    if args.runs:
+        certification(args.runs, args.data_dir, args.limit)
+    if args.skip_speed:
+        return
     torch.manual_seed(0)
 
     cifar = dataset_info("cifar10")
@@ -104,6 +180,9 @@ def main() -> None:
     for dtype in (torch.float32, torch.float64):
         measure("cnn7 3x32x32 cap 8.8/255", cnn7, x, y, 8.8 / 255, args.repeats, dtype)
         measure("cnn_small MNIST cap 0.4", small, xm, ym, 0.4, args.repeats, dtype)
+    for dtype in (torch.float32, torch.float64):
+        measure_linear("cnn7 3x32x32 eps 2/255", cnn7, x, y, 2 / 255, args.repeats, dtype)
+        measure_linear("cnn_small MNIST eps 0.1", small, xm, ym, 0.1, args.repeats, dtype)
 
 
 if __name__ == "__main__":

@@ -121,16 +121,25 @@ def test_linear_verifiers_are_tighter_than_ibp_on_a_random_net():
     assert (crown - crown_ibp).mean() > 0.01
 
 
-def test_refine_below_refines_every_margin_below_it():
+def test_verify_above_refines_what_the_decision_needs():
     net, x, y, _ = _make({"seed": 4, "channels": 1, "size": 6, "num_classes": 5, "conv_layers": 1})
+    x = torch.cat([x, x])
+    y = torch.cat([y, y])
     with torch.no_grad():
         ibp = margin_lower_bounds(net, x, y, 0.01)
         full = margin_bounds(net, x, y, 0.01, "crown-ibp")
-        partial = margin_bounds(net, x, y, 0.01, "crown-ibp", refine_below=0.0)
-    refined = ibp < 0
-    assert refined.any() and (~refined).any()
-    torch.testing.assert_close(partial[refined], full[refined])
-    assert (partial[~refined] >= ibp[~refined]).all()  # kept, or refined along with the rest
+        checked = 0
+        for threshold in (0.0, -0.5, float(full.min(dim=1).values.median())):
+            part = margin_bounds(net, x, y, 0.01, "crown-ibp", verify_above=threshold)
+            assert (part >= ibp).all() and (part <= full + 1e-12).all()
+            # The decision "every margin above the threshold" is the full refinement's.
+            decided = part.min(dim=1).values > threshold
+            assert torch.equal(decided, full.min(dim=1).values > threshold)
+            # Verified samples got every margin the threshold needed refined.
+            needed = decided[:, None] & (ibp <= threshold)
+            torch.testing.assert_close(part[needed], full[needed])
+            checked += int(needed.sum())
+    assert checked > 0
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_small"])

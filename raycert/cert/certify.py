@@ -36,7 +36,7 @@ from raycert.cert.bounds import (
     margin_lower_bounds,
     propagate,
 )
-from raycert.cert.linear import linear_margin_bounds
+from raycert.cert.linear import linear_decision, linear_margin_bounds
 from raycert.errors import UserError
 from raycert.units import cert_acc_key
 
@@ -44,6 +44,7 @@ MAX_PROBES = 8  # radii probed at once per sample once few samples are left
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")
 DEFAULT_VERIFIER = "ibp+crown-ibp"  # final certification: see benchmarks/bounds.py
+LINEAR = {"crown-ibp": "ibp", "crown": "crown"}  # linear verifiers: their intermediate bounds
 # A certificate counts when its margin bound exceeds this share of the sample's largest |logit|
 # (float64 rounding through a network stays orders of magnitude below it). Float32 searches
 # (training) verify at > 0; ``certify`` re-verifies their radii in float64.
@@ -71,22 +72,41 @@ def margin_bounds(
     verifier: str,
     *,
     bn_stats: BatchStats | None = None,
-    refine_below: Tensor | float = math.inf,
+    verify_above: Tensor | float | None = None,
 ) -> Tensor:
     """Lower bounds of the margins ``f_y - f_t`` over the eps-box from one verifier:
-    (batch, C-1). ``refine_below`` lets linear verifiers skip margins whose interval bound is
-    already above it (see ``raycert.cert.linear``)."""
+    (batch, C-1). With ``verify_above``, linear verifiers refine only what deciding
+    ``min bound > verify_above`` needs (see ``raycert.cert.linear``)."""
     if verifier == "ibp":
         return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats)
-    intermediate = {"crown-ibp": "ibp", "crown": "crown"}[verifier]
     return linear_margin_bounds(
         model,
         x,
         y,
         eps,
-        intermediate=intermediate,
+        intermediate=LINEAR[verifier],
         bn_stats=bn_stats,
-        refine_below=refine_below,
+        verify_above=verify_above,
+    )
+
+
+def min_margin(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    verifier: str,
+    verify_above: Tensor | float = 0.0,
+    *,
+    bn_stats: BatchStats | None = None,
+) -> Tensor:
+    """The radius search's value per sample: above ``verify_above`` exactly when every margin
+    bound of ``verifier`` is. IBP's is the lowest margin bound; a linear verifier's is
+    ``raycert.cert.linear.linear_decision`` (it refines only what the decision needs)."""
+    if verifier == "ibp":
+        return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
+    return linear_decision(
+        model, x, y, eps, verify_above, intermediate=LINEAR[verifier], bn_stats=bn_stats
     )
 
 
@@ -192,10 +212,7 @@ def search_radii(
             def g(rows: Tensor, eps: Tensor, name: str = name) -> Tensor:
                 """``min_t LB_t(eps) - threshold`` of samples ``rows``: verified where > 0."""
                 below = 0.0 if threshold is None else threshold[rows]
-                bounds = margin_bounds(
-                    model, x[rows], y[rows], eps, name, bn_stats=bn_stats, refine_below=below
-                )
-                lowest = bounds.min(dim=1).values
+                lowest = min_margin(model, x[rows], y[rows], eps, name, below, bn_stats=bn_stats)
                 return lowest if threshold is None else lowest - threshold[rows]
 
             # A later stage also probes where the earlier ones stopped: false position needs

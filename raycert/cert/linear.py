@@ -24,8 +24,9 @@ the lower line and negative ones the upper line. At the input the box gives
   on 32x32 inputs they are far beyond memory (see ``crown_rows_bytes``).
 
 Each returned margin bound is the larger of the linear bound and the interval bound of the same
-pass (both sound, the latter free). Only margins whose interval bound is below ``refine_below``
-are refined by the backward pass; the others keep their interval bound.
+pass (both sound, the latter free). Given a verification threshold (``verify_above``), only the
+margins that deciding it needs are refined: the lowest interval margin first, the others only
+where it clears the threshold (a radius search mostly probes eps where that one fails).
 
 BatchNorm is affine per channel: running statistics in eval mode, or in train mode the clean
 batch's statistics (``bn_stats`` from ``bounds.clean_forward``; computed from ``x`` if missing).
@@ -267,50 +268,116 @@ def linear_margin_bounds(
     *,
     intermediate: str = "ibp",
     bn_stats: BatchStats | None = None,
-    refine_below: Tensor | float = math.inf,
+    verify_above: Tensor | float | None = None,
 ) -> Tensor:
     """Lower bounds of ``f_y(x') - f_t(x')`` over the eps-box around ``x``: (batch, C-1).
 
     ``intermediate`` picks the ReLU input bounds: ``ibp`` (CROWN-IBP) or ``crown`` (CROWN).
     ``eps`` is a float or one radius per sample (pixel units); the box is clipped to [0, 1].
-    Margins whose interval bound is already >= ``refine_below`` (a float or one value per
-    sample) keep that bound and skip the backward pass; every returned value is sound.
+    Every margin is refined by the backward pass unless ``verify_above`` (a float or one value
+    per sample) is given: then only what deciding ``min bound > verify_above`` needs is refined.
+    Margins whose interval bound is already above it keep that bound, and a sample's lowest
+    interval margin is refined first: if it stays at or below ``verify_above``, the sample
+    cannot verify and its other margins keep their interval bounds. Every value is sound.
     """
+    return _linear_bounds(model, x, y, eps, intermediate, bn_stats, verify_above)[0]
+
+
+def linear_decision(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    verify_above: Tensor | float,
+    *,
+    intermediate: str = "ibp",
+    bn_stats: BatchStats | None = None,
+) -> Tensor:
+    """One value per sample that exceeds ``verify_above`` exactly when every margin bound of
+    ``linear_margin_bounds(..., verify_above=...)`` does: their minimum, except where the lowest
+    interval margin's linear bound already fails, which is then that bound. A radius search
+    interpolates on it, so a failing sample is not dragged down by interval margins it never
+    needed to refine."""
+    return _linear_bounds(model, x, y, eps, intermediate, bn_stats, verify_above)[1]
+
+
+def _linear_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    intermediate: str,
+    bn_stats: BatchStats | None,
+    verify_above: Tensor | float | None,
+) -> tuple[Tensor, Tensor]:
+    """``linear_margin_bounds`` and ``linear_decision`` from one pass."""
     if intermediate not in ("ibp", "crown"):
         raise ValueError(f"intermediate must be ibp or crown, got {intermediate!r}")
     net, center, radius, box = _interval_pass(model, x, eps, bn_stats)
     last = model[-1]
     bounds = margins_from_pass(last, box, y)
-    below = torch.as_tensor(refine_below, dtype=bounds.dtype, device=bounds.device)
-    todo = bounds < (below[:, None] if below.dim() == 1 else below)
+    if verify_above is None:
+        above = torch.full_like(bounds[:, 0], math.inf)
+    else:
+        above = torch.as_tensor(verify_above, dtype=bounds.dtype, device=bounds.device)
+        above = above.expand(len(bounds)) if above.dim() == 0 else above
+    todo = bounds <= above[:, None]
     chosen = torch.nonzero(todo.any(dim=1)).flatten()  # samples with a margin to refine
     if len(chosen) == 0:
-        return bounds
+        return bounds, bounds.min(dim=1).values
     net, center, radius = _subset(net, chosen), center[chosen], radius[chosen]
     if intermediate == "crown":
         for index in sorted(net.relu_bounds):
             if not _single_affine_of_input(net, index):
                 _crown_relu_bounds(net, index, center, radius)
-    # Margins to refine: the lowest interval bounds first, as many as the worst sample needs.
-    rows = int(todo.sum(dim=1).max())
-    which = bounds[chosen].argsort(dim=1)[:, :rows]
     weight_diff, bias_diff = margin_spec(last, y[chosen])
-    coeffs_all = weight_diff.gather(1, which[:, :, None].expand(-1, -1, last.in_features))
-    bias_all = bias_diff.gather(1, which) if isinstance(bias_diff, Tensor) else None
-    widest = max(math.prod(s) for s in net.shapes)
-    step = _chunk(len(chosen), 2 * rows * widest * x.element_size())
     refined = bounds[chosen]
-    for start in range(0, len(chosen), step):
-        part = torch.arange(start, min(start + step, len(chosen)), device=x.device)
-        coeffs = coeffs_all[part]
-        bias = bias_all[part] if bias_all is not None else coeffs.new_zeros(coeffs.shape[:2])
+    order = refined.argsort(dim=1)  # the lowest interval bounds first
+    counts = todo[chosen].sum(dim=1)
+    every = torch.arange(len(chosen), device=x.device)
+    first = order if verify_above is None else order[:, :1]
+    _refine(net, center, radius, weight_diff, bias_diff, every, first, refined)
+    decision = refined.min(dim=1).values
+    if verify_above is not None:  # the rest only where the lowest one cleared the threshold
+        lowest = refined.gather(1, first).squeeze(1)
+        cleared = lowest > above[chosen]
+        rest = torch.nonzero(cleared & (counts > 1)).flatten()
+        if len(rest):
+            which = order[rest, 1 : int(counts[rest].max())]
+            _refine(net, center, radius, weight_diff, bias_diff, rest, which, refined)
+        decision = torch.where(cleared, refined.min(dim=1).values, lowest)
+    bounds[chosen] = refined
+    decisions = bounds.min(dim=1).values
+    decisions[chosen] = decision
+    return bounds, decisions
+
+
+def _refine(
+    net: _Network,
+    center: Tensor,
+    radius: Tensor,
+    weight_diff: Tensor,
+    bias_diff: Tensor | float,
+    rows: Tensor,
+    which: Tensor,
+    refined: Tensor,
+) -> None:
+    """Raise ``refined[rows]`` at margins ``which`` (rows, k) to their linear bounds where
+    higher, by a backward pass of those margins' specification, in memory-sized chunks."""
+    hidden = weight_diff.shape[2]
+    widest = max(math.prod(s) for s in net.shapes)
+    step = _chunk(len(rows), 2 * which.shape[1] * widest * center.element_size())
+    for start in range(0, len(rows), step):
+        part, pick = rows[start : start + step], which[start : start + step]
+        coeffs = weight_diff[part].gather(1, pick[:, :, None].expand(-1, -1, hidden))
+        if isinstance(bias_diff, Tensor):
+            bias = bias_diff[part].gather(1, pick)
+        else:
+            bias = coeffs.new_zeros(coeffs.shape[:2])
         coeffs, bias = _backward(_subset(net, part), len(net.layers), coeffs, bias)
         lin = _concretize(coeffs, bias, center[part], radius[part])
-        refined[part] = refined[part].scatter(
-            1, which[part], torch.maximum(refined[part].gather(1, which[part]), lin)
-        )
-    bounds[chosen] = refined
-    return bounds
+        current = refined[part]
+        refined[part] = current.scatter(1, pick, torch.maximum(current.gather(1, pick), lin))
 
 
 def _subset(net: _Network, rows: Tensor) -> _Network:
@@ -326,11 +393,11 @@ def crown_ibp_margin_bounds(
     eps: Tensor | float,
     *,
     bn_stats: BatchStats | None = None,
-    refine_below: Tensor | float = math.inf,
+    verify_above: Tensor | float | None = None,
 ) -> Tensor:
     """CROWN-IBP margin lower bounds (see ``linear_margin_bounds``): (batch, C-1)."""
     return linear_margin_bounds(
-        model, x, y, eps, intermediate="ibp", bn_stats=bn_stats, refine_below=refine_below
+        model, x, y, eps, intermediate="ibp", bn_stats=bn_stats, verify_above=verify_above
     )
 
 
@@ -341,11 +408,11 @@ def crown_margin_bounds(
     eps: Tensor | float,
     *,
     bn_stats: BatchStats | None = None,
-    refine_below: Tensor | float = math.inf,
+    verify_above: Tensor | float | None = None,
 ) -> Tensor:
     """CROWN margin lower bounds (see ``linear_margin_bounds``): (batch, C-1)."""
     return linear_margin_bounds(
-        model, x, y, eps, intermediate="crown", bn_stats=bn_stats, refine_below=refine_below
+        model, x, y, eps, intermediate="crown", bn_stats=bn_stats, verify_above=verify_above
     )
 
 
