@@ -197,7 +197,11 @@ def test_a_smoke_study_chooses_certifies_and_copies_each_winner(smoke_study):
             p.name for p in chosen.iterdir()
         }
         radii = pd.read_csv(chosen / "test_radii.csv")
-        assert list(radii.columns) == ["index", "label", "prediction", "radius", "correct"]
+        assert list(radii.columns) == [
+            *("index", "label", "prediction", "radius", "correct", "verifier"),
+            *("radius_ibp", "radius_crown-ibp"),  # the default cascade, one radius per stage
+        ]
+        assert (radii["radius"] >= radii["radius_ibp"]).all()
         test = load("synthetic", "test")
         assert len(radii) == len(test) and (radii["label"] == test.labels.numpy()).all()
         correct = radii["correct"].astype(bool)
