@@ -329,7 +329,7 @@ def study_command(
         console.print(f"study {result.status}: {result.study_dir}; continue it with --resume")
         raise typer.Exit(130)
     for chosen in result.targets:
-        _print_chosen(chosen, result.meta["acr_cap"])
+        _print_chosen(chosen, result.meta.acr_cap)
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if "://" in result.study_dir:
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
@@ -344,7 +344,7 @@ def _print_chosen(chosen: Any, cap: float) -> None:
         near = chosen.closest
         detail = "no trial completed"
         if near:
-            detail = f"closest: trial {near['trial_id']}, val clean {near['val']['clean_acc']:.2%}"
+            detail = f"closest: trial {near.trial_id}, val clean {near.val['clean_acc']:.2%}"
         console.print(f"{goal}: not met by any trial ({detail})")
         return
     params = ", ".join(
@@ -353,7 +353,10 @@ def _print_chosen(chosen: Any, cap: float) -> None:
     table = Table("", "val", "test", title=goal, caption=f"trial {chosen.trial_id}: {params}")
 
     def cells(key: str, fmt: str) -> list[str]:
-        return [fmt.format(m[key]) if key in m else "-" for m in (chosen.val, chosen.test)]
+        return [
+            fmt.format(m[key]) if m and m.get(key) is not None else "-"
+            for m in (chosen.val, chosen.test)
+        ]
 
     table.add_row("clean accuracy", *cells("clean_acc", "{:.2%}"))
     table.add_row(f"ACR (cap {format_eps(cap)})", *cells("acr", "{:.5f}"))

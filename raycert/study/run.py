@@ -21,7 +21,7 @@ import os
 import platform
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,17 +42,27 @@ from raycert.study.tune_state import repair_tune_state
 from raycert.study.tune_trials import TrialsWriter, trial_rows
 from raycert.studyfolder import (
     CHOSEN,
-    RESULTS_JSON,
     STUDY_JSON,
-    TRIAL_STATUSES,
     TUNE_DIR,
+    Hardware,
     StudyDir,
+    StudyMeta,
+    TargetResult,
+    TrialResources,
     choose,
     fail_stale_trials,
-    row_metrics,
-    row_params,
+    journal_storage,
+    read_meta,
+    read_results,
     target_label,
+    trial_counts,
     trials_table,
+    unmet,
+    won,
+    write_meta,
+    write_results,
+    write_test,
+    write_trials,
 )
 
 STUDY_METHODS = ("acert", "ibp")
@@ -82,26 +92,12 @@ class StudyRequest:
 
 
 @dataclass
-class TargetResult:
-    """The model chosen for one accuracy target, or (``met=False``) the closest trial."""
-
-    target: float
-    met: bool
-    trial_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    val: dict[str, Any] = field(default_factory=dict)
-    test: dict[str, Any] = field(default_factory=dict)
-    run_dir: str | None = None
-    closest: dict[str, Any] | None = None
-
-
-@dataclass
 class StudyResult:
     """How a study ended; ``study_dir`` holds everything (the report reads it from there)."""
 
     study_dir: str
     status: str
-    meta: dict[str, Any]
+    meta: StudyMeta
     targets: list[TargetResult]
 
 
@@ -118,7 +114,7 @@ def run_study(
     the sampled hyperparameters. Test certification needs a raycert run as its checkpoint.
     """
     spec, meta = _plan(request)
-    store = StudyDir(request.storage, meta["name"])
+    store = StudyDir(request.storage, meta.name)
     if store.exists() and not request.resume:
         raise UserError(
             f"study {store.uri} exists; pass --resume to continue it or choose another --name"
@@ -126,11 +122,11 @@ def run_study(
     if request.resume:
         if not store.has(STUDY_JSON):
             raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
-        saved = store.read_json(STUDY_JSON)
+        saved = read_meta(store)
         _check_resumable(saved, meta, store.uri)
-        if saved.get("status") == "finished":
+        if saved.status == "finished":
             return _finished_result(store, saved)
-        meta["started"] = saved.get("started", meta["started"])
+        meta.started = saved.started
     if trainable is None:
         load(spec.base.dataset, "val", request.data_dir, limit=1)  # missing data fails here
 
@@ -147,21 +143,19 @@ def run_study(
             request.cpus_per_trial,
             request.gpus_per_trial,
             request.concurrency,
-            meta["trials_requested"],
+            meta.trials_requested,
         )
-        meta.update(
-            resources={"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial},
-            concurrency=res.concurrency,
-            hardware=hw.to_dict(),
-            status="running",
-        )
-        store.write_json(STUDY_JSON, meta)
+        meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
+        meta.concurrency = res.concurrency
+        meta.hardware = Hardware(**hw.to_dict())
+        meta.status = "running"
+        write_meta(store, meta)
         try:
             tuner = _tuner(spec, meta, store, res, trainable, progress, request)
             tuner.fit()
         except KeyboardInterrupt:
-            meta["status"] = "interrupted"
-            store.write_json(STUDY_JSON, meta)
+            meta.status = "interrupted"
+            write_meta(store, meta)
             raise
         return _finish(store, meta, res, request.data_dir)
     finally:
@@ -170,7 +164,7 @@ def run_study(
             ray.shutdown()
 
 
-def _plan(request: StudyRequest) -> tuple[StudySpec, dict[str, Any]]:
+def _plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     """Check a request without Ray and describe the study it asks for (study.json's settings)."""
     info = dataset_info(request.dataset)
     spec = load_study_spec(info.name, request.preset, request.spec)
@@ -190,41 +184,43 @@ def _plan(request: StudyRequest) -> tuple[StudySpec, dict[str, Any]]:
         raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
     base = dataclasses.replace(spec.base, method=method, seed=request.seed).resolve()
     spec = dataclasses.replace(spec, base=base)
-    meta = {
-        "name": name,
-        "dataset": info.name,
-        "preset": spec.preset,
-        "method": method,
-        "targets": list(targets),
-        "trials_requested": trials,
-        "seed": request.seed,
-        "search_space": spec.search_space,
-        "asha": spec.asha,
-        "base_config": base.to_dict(),
-        "acr_cap": base.cert_cap,
-        "eps_list": list(base.cert_eps or ()),
-        "storage": request.storage,
-        "address": request.address or "local",
-        "spec_file": str(spec.path),
-        "versions": _versions(),
-        "started": _now(),
-        "finished": None,
-        "status": "running",
-        "trial_counts": {},
-    }
+    meta = StudyMeta(
+        name=name,
+        dataset=info.name,
+        preset=spec.preset,
+        method=method,
+        targets=list(targets),
+        trials_requested=trials,
+        seed=request.seed,
+        search_space=spec.search_space,
+        asha=spec.asha,
+        base_config=base.to_dict(),
+        acr_cap=base.cert_cap,
+        eps_list=list(base.cert_eps or ()),
+        storage=request.storage,
+        address=request.address or "local",
+        spec_file=str(spec.path),
+        versions=_versions(),
+        started=_now(),
+        finished=None,
+        status="running",
+        trial_counts={},
+    )
     return spec, meta
 
 
-def _check_resumable(saved: dict[str, Any], meta: dict[str, Any], where: str) -> None:
-    changed = [k for k in RESUME_KEYS if saved.get(k) != meta[k]]
+def _check_resumable(saved: StudyMeta, meta: StudyMeta, where: str) -> None:
+    changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
     if changed:
-        diffs = "; ".join(f"{k} was {saved.get(k)!r}, now {meta[k]!r}" for k in changed)
+        diffs = "; ".join(
+            f"{k} was {getattr(saved, k)!r}, now {getattr(meta, k)!r}" for k in changed
+        )
         raise UserError(f"cannot resume {where} with other settings ({diffs})")
 
 
 def _tuner(
     spec: StudySpec,
-    meta: dict[str, Any],
+    meta: StudyMeta,
     store: StudyDir,
     res: cluster.Resources,
     trainable: Callable | None,
@@ -232,9 +228,9 @@ def _tuner(
     request: StudyRequest,
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored when resuming and Tune saved its state."""
-    targets = meta["targets"]
+    targets = meta.targets
     if trainable is None:
-        setup = TrialSetup(meta["base_config"], request.data_dir, res.gpus_per_trial, min(targets))
+        setup = TrialSetup(meta.base_config, request.data_dir, res.gpus_per_trial, min(targets))
         trainable = tune.with_parameters(train_trial, setup=setup)
     trainable = tune.with_resources(
         trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
@@ -245,16 +241,13 @@ def _tuner(
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
 
     several = len(targets) > 1
-    journal = store.journal_file()
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(journal))
     searcher = ConstrainedOptunaSearch(
         space=distributions(spec.params),
         metric=["clean_acc", "acr"] if several else "acr",
         mode=["max", "max"] if several else "max",
         sampler=optuna.samplers.TPESampler(seed=request.seed),
-        study_name=meta["name"],
-        storage=optuna.storages.JournalStorage(backend),
+        study_name=meta.name,
+        storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
     )
@@ -267,14 +260,14 @@ def _tuner(
             max_t=spec.base.epochs,
             grace_period=min(spec.grace_period, spec.base.epochs),
         )
-    writer = TrialsWriter(request.storage, meta["name"], targets, [p.name for p in spec.params])
+    writer = TrialsWriter(request.storage, meta.name, targets, [p.name for p in spec.params])
     writer.progress = progress
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=meta["trials_requested"],
+            num_samples=meta.trials_requested,
             max_concurrent_trials=res.concurrency,
             reuse_actors=True,
         ),
@@ -290,26 +283,25 @@ def _tuner(
 
 
 def _finish(
-    store: StudyDir, meta: dict[str, Any], res: cluster.Resources, data_dir: str | None
+    store: StudyDir, meta: StudyMeta, res: cluster.Resources, data_dir: str | None
 ) -> StudyResult:
     """Write the final table; if every trial finished, choose, certify and write the results."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
-    params = list(meta["search_space"])
-    rows = trial_rows(analysis.trials, params, store, meta["name"])
-    table = trials_table(rows, meta["targets"])
-    store.write_trials(table)
-    meta["trial_counts"] = {s: int((table["status"] == s).sum()) for s in TRIAL_STATUSES}
-    finished = len(table) >= meta["trials_requested"]
+    params = list(meta.search_space)
+    rows = trial_rows(analysis.trials, params, store, meta.name)
+    table = trials_table(rows, meta.targets)
+    write_trials(store, table)
+    meta.trial_counts = trial_counts(table)
+    finished = len(table) >= meta.trials_requested
     results: list[TargetResult] = []
     if finished:
-        fail_stale_trials(store, meta["name"])
-        results = _choose_and_certify(store, table, meta["targets"], res, data_dir)
-        store.write_json(RESULTS_JSON, {"targets": [dataclasses.asdict(r) for r in results]})
-    meta.update(
-        status="finished" if finished else "interrupted", finished=_now() if finished else None
-    )
-    store.write_json(STUDY_JSON, meta)
-    return StudyResult(store.uri, meta["status"], meta, results)
+        fail_stale_trials(store, meta.name)
+        results = _choose_and_certify(store, table, meta.targets, res, data_dir)
+        write_results(store, results)
+    meta.status = "finished" if finished else "interrupted"
+    meta.finished = _now() if finished else None
+    write_meta(store, meta)
+    return StudyResult(store.uri, meta.status, meta, results)
 
 
 def _choose_and_certify(
@@ -324,18 +316,11 @@ def _choose_and_certify(
     for target in targets:
         winner, closest = choose(table, target)
         if winner is None:
-            near = closest and {
-                "trial_id": closest["trial_id"],
-                "params": row_params(closest),
-                "val": row_metrics(closest),
-            }
-            results.append(TargetResult(target, False, closest=near))
+            results.append(unmet(target, closest))
             continue
-        result = TargetResult(
-            target, True, winner["trial_id"], row_params(winner), row_metrics(winner)
-        )
+        result = won(target, winner)
         results.append(result)
-        checkpoint = tune.Checkpoint(winner["run_dir"]) if winner["run_dir"] else None
+        checkpoint = tune.Checkpoint(winner.run_dir) if winner.run_dir else None
         if checkpoint is not None and _is_run(checkpoint):
             runs[winner["trial_id"]] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
@@ -346,8 +331,7 @@ def _choose_and_certify(
         checkpoint, (certs, summary) = runs[result.trial_id], certified[result.trial_id]
         result.test = summary
         store.copy_in(checkpoint.filesystem, checkpoint.path, result.run_dir)
-        store.write_json(f"{result.run_dir}/test_metrics.json", summary)
-        store.write_bytes(f"{result.run_dir}/test_radii.csv", certs.to_csv().encode())
+        write_test(store, result.run_dir, summary, certs.to_csv())
     return results
 
 
@@ -359,10 +343,9 @@ def _is_run(checkpoint: tune.Checkpoint) -> bool:
     return all(i.is_file for i in info)
 
 
-def _finished_result(store: StudyDir, meta: dict[str, Any]) -> StudyResult:
+def _finished_result(store: StudyDir, meta: StudyMeta) -> StudyResult:
     """A finished study, read back (resuming it has nothing left to do)."""
-    entries = store.read_json(RESULTS_JSON).get("targets", []) if store.has(RESULTS_JSON) else []
-    return StudyResult(store.uri, "finished", meta, [TargetResult(**e) for e in entries])
+    return StudyResult(store.uri, "finished", meta, read_results(store) or [])
 
 
 def _versions() -> dict[str, str]:
