@@ -322,7 +322,7 @@ def _choose_and_certify(
         results.append(result)
         checkpoint = tune.Checkpoint(winner.run_dir) if winner.run_dir else None
         if checkpoint is not None and _is_run(checkpoint):
-            runs[winner["trial_id"]] = checkpoint
+            runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
     certified = certify_on_cluster(runs, data_dir, res.cpus_per_trial, res.gpus_per_trial)
     for result in results:
