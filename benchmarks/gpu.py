@@ -1,4 +1,4 @@
-"""The GPU path, measured: cnn7 training and certification speed, peak memory, shared GPUs.
+r"""The GPU path, measured: cnn7 training and certification speed, peak memory, shared GPUs.
 
 On CIFAR-10-shaped synthetic data (3x32x32, 10 classes, 50k training images from
 ``raycert.data.synthetic_split``: class prototypes plus noise, learnable, so a short IBP training
@@ -8,8 +8,8 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    of the CIFAR-10 ``paper`` preset, taken by the trainer's own epoch function
    (``raycert.training.loop._train_epoch``: batches indexed from uint8 images on the device,
    augmentation, the eps schedule, the loss of ``raycert.training.methods.LOSSES``, clipping,
-   the one sync per step). Each method is timed over ``--steps`` steps after a few untimed ones
-   and extrapolated to an epoch of 50k images (391 steps); the output says so. Also: acert in
+   the one sync per step). Each method is timed over 60 steps after 5 untimed ones and
+   extrapolated to an epoch of 50k images (391 steps); the output says so. Also: acert in
    the warm-up epoch and after the ramp (for the projection), the ratios benchmarks/train.py
    prints, the acert search's bound passes per step, and each method's peak device memory.
 2. Certification. Images/s of ``raycert.cert.certify.certify`` in float32 and float64 on 10k
@@ -37,10 +37,11 @@ The device command for the session that runs it (one ``run`` call, timeout_s 600
 pytest, so the CUDA tests run too: the suite has no ``cuda`` marker, ``-k cuda`` picks the tests
 named for CUDA, which skip without it)::
 
-    set -o pipefail; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
-    PYTHONPATH=. timeout 480 python3 benchmarks/gpu.py --out-json $OUT/gpu.json 2>&1
-    | tee $OUT/gpu.txt; echo "gpu.py rc $?"; PYTHONPATH=. timeout 100 python3 -m pytest -q
-    -p no:cacheprovider -k cuda tests/test_data.py tests/test_gpu_benchmark.py 2>&1 | tail -15
+    set -o pipefail; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+    PYTHONPATH=. timeout 470 python3 benchmarks/gpu.py --out-json $OUT/gpu.json 2>&1 \
+      | tee $OUT/gpu.txt; echo "gpu.py rc $?"; \
+    PYTHONPATH=. timeout 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
+      tests/test_data.py tests/test_gpu_benchmark.py 2>&1 | tail -15
 """
 
 from __future__ import annotations
@@ -518,7 +519,9 @@ def table(results: dict[str, Any]) -> str:
         rows.append((name, f"{ratio:.2f}", "ratio", goals[name]))
     acert = train["acert"]
     search = f"{results['search_steps']} search steps max"
-    rows.append(("acert bound passes per step", fmt(acert["bound_passes_per_step"]), "", search))
+    rows.append(
+        ("acert search bound passes per step", fmt(acert["bound_passes_per_step"]), "", search)
+    )
     rows.append(("acert mean radius", fmt(acert["radius_pct_of_eps"]), "% of eps", "mid-ramp"))
     rows.append(("train clean accuracy", fmt(100 * acert["clean_acc"]), "%", "acert, mid-ramp"))
     for name in ("standard", "ibp", "acert"):
@@ -593,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if device.type == "cuda":  # with its index, as pick_device names it: the memory cap needs one
+        device = torch.device("cuda", torch.cuda.current_device())
     sizes = TINY if args.tiny else FULL
     tic = time.perf_counter()
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ TABLE_ROWS = [
     "acert/standard",
     "acert/ibp",
     "ibp/standard",
-    "acert bound passes per step",
+    "acert search bound passes per step",
     "peak memory standard",
     "peak memory ibp",
     "peak memory acert",
