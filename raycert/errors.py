@@ -6,3 +6,9 @@ class UserError(Exception):
 
     The CLI prints it as ``error: <message>`` and exits with code 2, without a traceback.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message folded onto one line (its type's name when it has no message),
+    for quoting a library's error inside a ``UserError``."""
+    return " ".join(str(exc).split()) or type(exc).__name__

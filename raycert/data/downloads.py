@@ -9,6 +9,7 @@ then calls ``download_dataset`` here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -33,6 +34,7 @@ from rich.progress import (
 
 from raycert.data.formats import CIFAR10_DIR, MNIST_DIR, TINYIMAGENET_DIR, missing_files
 from raycert.errors import UserError
+from raycert.files import atomic_path
 
 # Base URLs per dataset; env RAYCERT_MIRROR, if set, replaces the base for every dataset.
 MIRRORS: dict[str, str] = {
@@ -106,44 +108,38 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
     Bytes go to a temporary file beside ``dest`` that is renamed into place after the check, so
     ``dest`` is never a partial or wrong file.
     """
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-        )
-    except OSError as exc:
-        raise UserError(
-            f"cannot write to {dest.parent} ({exc.strerror}); choose a writable "
-            f"--data-dir or RAYCERT_DATA"
-        ) from exc
-    tmp = Path(tmp_name)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with (
-            os.fdopen(handle, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-            _progress() as progress,
-        ):
-            size = int(response.headers.get("Content-Length") or 0) or None
-            task = progress.add_task(dest.name, total=size)
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.advance(task, len(chunk))
+    with contextlib.ExitStack() as files:  # on leaving it: close the file, then rename or remove
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out = files.enter_context(files.enter_context(atomic_path(dest)).open("wb"))
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to {dest.parent} ({exc.strerror}); choose a writable "
+                f"--data-dir or RAYCERT_DATA"
+            ) from exc
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                _progress() as progress,
+            ):
+                size = int(response.headers.get("Content-Length") or 0) or None
+                task = progress.add_task(dest.name, total=size)
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    progress.advance(task, len(chunk))
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(
+                f"could not download {url} ({reason}); check the network, or set "
+                f"RAYCERT_MIRROR to a mirror holding {dest.name}"
+            ) from exc
         if digest.hexdigest() != md5:
             raise UserError(
                 f"download of {url} has md5 {digest.hexdigest()}, expected {md5}; "
                 f"nothing was saved; retry, or set RAYCERT_MIRROR to a good mirror"
             )
-        os.replace(tmp, dest)
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise UserError(
-            f"could not download {url} ({reason}); check the network, or set "
-            f"RAYCERT_MIRROR to a mirror holding {dest.name}"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

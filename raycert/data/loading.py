@@ -25,6 +25,7 @@ from raycert.data.registry import DATASETS, ON_DISK, DatasetInfo, dataset_info
 from raycert.data.split import SPLITS, Split
 from raycert.data.synthetic import synthetic_split
 from raycert.errors import UserError
+from raycert.files import cache_dir
 
 
 def resolve_root(data_dir: str | Path | None = None) -> Path:
@@ -34,8 +35,7 @@ def resolve_root(data_dir: str | Path | None = None) -> Path:
     elif os.environ.get("RAYCERT_DATA"):
         chosen = os.environ["RAYCERT_DATA"]
     else:
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        chosen = os.path.join(cache, "raycert", "data")
+        return cache_dir("data")
     return Path(os.path.abspath(os.path.expanduser(chosen)))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from raycert.errors import UserError
+from raycert.errors import UserError, one_line
 from raycert.units import parse_eps
 
 REQUIRED_STUDY_KEYS = ("name", "dataset", "targets", "acr_cap")
@@ -114,11 +114,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"cannot read {path}: {one_line(exc)}") from None
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -133,7 +129,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
         float(meta["acr_cap"])
         [parse_eps(e) for e in meta.get("eps_list") or []]
     except (TypeError, ValueError, UserError) as exc:
-        raise UserError(f"{path}: bad targets, acr_cap or eps_list ({_one_line(exc)})") from None
+        raise UserError(f"{path}: bad targets, acr_cap or eps_list ({one_line(exc)})") from None
     meta["targets"] = targets
     return meta
 
@@ -146,7 +142,7 @@ def _read_trials(directory: Path) -> pd.DataFrame:
     try:
         trials = pd.read_parquet(path) if path == parquet else pd.read_csv(path)
     except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
-        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
+        raise UserError(f"cannot read {path}: {one_line(exc)}") from None
     missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in trials]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}")
@@ -213,7 +209,7 @@ def _read_radii(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         table = pd.read_csv(path)
     except Exception as exc:  # pandas raises many types for a damaged CSV
-        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
+        raise UserError(f"cannot read {path}: {one_line(exc)}") from None
     missing = [c for c in RADII_COLUMNS if c not in table]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}")
@@ -261,7 +257,7 @@ def param_importances(study: StudyResults) -> tuple[dict[str, float], str]:
             try:
                 return _journal_importances(journal, study), "Optuna PED-ANOVA on optuna.journal"
             except Exception as exc:  # the journal is optional: any failure uses the table
-                reason = f"optuna.journal not used ({_one_line(exc)})"
+                reason = f"optuna.journal not used ({one_line(exc)})"
         space = study.meta.get("search_space") or {}
         importances = _table_importances(completed, varied, space)
     return importances, f"Optuna PED-ANOVA on the trials table; {reason}"
