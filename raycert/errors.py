@@ -23,12 +23,14 @@ def one_line(exc: BaseException) -> str:
 
 def validation_error(exc: Any, where: str, schema: Any = None) -> UserError:
     """One line for a pydantic ``ValidationError``: ``where``, the dotted key of its first
-    problem (``presets.quick.lr``; list positions and union tags left out) and the problem.
+    problem (an unknown key first; ``presets.quick.lr``, without list positions and union tags)
+    and the problem.
 
     An unknown key gets the closest known key of its table as a hint, and the known keys;
     ``schema`` is the model (or type) that was validated, for finding them.
     """
-    error = exc.errors()[0]
+    errors = exc.errors()  # a misspelt key explains the "missing" one beside it: name it first
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     keys, known = _locate(schema, error["loc"])
     key = ".".join(keys)
     prefix = f"{where}: {key}" if key else where
@@ -39,9 +41,16 @@ def validation_error(exc: Any, where: str, schema: Any = None) -> UserError:
         return UserError(f"{prefix}: unknown key{hint}{listing}")
     if error["type"] == "missing":
         return UserError(f"{prefix}: missing; this key is required")
+    ctx = error.get("ctx", {})
+    if error["type"] == "union_tag_invalid":  # a tagged table with an unknown tag
+        tag_key = ctx["discriminator"].strip("'")
+        expected = ctx["expected_tags"].replace("'", "")
+        return UserError(f"{prefix}: {tag_key} must be one of {expected}; got {ctx['tag']!r}")
+    if error["type"] == "union_tag_not_found":
+        return UserError(f"{prefix}: missing its {ctx['discriminator']} key")
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] != "value_error":  # pydantic's own messages do not quote the value
-        message += f", got {error['input']!r}"
+    if error["type"] != "value_error" and not isinstance(error["input"], dict):
+        message += f", got {error['input']!r}"  # pydantic's own messages do not quote the value
     return UserError(f"{prefix}: {message}")
 
 

@@ -69,7 +69,10 @@ class FloatParam(BaseModel):
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.type == "log-float" and self.low <= 0:
             raise ValueError(f"a log-float needs low > 0, got {self.low}")
-        TrainConfig.check_value(self.name, (self.low + self.high) / 2)  # an int field refuses
+        try:  # an int field refuses the values in between
+            TrainConfig.check_value(self.name, (self.low + self.high) / 2)
+        except ValueError as exc:
+            raise ValueError(f"{self.name} refuses values inside the range ({exc})") from None
         return self
 
 
