@@ -382,9 +382,8 @@ def test_cli_broken_study_is_one_line_and_exit_2(studies: list[Path], tmp_path: 
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot read ")
-    assert "trials.parquet" in lines[0]
+    line = assert_one_line_error(result.stderr, "trials.parquet")
+    assert line.startswith("error: cannot read ")
     assert not (tmp_path / "reports").exists()
 
 
