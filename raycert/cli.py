@@ -1,5 +1,9 @@
 """The ``raycert`` command line: validates input, calls library functions, prints results.
 
+Start-up stays fast (``raycert --help`` well under a second): this module imports only Typer and
+Rich at the top, and each command imports the library it needs (torch, Ray, the report) in its
+body, so ``raycert report`` never loads torch or Ray.
+
 Error handling, shared by every command: a ``UserError`` raised anywhere below a command prints
 ``error: <message>`` as one line on stderr and exits with code 2, without a traceback (the root
 group catches it, so new commands and sub-apps get this for free). Usage errors from Typer
@@ -9,7 +13,6 @@ traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import webbrowser
 from datetime import datetime
@@ -17,19 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
-import torch
 import typer
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 from typer.core import TyperGroup
 
-from raycert import __version__, data
+from raycert import __version__
 from raycert.errors import UserError
-from raycert.report.page import build_report
-from raycert.study.spec import load_preset
-from raycert.training.evaluation import certify_run
-from raycert.training.loop import train
 from raycert.units import format_eps, parse_eps
 
 USER_ERROR_EXIT_CODE = 2
@@ -88,6 +86,8 @@ def main(
 @data_app.command("check")
 def data_check(data_dir: DataDirOption = None) -> None:
     """Report which datasets are present and readable under the data root, with split sizes."""
+    from raycert import data
+
     root = data.resolve_root(data_dir)
     console.print(f"data root: {root}")
     table = Table("dataset", "present", "valid", "train", "val", "test")
@@ -111,6 +111,8 @@ def data_download(
     data_dir: DataDirOption = None,
 ) -> None:
     """Download a dataset from its official source (or $RAYCERT_MIRROR), checking md5 sums."""
+    from raycert import data
+
     folder = data.download(name, data_dir)
     console.print(f"{data.dataset_info(name).name} ready in {folder}")
 
@@ -138,6 +140,8 @@ def report(
     ] = False,
 ) -> None:
     """Write one offline HTML page: accuracy-vs-ACR fronts, chosen models, certified curves."""
+    from raycert.report.page import build_report  # no torch, no Ray
+
     path = build_report(study_dirs, out)
     typer.echo(f"report written to {path}")
     if open_page and not webbrowser.open(path.resolve().as_uri()):
@@ -167,11 +171,16 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train one model (ACERT by default) and certify it on the validation split every epoch."""
+    from raycert.study.spec import load_preset
+    from raycert.training.loop import train
+
     overrides = {"method": method, "model": model, "epochs": epochs, "kappa": kappa, "lr": lr}
     overrides.update(seed=seed, max_eps=None if max_eps is None else parse_eps(max_eps))
-    config = dataclasses.replace(
-        load_preset(dataset, preset), **{k: v for k, v in overrides.items() if v is not None}
-    ).resolve()
+    config = (
+        load_preset(dataset, preset)
+        .replace(**{k: v for k, v in overrides.items() if v is not None})
+        .resolve()
+    )
     if resume and out is None:
         raise UserError("--resume needs --out, the run folder to continue")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -215,6 +224,10 @@ def certify_command(
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
 ) -> None:
     """Certify a trained model: clean accuracy, ACR (value, % of cap, cap), certified accuracy."""
+    import torch
+
+    from raycert.training.evaluation import certify_run
+
     if split not in ("test", "val"):
         raise UserError(f"unknown split {split!r}: choose test or val")
     eps_list = None if eps is None else tuple(parse_eps(e) for e in eps.split(",") if e.strip())
@@ -305,6 +318,7 @@ def study_command(
         raise UserError(
             f"--gpus-per-trial must be a number >= 0 or auto, got {gpus_per_trial!r}"
         ) from None
+    from raycert.report.page import build_report
     from raycert.study.run import StudyRequest, run_study  # Ray loads for this command only
 
     request = StudyRequest(

@@ -46,6 +46,7 @@ from pydantic.dataclasses import dataclass
 from typing_extensions import TypedDict
 
 from raycert.errors import UserError, one_line
+from raycert.files import atomic_path, cache_dir
 
 STUDY_JSON = "study.json"
 RESULTS_JSON = "results.json"
@@ -270,11 +271,12 @@ class StudyDir:
         """Write a file whole; on a local path through a rename, so readers never see half."""
         path = self._p(rel)
         self.fs.create_dir(path.rpartition("/")[0], recursive=True)
-        tmp = path if self.remote else f"{path}.tmp"
-        with self.fs.open_output_stream(tmp) as stream:
+        if not self.remote:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+            return
+        with self.fs.open_output_stream(path) as stream:
             stream.write(data)
-        if tmp != path:
-            self.fs.move(tmp, path)
 
     def copy_in(self, fs: pafs.FileSystem, path: str, rel: str) -> None:
         """Copy the folder ``path`` of ``fs`` (a trial's checkpoint) to ``rel`` here."""
@@ -287,8 +289,7 @@ class StudyDir:
         if not self.remote:
             return Path(self.path) / JOURNAL
         key = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        local = cache / "raycert" / "journals" / key / JOURNAL
+        local = cache_dir("journals", key) / JOURNAL
         if not local.exists() and self.has(JOURNAL):
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.read_bytes(JOURNAL))

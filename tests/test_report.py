@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.offline
 import pytest
-from datafiles import assert_one_line_mentioning
+from helpers import assert_one_line_error
 from studyfiles import MET_TARGET, TARGETS, UNMET_TARGET, write_journal, write_study
 from typer.testing import CliRunner
 
@@ -365,14 +365,14 @@ def test_a_broken_study_is_a_one_line_error(case: str, studies: list[Path], tmp_
     damage(study)
     with pytest.raises(UserError) as exc:
         build_report([study], tmp_path / "out.html")
-    assert_one_line_mentioning(exc, message, str(study))
+    assert_one_line_error(exc, message, str(study))
     assert not (tmp_path / "out.html").exists()
 
 
 def test_a_missing_study_directory_is_a_one_line_error(tmp_path: Path):
     with pytest.raises(UserError) as exc:
         build_report([tmp_path / "nope"], tmp_path / "out.html")
-    assert_one_line_mentioning(exc, "does not exist", "nope")
+    assert_one_line_error(exc, "does not exist", "nope")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,9 +482,8 @@ def test_cli_broken_study_is_one_line_and_exit_2(studies: list[Path], tmp_path: 
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot read ")
-    assert "trials.parquet" in lines[0]
+    line = assert_one_line_error(result.stderr, "trials.parquet")
+    assert line.startswith("error: cannot read ")
     assert not (tmp_path / "reports").exists()
 
 

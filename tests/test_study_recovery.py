@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import ray.cloudpickle
 from ray import tune
-from test_study import (
+from studyruns import (
     finished_rows,
     journal_study,
     run_study_cli,

@@ -14,7 +14,7 @@ import ray
 import ray.cloudpickle
 import torch
 from ray import tune
-from test_study import run_study_cli, toy, toy_request
+from studyruns import run_study_cli, toy, toy_request
 
 from raycert.errors import UserError
 from raycert.study.run import StudyRequest, run_study

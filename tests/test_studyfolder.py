@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydantic
 import pytest
-from datafiles import assert_one_line_mentioning
+from helpers import assert_one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -256,13 +256,13 @@ def test_an_unreadable_study_json_is_one_line_naming_it(tmp_path: Path, case: st
     store.write_bytes(STUDY_JSON, data)
     with pytest.raises(UserError) as exc:
         read_meta(store)
-    assert_one_line_mentioning(exc, f"{tmp_path}/s/{STUDY_JSON}", message)
+    assert_one_line_error(exc, f"{tmp_path}/s/{STUDY_JSON}", message)
 
 
 def test_a_missing_study_json_is_one_line(tmp_path: Path):
     with pytest.raises(UserError) as exc:
         read_meta(StudyDir(tmp_path, "none"))
-    assert_one_line_mentioning(exc, f"{tmp_path}/none/{STUDY_JSON} is missing")
+    assert_one_line_error(exc, f"{tmp_path}/none/{STUDY_JSON} is missing")
 
 
 # ---------------------------------------------------------------------------------------------

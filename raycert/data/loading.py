@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from raycert.data.downloads import download_dataset
-from raycert.data.formats import DATASET_DIRS, missing_error, missing_files, read_cached
+from raycert.data.formats import missing_error, missing_files, read_cached
 from raycert.data.registry import DATASETS, ON_DISK, DatasetInfo, dataset_info
 from raycert.data.split import SPLITS, Split
 from raycert.data.synthetic import synthetic_split
 from raycert.errors import UserError
+from raycert.files import cache_dir
 
 
 def resolve_root(data_dir: str | Path | None = None) -> Path:
@@ -34,8 +35,7 @@ def resolve_root(data_dir: str | Path | None = None) -> Path:
     elif os.environ.get("RAYCERT_DATA"):
         chosen = os.environ["RAYCERT_DATA"]
     else:
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        chosen = os.path.join(cache, "raycert", "data")
+        return cache_dir("data")
     return Path(os.path.abspath(os.path.expanduser(chosen)))
 
 
@@ -132,9 +132,9 @@ def check(root: str | Path | None = None) -> list[DatasetStatus]:
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:
     """Where a dataset lives under the data root (the folder ``download`` creates)."""
     info = dataset_info(name)
-    if info.name not in DATASET_DIRS:
+    if info.source is None:
         raise UserError(f"{info.name} is generated in memory and has no folder on disk")
-    return resolve_root(root) / DATASET_DIRS[info.name]
+    return resolve_root(root) / info.source.folder
 
 
 def download(name: str, root: str | Path | None = None) -> Path:

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from raycert.errors import UserError
+from raycert.files import atomic_path
 from raycert.report import figures
 from raycert.report.reading import ChosenModel, StudyResults, load_study
 from raycert.studyfolder import CHOSEN, RESULTS_JSON, TEST_RADII_CSV, Metrics
@@ -78,9 +79,8 @@ def build_report(study_dirs: list[Path], out: Path | None = None) -> Path:
             study.name = f"{study.name} ({seen[study.name]})"
     out = Path(out) if out is not None else default_report_path([s.name for s in studies])
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(render_page(studies), encoding="utf-8")
-    partial.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(render_page(studies), encoding="utf-8")
     return out
 
 

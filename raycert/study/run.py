@@ -182,7 +182,7 @@ def _plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     name = request.name or f"{info.name}-{method}-{spec.preset}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
-    base = dataclasses.replace(spec.base, method=method, seed=request.seed).resolve()
+    base = spec.base.replace(method=method, seed=request.seed).resolve()
     spec = dataclasses.replace(spec, base=base)
     meta = StudyMeta(
         name=name,

@@ -35,7 +35,7 @@ from raycert.data import augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
-from raycert.training.methods import LOSSES, LossFn, l1_penalty
+from raycert.training.methods import LOSSES, LossFn, Stats, l1_penalty
 from raycert.training.rundir import (
     Metrics,
     prepare_run_dir,
@@ -186,18 +186,13 @@ def _train_epoch(
         step = epoch * steps_per_epoch + batch
         eps = scheduled_eps(step, steps_per_epoch, cfg)
         reg_weight = regularizer_weight(step, steps_per_epoch, eps, cfg)
-        loss, stats = loss_fn(model, x, y, eps, cfg, reg_weight)
-        if cfg.l1 > 0:
-            loss = loss + cfg.l1 * l1_penalty(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        if not torch.isfinite(loss.detach() + grad_norm):  # the one device sync per step
-            return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        taken = train_step(model, optimizer, loss_fn, x, y, eps, reg_weight, cfg)
+        if taken is None:
+            return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
+        loss, stats = taken
         scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss * len(y)
         correct += stats["correct"]
         radius_sum += stats["radius"]
         seen += len(y)
@@ -208,6 +203,34 @@ def _train_epoch(
         "train_clean_acc": correct.item() / seen,
         "train_radius": radius_sum.item() / seen,
     }
+
+
+def train_step(
+    model: nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    x: Tensor,
+    y: Tensor,
+    eps_pixel: float,
+    reg_weight: float,
+    cfg: TrainConfig,
+) -> tuple[Tensor, Stats] | None:
+    """One optimizer step on the batch ``x`` (in [0, 1]), ``y`` at radius ``eps_pixel``.
+
+    The method's loss plus ``cfg.l1`` times the L1 penalty, backward, the gradient clipped to
+    L2 norm ``cfg.grad_clip`` (0: not clipped), then the step. Returns the detached loss and the
+    method's batch stats, or ``None`` (and no step) when the loss or gradient is not finite.
+    """
+    loss, stats = loss_fn(model, x, y, eps_pixel, cfg, reg_weight)
+    if cfg.l1 > 0:
+        loss = loss + cfg.l1 * l1_penalty(model)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    if not torch.isfinite(loss.detach() + grad_norm):  # the one device sync per step
+        return None
+    optimizer.step()
+    return loss.detach(), stats
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

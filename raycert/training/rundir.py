@@ -10,8 +10,6 @@ killed at any moment leaves the last finished epoch readable; every ``.pt`` load
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,15 @@ from torch import nn
 from raycert.cert.models import build_model
 from raycert.data import dataset_info
 from raycert.errors import UserError
+from raycert.files import atomic_path
 from raycert.training.config import TrainConfig
 
 Metrics = dict[str, Any]
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_status(run_dir: Path, status: str, epoch: int, epochs: int, message: str = "") -> None:
@@ -53,15 +46,18 @@ def save_checkpoint(
 ) -> None:
     """Metrics first, then the model, then ``state.pt``, whose epoch is the commit point."""
     lines = "".join(json.dumps(row) + "\n" for row in metrics)
-    _atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(lines))
-    _atomic(run_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    with atomic_path(run_dir / "metrics.jsonl") as tmp:
+        tmp.write_text(lines)
+    with atomic_path(run_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     state = {
         "epoch": len(metrics),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),
         "train_seconds": train_seconds,
     }
-    _atomic(run_dir / "state.pt", lambda tmp: torch.save(state, tmp))
+    with atomic_path(run_dir / "state.pt") as tmp:
+        torch.save(state, tmp)
     done = len(metrics) == cfg.epochs
     write_status(run_dir, "completed" if done else "running", len(metrics), cfg.epochs)
 
