@@ -60,7 +60,7 @@ class StudyDir:
         self.uri = f"{root}/{name}"
         try:
             self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
-        except (pafs.ArrowInvalid, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
             raise UserError(f"cannot use storage {storage!r}: {exc}") from None
 
     def exists(self) -> bool:

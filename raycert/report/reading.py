@@ -140,13 +140,16 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def _read_trials(directory: Path) -> pd.DataFrame:
     parquet, csv = directory / "trials.parquet", directory / "trials.csv"
-    path = parquet if parquet.is_file() else csv
-    if not path.is_file():
+    paths = [p for p in (parquet, csv) if p.is_file()]  # the csv stands in for a damaged parquet
+    if not paths:
         raise UserError(f"{directory} has neither trials.parquet nor trials.csv")
-    try:
-        trials = pd.read_parquet(path) if path == parquet else pd.read_csv(path)
-    except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
-        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
+    for path in paths:
+        try:
+            trials = pd.read_parquet(path) if path == parquet else pd.read_csv(path)
+            break
+        except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
+            if path == paths[-1]:
+                raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
     missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in trials]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}")

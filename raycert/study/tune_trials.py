@@ -8,6 +8,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from raycert.study.failures import error_message
 from raycert.studyfolder import StudyDir, optuna_numbers, trial_row, trials_table
 
 
@@ -19,7 +20,8 @@ def trial_rows(
     ending: dict[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
-    as Optuna numbered them: the order the searcher created them, kept across resumes."""
+    as Optuna numbered them: the order the searcher created them, kept across resumes. A
+    failed trial's row says why in ``error``."""
     ending = ending or {}
     numbers = optuna_numbers(store, name)
     rows = []
@@ -34,7 +36,9 @@ def trial_rows(
         run_dir = _location(store, checkpoint.path) if checkpoint is not None else None
         number = numbers.get(trial.trial_id, index)
         metrics, config = trial.last_result, trial.config
-        rows.append(trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir))
+        row = trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir)
+        row["error"] = error_message(trial) if errored else None
+        rows.append(row)
     return rows
 
 
