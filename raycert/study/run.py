@@ -289,9 +289,11 @@ def _plan(request: StudyRequest) -> tuple[StudySpec, dict[str, Any]]:
     if not targets:
         raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
     trials = request.trials if request.trials is not None else spec.trials
-    if trials is None:
+    if trials is None and not request.resume:  # a resumed study has its count
         raise UserError(f"no trial count: pass --trials or set [study.{spec.preset}] trials")
-    if trials < 1 or (request.concurrency is not None and request.concurrency < 1):
+    if (trials is not None and trials < 1) or (
+        request.concurrency is not None and request.concurrency < 1
+    ):
         raise UserError("--trials and --concurrency must be at least 1")
     if not request.cpus_per_trial > 0 or not math.isfinite(request.cpus_per_trial):
         raise UserError(f"--cpus-per-trial must be a number > 0, got {request.cpus_per_trial}")
