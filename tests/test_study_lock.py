@@ -19,7 +19,6 @@ from test_study import finished_rows, run_study_cli, study_cli
 from raycert.errors import UserError
 from raycert.study.lock import StudyLock
 
-
 # A driver's first step in a child process: wait for the start signal, then take the lock.
 TAKE = """
 import os, sys, time
