@@ -65,6 +65,7 @@ def test_a_fresh_clone_runs_the_readme_main_job_with_its_relative_paths(tmp_path
         [str(clone / ".venv/bin/python"), "-c", "import raycert; print(raycert.__file__)"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert imported.stdout.startswith(str(clone)), imported
