@@ -58,7 +58,8 @@ def trial_exception(trial: Trial) -> BaseException | None:
 
 
 def error_message(trial: Trial) -> str | None:
-    """One line saying why a trial failed (None if it has no error)."""
+    """One line saying why a trial failed (None if it has no error); a long traceback's last
+    line is cut at ``MESSAGE_CHARS``."""
     exc = trial_exception(trial)
     if isinstance(exc, UserError):
         text = str(exc)
@@ -74,7 +75,9 @@ def error_message(trial: Trial) -> str | None:
         lines = [line for line in str(error).splitlines() if line.strip()]
         text = lines[-1] if lines else type(error).__name__
     text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+    if isinstance(exc, UserError) or len(text) <= MESSAGE_CHARS:
+        return text  # a UserError's line is written to be read whole
+    return text[: MESSAGE_CHARS - 3] + "..."
 
 
 def user_error(study_uri: str) -> tuple[str, str] | None:

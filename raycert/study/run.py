@@ -194,6 +194,8 @@ def _run_locked(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's own console output (its legacy engine at verbose=0 is silent); progress is ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune records every trial's error; Ray's echo of those it dropped on a stop is noise.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     owned = cluster.connect(request.address)
     try:
         with _sigterm_as_sigint():
