@@ -50,13 +50,21 @@ class RaycertGroup(TyperGroup):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:  # a bad option or value, as one line too
-            command = exc.ctx.command_path if exc.ctx is not None else "raycert"
-            message = " ".join(exc.format_message().split())
+        except Exception as exc:  # a bad option or value: one line too
+            if not _is_usage_error(exc):
+                raise
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "raycert"
+            message = " ".join(exc.format_message().split()).rstrip(".")
             click.echo(f"error: {message}; see {command} --help", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Whether ``exc`` is Click's ``UsageError`` (Typer may bring its own copy of Click), other
+    than the request for help that a group without arguments makes."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names
 
 
 app = typer.Typer(
