@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import raycert.study.cluster
 from raycert.cli import app
 from raycert.study.run import StudyRequest, resolve_paths
+from raycert.study.storage import cluster_warning
 
 WIDE = {"COLUMNS": "200"}
 
@@ -204,3 +205,12 @@ def test_report_reads_the_csv_when_the_parquet_is_damaged(tmp_path):
     result = invoke("report", str(study_dir), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 100_000 and "t003" in out.read_text()
+
+
+def test_a_local_storage_on_a_cluster_of_several_nodes_is_warned_about():
+    assert cluster_warning("/data/runs", 1) is None
+    assert cluster_warning("s3://bucket/runs", 3) is None
+    warning = cluster_warning("runs", 3)
+    assert (
+        warning.startswith("warning: --storage ") and "shared folder (NFS) on every node" in warning
+    )
