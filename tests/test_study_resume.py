@@ -122,20 +122,22 @@ def _keep_versions(folder: Path, versions: list[bytes], stop: threading.Event) -
         time.sleep(0.02)
 
 
-def _status(state: bytes, trial_id: str) -> str | None:
-    for trial, _ in json.loads(state)["trial_data"]:
-        trial = json.loads(trial)
+def _mid_training(state: bytes, trial_id: str) -> bool:
+    """Whether Tune's state ``state`` has the trial running, before its last epoch's report."""
+    for trial, run in json.loads(state)["trial_data"]:
+        trial, run = json.loads(trial), json.loads(run)
         if trial["trial_id"] == trial_id:
-            return trial["status"]
-    return None
+            last = run.get("last_result") or {}
+            return trial["status"] == "RUNNING" and last.get("final") is not True
+    return False
 
 
 def test_after_a_sigkill_a_lagging_tune_state_retrains_no_finished_trial(tmp_path):
     """Tune copies its experiment state into the study folder in the background, so a driver
     killed at the wrong moment leaves a state older than the trials table: a trial the table
-    records as completed is still running there. Here that lag is made certain (an older
-    version of the state is put back after the kill); the resume must report that trial's
-    finished run, not train it again."""
+    records as completed is still training there. Here that lag is made certain (a version of
+    the state from before that trial's last epoch is put back after the kill); the resume must
+    report that trial's finished run, not train it again."""
     args = ["synthetic", "--preset", "smoke", "--trials", "4", "--concurrency", "2"]
     args += ["--storage", str(tmp_path), "--name", "lag", "--min-acc", "0.8"]
     study_dir = tmp_path / "lag"
@@ -157,8 +159,8 @@ def test_after_a_sigkill_a_lagging_tune_state_retrains_no_finished_trial(tmp_pat
             os.killpg(process.pid, signal.SIGKILL)
     before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     first = before.index[0]
-    older = [v for v in versions if _status(v, first) not in (None, "TERMINATED")]
-    assert older, "no saved state had the first trial still running"
+    older = [v for v in versions if _mid_training(v, first)]
+    assert older, "no saved state had the first trial still training"
     (state,) = (study_dir / "tune").glob("experiment_state-*.json")
     state.write_bytes(older[-1])
 
