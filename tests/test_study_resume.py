@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -109,64 +108,3 @@ def test_resume_with_more_trials_extends_a_finished_study(ray_local, tmp_path):
     assert meta["trials_requested"] == 7 and meta["trial_counts"]["completed"] == 7
     best = after[after["clean_acc"] >= 0.8].sort_values("acr").iloc[-1]
     assert more.targets[0].trial_id == best["trial_id"]  # chosen again among all seven
-
-
-def _keep_versions(folder: Path, versions: list[bytes], stop: threading.Event) -> None:
-    """Copy every version of Tune's experiment state in ``folder`` as it changes."""
-    while not stop.is_set():
-        for path in folder.glob("experiment_state-*.json"):
-            with contextlib.suppress(OSError):
-                data = path.read_bytes()
-                if data and (not versions or versions[-1] != data):
-                    versions.append(data)
-        time.sleep(0.02)
-
-
-def _mid_training(state: bytes, trial_id: str) -> bool:
-    """Whether Tune's state ``state`` has the trial running, before its last epoch's report."""
-    for trial, run in json.loads(state)["trial_data"]:
-        trial, run = json.loads(trial), json.loads(run)
-        if trial["trial_id"] == trial_id:
-            last = run.get("last_result") or {}
-            return trial["status"] == "RUNNING" and last.get("final") is not True
-    return False
-
-
-def test_after_a_sigkill_a_lagging_tune_state_retrains_no_finished_trial(tmp_path):
-    """Tune copies its experiment state into the study folder in the background, so a driver
-    killed at the wrong moment leaves a state older than the trials table: a trial the table
-    records as completed is still training there. Here that lag is made certain (a version of
-    the state from before that trial's last epoch is put back after the kill); the resume must
-    report that trial's finished run, not train it again."""
-    args = ["synthetic", "--preset", "smoke", "--trials", "4", "--concurrency", "2"]
-    args += ["--storage", str(tmp_path), "--name", "lag", "--min-acc", "0.8"]
-    study_dir = tmp_path / "lag"
-    versions: list[bytes] = []
-    stop = threading.Event()
-    watcher = threading.Thread(
-        target=_keep_versions, args=(study_dir / "tune", versions, stop), daemon=True
-    )
-    watcher.start()
-    devnull = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    try:
-        process = _start_and_wait(args, tmp_path, 1, **devnull)
-        process.kill()
-        process.wait()
-    finally:
-        stop.set()
-        watcher.join()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
-    first = before.index[0]
-    older = [v for v in versions if _mid_training(v, first)]
-    assert older, "no saved state had the first trial still training"
-    (state,) = (study_dir / "tune").glob("experiment_state-*.json")
-    state.write_bytes(older[-1])
-
-    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
-    assert code == 0, err
-    after = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
-    assert len(after) == 4 and set(after["status"]) == {"completed"}
-    assert after.loc[first, "train_seconds"] == before.loc[first, "train_seconds"], "retrained"
-    assert after.loc[first, "acr"] == before.loc[first, "acr"]
