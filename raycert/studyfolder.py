@@ -111,13 +111,24 @@ class Hardware:
 
 
 @dataclass
+class TrialError:
+    """Why a trial failed: Optuna's trial number (its Tune id when the journal lacks it), its
+    Tune id and the error's one-line message."""
+
+    trial: int | str
+    trial_id: str
+    message: str | None
+
+
+@dataclass
 class StudyMeta:
     """``study.json``: what a study was asked to do, where it ran and how far it got.
 
-    ``status`` is ``running``, ``interrupted`` or ``finished``; ``trial_counts`` (trials per
-    status of ``TRIAL_STATUSES``) is filled when the study stops (empty while it runs);
-    ``resources``, ``concurrency`` and ``hardware`` once Ray is up. ``acr_cap`` and
-    ``eps_list`` are in pixel units.
+    ``status`` is ``running``, ``interrupted``, ``stopped`` (a trial raised a user error,
+    named in ``error``) or ``finished``; ``trial_counts`` (trials per status of
+    ``TRIAL_STATUSES``) and ``errors`` (one ``TrialError`` per failed trial) are filled when the
+    study stops (empty while it runs); ``resources``, ``concurrency`` and ``hardware`` once Ray
+    is up. ``acr_cap`` and ``eps_list`` are in pixel units.
     """
 
     name: str
@@ -143,6 +154,8 @@ class StudyMeta:
     resources: TrialResources | None = None
     concurrency: int | None = None
     hardware: Hardware | None = None
+    error: TrialError | None = None
+    errors: list[TrialError] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -197,12 +210,14 @@ class TrialRow:
     params: dict[str, Any]
     metrics: Metrics
     run_dir: str | None
+    error: str | None = None
 
     def columns(self) -> dict[str, Any]:
         """The row as the table's columns, in their order."""
         row = {name: getattr(self, name) for name in TRIAL_COLUMNS}
         row.update({f"param.{name}": value for name, value in self.params.items()})
         row.update(self.metrics)
+        row["error"] = self.error
         row["run_dir"] = self.run_dir
         return row
 
@@ -219,6 +234,7 @@ class TrialRow:
             params={k.removeprefix("param."): _plain(v) for k, v in row.items() if _is_param(k)},
             metrics=Metrics(**{k: _plain(row[k]) for k in metric_keys if k in row}),
             run_dir=_plain(row.get("run_dir")),
+            error=_plain(row.get("error")),
         )
 
 
@@ -237,7 +253,7 @@ class StudyDir:
         self.uri = f"{root}/{name}"
         try:
             self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
-        except (pafs.ArrowInvalid, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
             raise UserError(f"cannot use storage {storage!r}: {exc}") from None
 
     @classmethod
@@ -432,8 +448,10 @@ def trial_row(
     config: dict[str, Any],
     params: list[str],
     run_dir: str | None,
+    error: str | None = None,
 ) -> TrialRow:
-    """One row of the trials table from what Ray Tune kept of a trial (its last report)."""
+    """One row of the trials table from what Ray Tune kept of a trial (its last report);
+    ``error`` says why a failed trial failed."""
     cert = sorted(k for k in metrics if k.startswith("cert_acc@"))
     return TrialRow(
         trial_id=trial_id,
@@ -444,6 +462,7 @@ def trial_row(
         params={p: config.get(p) for p in params},
         metrics=Metrics(**{k: metrics.get(k) for k in (*METRIC_COLUMNS, *cert)}),
         run_dir=run_dir,
+        error=error,
     )
 
 
@@ -491,15 +510,18 @@ def read_trials(store: StudyDir, targets: list[float]) -> pd.DataFrame:
     """The trials table (from ``trials.parquet``, else ``trials.csv``) with its columns checked:
     ``TRIAL_COLUMNS``, ``clean_acc``, ``acr``, ``feasible@<target>`` per target and ``pareto``.
     Extra columns are kept; list-valued parameters become JSON text."""
-    rel = TRIALS_PARQUET if store.has(TRIALS_PARQUET) else TRIALS_CSV
-    where = store.where(rel)
-    if not store.has(rel):
+    present = [rel for rel in (TRIALS_PARQUET, TRIALS_CSV) if store.has(rel)]
+    if not present:
         raise UserError(f"{store.uri} has neither {TRIALS_PARQUET} nor {TRIALS_CSV}")
-    try:
-        data = io.BytesIO(store.read_bytes(rel))
-        table = pd.read_parquet(data) if rel == TRIALS_PARQUET else pd.read_csv(data)
-    except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
-        raise UserError(f"cannot read {where}: {one_line(exc)}") from None
+    for rel in present:  # the csv stands in for a damaged parquet
+        where = store.where(rel)
+        try:
+            data = io.BytesIO(store.read_bytes(rel))
+            table = pd.read_parquet(data) if rel == TRIALS_PARQUET else pd.read_csv(data)
+            break
+        except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
+            if rel == present[-1]:
+                raise UserError(f"cannot read {where}: {one_line(exc)}") from None
     flags = [*(feasible_column(t) for t in targets), PARETO]
     missing = [c for c in (*TRIAL_COLUMNS, "clean_acc", "acr", *flags) if c not in table]
     if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,21 @@ def assert_one_line_error(
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
     return line
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"<!-- commands -->\s*```bash\n(.*?)```", _readme(), re.S)
+    assert block, "README.md needs its commands in a ```bash block after <!-- commands -->"
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def readme_main_job() -> str:
+    """The raycert command line the README says the main job runs."""
+    job = re.search(r"<!-- main job -->\s*\n\s+(\S.*)\n", _readme())
+    assert job, "README.md needs the main job's command, indented, after <!-- main job -->"
+    return job.group(1).strip()

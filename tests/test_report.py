@@ -294,7 +294,9 @@ def _study_json_without_targets(d: Path) -> None:
 
 
 def _corrupt_parquet(d: Path) -> None:
+    """A damaged parquet and no csv to fall back on (with the csv, the report reads it)."""
     (d / "trials.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    (d / "trials.csv").unlink()
 
 
 def _no_trials(d: Path) -> None:

@@ -197,8 +197,8 @@ def test_an_existing_study_without_resume_is_refused(smoke_study):
     request, _, study_dir = smoke_study
     with pytest.raises(UserError, match="--resume.*--name"):
         run_study(request, progress=False)
-    changed = StudyRequest(**{**request.__dict__, "resume": True, "trials": 5})
-    with pytest.raises(UserError, match="trials_requested was 4, now 5"):
+    changed = StudyRequest(**{**request.__dict__, "resume": True, "seed": 5})
+    with pytest.raises(UserError, match="seed was 0, now 5"):
         run_study(changed, progress=False)
 
 

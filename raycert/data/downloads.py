@@ -5,6 +5,10 @@ verified in a scratch folder before they are moved into place, so a failed or in
 never leaves a partial dataset. Env ``RAYCERT_MIRROR``, if set, replaces the base URL for every
 dataset. Users call ``raycert.data.download(name)``, which resolves the name and data root and
 then calls ``download_dataset`` here.
+
+Every download says on stderr what it fetches, from where, to where, even when no progress bar
+can be drawn (a log, a pipe). A server that sends nothing for ``stall_timeout_s()`` seconds
+(env ``RAYCERT_DOWNLOAD_TIMEOUT``, default 30) ends the download with a message saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -37,7 +42,20 @@ from raycert.data.registry import DATASETS, Source
 from raycert.errors import UserError
 from raycert.files import atomic_path
 
-DOWNLOAD_TIMEOUT_S = 60.0
+DOWNLOAD_STALL_S = 30.0
+
+
+def stall_timeout_s() -> float:
+    """Seconds a download may wait for the next bytes: env ``RAYCERT_DOWNLOAD_TIMEOUT``, else
+    ``DOWNLOAD_STALL_S``."""
+    text = os.environ.get("RAYCERT_DOWNLOAD_TIMEOUT", "")
+    try:
+        value = float(text) if text else DOWNLOAD_STALL_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UserError(f"RAYCERT_DOWNLOAD_TIMEOUT must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def download_dataset(name: str, root: Path) -> Path:
@@ -83,6 +101,7 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
     Bytes go to a temporary file beside ``dest`` that is renamed into place after the check, so
     ``dest`` is never a partial or wrong file.
     """
+    stall_s = stall_timeout_s()
     with contextlib.ExitStack() as files:  # on leaving it: close the file, then rename or remove
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +112,10 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
                 f"--data-dir or RAYCERT_DATA"
             ) from exc
         digest = hashlib.md5(usedforsecurity=False)
+        print(f"downloading {url} to {dest}", file=sys.stderr, flush=True)
         try:
             with (
-                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                urllib.request.urlopen(url, timeout=stall_s) as response,
                 _progress() as progress,
             ):
                 size = int(response.headers.get("Content-Length") or 0) or None
@@ -106,6 +126,12 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
                     progress.advance(task, len(chunk))
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
+            if isinstance(reason, TimeoutError):
+                raise UserError(
+                    f"download of {url} stalled: no data for {stall_s:g} s; nothing was saved; "
+                    "retry, set RAYCERT_MIRROR to a faster mirror, or raise "
+                    "RAYCERT_DOWNLOAD_TIMEOUT"
+                ) from exc
             raise UserError(
                 f"could not download {url} ({reason}); check the network, or set "
                 f"RAYCERT_MIRROR to a mirror holding {dest.name}"

@@ -107,8 +107,16 @@ class DatasetStatus:
 
 
 def check(root: str | Path | None = None) -> list[DatasetStatus]:
-    """Read every on-disk dataset under the root and report its split sizes or its problem."""
+    """Read every on-disk dataset under the root and report its split sizes or its problem; a
+    ``UserError`` if the root is not a folder."""
     data_root = resolve_root(root)
+    if not data_root.is_dir():
+        what = "is not a folder" if data_root.exists() else "does not exist"
+        raise UserError(
+            f"data root {data_root} {what}; pass --data-dir (or set RAYCERT_DATA) to the folder "
+            "holding MNIST/raw, cifar-10-batches-py or tiny-imagenet-200, or fetch one with "
+            "`raycert data download mnist --data-dir DIR`"
+        )
     statuses = []
     for name in ON_DISK:
         missing = missing_files(name, data_root)

@@ -7,6 +7,7 @@ import sys
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from raycert.study.failures import error_message
 from raycert.studyfolder import (
     StudyDir,
     TrialRow,
@@ -25,7 +26,8 @@ def trial_rows(
     ending: dict[str, bool] | None = None,
 ) -> list[TrialRow]:
     """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
-    as Optuna numbered them: the order the searcher created them, kept across resumes."""
+    as Optuna numbered them: the order the searcher created them, kept across resumes. A
+    failed trial's row says why in ``error``."""
     ending = ending or {}
     numbers = optuna_numbers(store, name)
     rows = []
@@ -40,7 +42,10 @@ def trial_rows(
         run_dir = _location(store, checkpoint.path) if checkpoint is not None else None
         number = numbers.get(trial.trial_id, index)
         metrics, config = trial.last_result, trial.config
-        rows.append(trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir))
+        error = error_message(trial) if errored else None
+        rows.append(
+            trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir, error)
+        )
     return rows
 
 

@@ -39,6 +39,7 @@ from raycert.training.methods import LOSSES, LossFn, Stats, l1_penalty
 from raycert.training.rundir import (
     Metrics,
     prepare_run_dir,
+    read_metrics,
     save_checkpoint,
     write_status,
 )
@@ -105,6 +106,33 @@ def train(
             saved["status"], saved["metrics"], out, model.eval(), cfg, saved["message"]
         )
 
+    try:
+        status, message, metrics = _train_loop(
+            cfg, model, out, saved, data_dir, download, callback, dev, progress
+        )
+    except KeyboardInterrupt:
+        if out is not None:
+            _mark_ended(out, "interrupted", "stopped by Ctrl-C or SIGTERM", cfg)
+        raise
+    except Exception as exc:
+        if out is not None:
+            _mark_ended(out, "failed", " ".join(str(exc).split()) or type(exc).__name__, cfg)
+        raise
+    return TrainResult(status, metrics, out, model.eval(), cfg, message)
+
+
+def _train_loop(
+    cfg: TrainConfig,
+    model: nn.Sequential,
+    out: Path | None,
+    saved: dict | None,
+    data_dir: str | Path | None,
+    download: bool,
+    callback: Callback | None,
+    dev: torch.device,
+    progress: bool,
+) -> tuple[str, str, list[Metrics]]:
+    """``train``'s epochs: the run's status, its message and the metrics of every epoch."""
     data = {"root": data_dir, "download": download, "seed": SPLIT_SEED}
     train_split = load(cfg.dataset, "train", **data, limit=cfg.train_limit)
     val_split = load(cfg.dataset, "val", **data, limit=cfg.val_limit)
@@ -154,7 +182,16 @@ def train(
                 callback(row, out)
     if out is not None:
         write_status(out, status, len(metrics), cfg.epochs, message)
-    return TrainResult(status, metrics, out, model.eval(), cfg, message)
+    return status, message, metrics
+
+
+def _mark_ended(out: Path, status: str, message: str, cfg: TrainConfig) -> None:
+    """Record in the run folder why training stopped early (its last good epoch stays)."""
+    epochs = 0
+    with contextlib.suppress(OSError, UserError):
+        epochs = len(read_metrics(out)[1]) if (out / "state.pt").exists() else 0
+    with contextlib.suppress(OSError):
+        write_status(out, status, epochs, cfg.epochs, message)
 
 
 def _train_epoch(
