@@ -27,8 +27,17 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
 
 Prints a markdown table and, as its last line, the same numbers as one JSON object
 (``--out-json PATH`` also writes them there, after every section, so a run cut short keeps
-what it measured). Needs torch, numpy and rich (``raycert.data`` imports rich); no ray, optuna
-or plotly.
+what it measured). Needs torch, numpy, rich (``raycert.data`` imports rich) and pydantic
+(``TrainConfig`` is a pydantic model); no ray, optuna or plotly. The nvidia-h200 image lacks
+pydantic: carry its wheels (the device README's recipe), here, in the repo root::
+
+    echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d .whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection
+
+and begin the device command (``carry: [".whl"]``) with ``python3 -m pip install -q --no-index
+--no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. || exit;``.
 
     PYTHONPATH=. python3 benchmarks/gpu.py --out-json $OUT/gpu.json   # the GPU: under 8 minutes
     PYTHONPATH=. python3 benchmarks/gpu.py --device cpu --tiny         # CPU check: seconds
@@ -49,7 +58,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import math
 import sys
@@ -145,8 +153,8 @@ def counting_bound_passes() -> Iterator[dict[str, int]]:
 def paper_config(sizes: Sizes, method: str, **changes: Any) -> TrainConfig:
     """The CIFAR-10 ``paper`` preset as a study trial runs it, for ``method`` at ``sizes``."""
     cfg = load_preset("cifar10", "paper")
-    return dataclasses.replace(
-        cfg, method=method, model=sizes.model, batch_size=sizes.batch, **changes
+    return cfg.replace(
+        method=method, model=sizes.model, batch_size=sizes.batch, **changes
     ).resolve()
 
 

@@ -184,7 +184,7 @@ def _run_locked(
         load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A checkpoint per epoch with num_to_keep=1 snapshots Tune's state each epoch, by design.
+    # A checkpoint per epoch snapshots Tune's state each epoch, by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's own console output (its legacy engine at verbose=0 is silent); progress is ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -408,7 +408,9 @@ def _tuner(
             name=TUNE_DIR,
             storage_path=store.uri,
             failure_config=tune.FailureConfig(max_failures=1),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune copies its state into the study folder behind the trials, so a
+            # driver killed mid-copy can leave a state naming the previous checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[writer, stop],
             verbose=0,
         ),
