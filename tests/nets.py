@@ -19,8 +19,12 @@ def random_net(
     conv_layers: int = 1,
     pool: bool = True,
     bn_train: bool = False,
+    padding_mode: str = "zeros",
 ) -> nn.Sequential:
-    """A float64 Sequential with Normalize, Conv2d, BatchNorm2d/1d, AvgPool2d, ReLU, Linear."""
+    """A float64 Sequential with Normalize, Conv2d, BatchNorm2d/1d, AvgPool2d, ReLU, Linear.
+
+    ``padding_mode`` is the Conv2d layers' (zeros, reflect, replicate or circular).
+    """
     gen = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = [
         Normalize(
@@ -30,7 +34,11 @@ def random_net(
     ]
     c_in = channels
     for _ in range(conv_layers):
-        layers += [nn.Conv2d(c_in, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()]
+        layers += [
+            nn.Conv2d(c_in, 4, 3, padding=1, padding_mode=padding_mode),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+        ]
         c_in = 4
     if pool:
         layers.append(nn.AvgPool2d(2))

@@ -14,6 +14,7 @@ from raycert.cert.bounds import (
     clean_forward,
     input_box,
     margin_lower_bounds,
+    propagate,
 )
 
 net_params = st.fixed_dictionaries(
@@ -25,6 +26,7 @@ net_params = st.fixed_dictionaries(
         "conv_layers": st.integers(0, 2),
         "pool": st.booleans(),
         "bn_train": st.booleans(),
+        "padding_mode": st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
     }
 )
 
@@ -88,6 +90,27 @@ def test_bounds_shrink_as_eps_grows(params, small, extra):
         tight = margin_lower_bounds(net, x, y, small)
         loose = margin_lower_bounds(net, x, y, small + extra)
     assert (loose <= tight + 1e-12).all()
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+def test_convolutions_pad_the_radius_as_they_pad_the_center(padding_mode):
+    """Padding copies border pixels, radius included: a zero-padded radius would miss them."""
+    net = random_net(seed=2, channels=1, size=6, conv_layers=2, padding_mode=padding_mode).eval()
+    x = torch.rand(4, 1, 6, 6, dtype=torch.float64)
+    eps = 0.05
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        preacts = propagate(net, x, eps, collect_preacts=True).preacts
+        relus = [i for i, m in enumerate(net) if isinstance(m, nn.ReLU)]
+        center, radius = input_box(x, eps)
+        for _ in range(32):
+            h = center + radius * torch.sign(torch.rand(x.shape, generator=gen) - 0.5).double()
+            boxes = iter(preacts)
+            for index, layer in enumerate(net):
+                if index in relus:
+                    mid, half = next(boxes)
+                    assert ((h - mid).abs() <= half + 1e-12).all()
+                h = layer(h)
 
 
 def test_per_sample_eps_matches_scalar_eps_sample_by_sample():

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nets import random_net
+from torch import nn
 
 from raycert.cert.bounds import clean_forward, margin_lower_bounds
-from raycert.cert.certify import certified_radius, certify, evaluate, summarize
+from raycert.cert.certify import (
+    REL_THRESHOLD,
+    certified_radius,
+    certify,
+    evaluate,
+    margin_bounds,
+    summarize,
+)
+from raycert.errors import UserError
 
 CAP = 0.3
 
@@ -154,3 +165,93 @@ def test_certify_and_summarize_report_every_metric(case):
     torch.testing.assert_close(certs32.radii, certs.radii, atol=1e-3, rtol=0)
     # another batch size probes differently; radii agree to the search tolerance
     assert evaluate(net, images, y, CAP, [0.1])["acr"] == pytest.approx(metrics["acr"], abs=1e-5)
+
+
+def test_a_tolerance_at_or_above_the_cap_is_refused_by_certify(case):
+    net, x, y = case
+    images = (x * 255).round().to(torch.uint8)
+    for tol in (CAP, 2 * CAP, 0.0):
+        with pytest.raises(UserError, match="tolerance"):
+            certify(net, images, y, cap=CAP, tol=tol)
+
+
+def test_the_search_still_searches_below_a_cap_smaller_than_tol(case):
+    """Training caps radii by a scheduled eps that starts far below ``search_tol``."""
+    net, x, y = case
+    full = certified_radius(net, x, y, CAP, tol=1e-5)
+    cap = float(full[full > 0].median())  # about half the samples are not verified at the cap
+    radius = certified_radius(net, x, y, cap, tol=10 * cap)
+    inside = (radius > 0) & (radius < cap)
+    assert inside.any(), "samples not verified at the cap must not all get radius 0"
+    assert (_min_bound(net, x[inside], y[inside], radius[inside]) > 0).all()
+    with pytest.raises(ValueError, match="tol"):
+        certified_radius(net, x, y, cap, tol=0.0)
+
+
+def _float64_check(net, images, y, radii):
+    """Float64 bounds at ``radii`` and half the float64 threshold (rounding of another batch
+    order may move a bound that sits at the threshold by ~1e-25)."""
+    x64 = images.double() / 255
+    with torch.no_grad():
+        bound = margin_lower_bounds(net, x64, y, radii).min(dim=1).values
+        threshold = REL_THRESHOLD[torch.float64] * net(x64).abs().amax(dim=1)
+    return bound, threshold / 2
+
+
+def _bn_case(seed: int, channels: int = 1, num_classes: int = 3):
+    """A random eval-mode net with BatchNorm, 32 uint8 images and its own predictions."""
+    net = random_net(seed, channels=channels, size=6, num_classes=num_classes).eval()
+    gen = torch.Generator().manual_seed(seed)
+    images = (torch.rand(32, channels, 6, 6, generator=gen) * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        y = net(images.double() / 255).argmax(dim=1)
+    return net, images, y
+
+
+def test_raw_float32_radii_can_fail_in_float64():
+    """Why float32 radii are re-verified: searched in float32, some radii fail in float64."""
+    failures = 0
+    for seed in range(8):
+        net, images, y = _bn_case(seed)
+        radii = certified_radius(net.float(), images.float() / 255, y, 0.2, 1e-5).double()
+        net.double()
+        positive = radii > 0
+        bound, _ = _float64_check(net, images[positive], y[positive], radii[positive])
+        failures += int((bound <= 0).sum())
+    assert failures > 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    channels=st.integers(1, 2),
+    num_classes=st.integers(2, 5),
+    verifier=st.sampled_from(["ibp", "ibp+crown-ibp"]),
+)
+def test_float32_certificates_are_verified_in_float64(seed, channels, num_classes, verifier):
+    net, images, y = _bn_case(seed, channels=channels, num_classes=num_classes)
+    certs = certify(net, images, y, 0.2, tol=1e-5, verifier=verifier, dtype=torch.float32)
+    stages = verifier.split("+")
+    x64 = images.double() / 255
+    with torch.no_grad():
+        threshold = REL_THRESHOLD[torch.float64] * net(x64).abs().amax(dim=1) / 2
+        for stage, name in enumerate(stages):
+            rows = certs.verified_by == stage
+            if rows.any():
+                bound = margin_bounds(net, x64[rows], y[rows], certs.radii[rows], name)
+                assert (bound.min(dim=1).values > threshold[rows]).all()
+    assert ((certs.radii > 0) == (certs.verified_by >= 0)).all()
+
+
+def test_float64_certificates_clear_a_threshold_relative_to_the_logits():
+    """Margins of 1e-4 on logits of 1e6 are rounding noise, not a certificate; margins of 1 are."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[1].weight.zero_()  # constant logits: the bound equals the margin at every eps
+    x = torch.rand(2, 1, 2, 2, dtype=torch.float64)
+    y = torch.zeros(2, dtype=torch.long)
+    for margin, expected in ((1e-4, 0.0), (1.0, CAP)):
+        with torch.no_grad():
+            net[1].bias.copy_(torch.tensor([1e6 + margin, 1e6], dtype=torch.float64))
+        radius = certified_radius(net, x, y, CAP, tol=1e-5)
+        assert (radius == expected).all(), (margin, radius)

@@ -7,7 +7,8 @@ The last ``Linear`` is merged with the specification ``e_y - e_t`` before boundi
 
 BatchNorm is an affine map per channel: with the running statistics in eval mode, and in train
 mode with the statistics of the *clean* batch (as the model's own clean forward uses them), so
-that the bounds hold for the very function the training loss sees.
+that the bounds hold for the very function the training loss sees. Conv2d pads the radius with
+its own ``padding_mode`` (zeros, reflect, replicate, circular), as it pads the center.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def input_box(x: Tensor, eps: Tensor | float) -> tuple[Tensor, Tensor]:
     return (upper + lower) / 2, (upper - lower) / 2
 
 
-def _affine_batchnorm(
+def batchnorm_affine(
     layer: nn.modules.batchnorm._BatchNorm, h: Tensor, stats: tuple[Tensor, Tensor] | None
 ) -> tuple[Tensor, Tensor]:
     """BatchNorm as ``scale * h + shift`` per channel, with the given or running statistics."""
@@ -160,7 +161,7 @@ def propagate(
                 source = clean if clean is not None else center
                 dims = _reduce_dims(source)
                 stats[index] = (source.mean(dims), source.var(dims, unbiased=False))
-            scale, shift = _affine_batchnorm(layer, center, stats.get(index))
+            scale, shift = batchnorm_affine(layer, center, stats.get(index))
             center = scale * center + shift
             radius = None if radius is None else scale.abs() * radius
             if clean is not None:
@@ -187,11 +188,16 @@ def propagate(
 
 
 def _abs_linear(layer: nn.Conv2d | nn.Linear, radius: Tensor) -> Tensor:
-    """The radius through a Conv2d or Linear: the same map with ``|W|`` and no bias."""
+    """The radius through a Conv2d or Linear: the same map with ``|W|`` and no bias.
+
+    A Conv2d pads the radius the way it pads the center (``padding_mode``): reflected,
+    replicated and circular padding copy input pixels, whose radii must come along; zeros pad
+    with exact zeros, whose radius is 0.
+    """
     weight = layer.weight.abs()
     if isinstance(layer, nn.Linear):
         return F.linear(radius, weight)
-    return F.conv2d(radius, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return layer._conv_forward(radius, weight, None)
 
 
 def _other_classes(y: Tensor, num_classes: int) -> Tensor:
@@ -206,17 +212,27 @@ def exact_margins(logits: Tensor, y: Tensor) -> Tensor:
     return logits.gather(1, y[:, None]) - logits.gather(1, others)
 
 
-def margins_from_pass(last: nn.Linear, box: IntervalPass, y: Tensor) -> Tensor:
-    """Lower bounds of ``f_y - f_t`` for ``t != y`` from the box at the last layer's input."""
+def margin_spec(last: nn.Linear, y: Tensor) -> tuple[Tensor, Tensor | float]:
+    """The last Linear merged with the spec ``e_y - e_t`` (``t != y``, in class order).
+
+    Returns the weights (batch, C-1, hidden) and biases (batch, C-1) (0.0 without a bias) of
+    the margins ``f_y - f_t`` as affine functions of the last layer's input.
+    """
     # Rows are gathered with embedding: its CPU backward is deterministic, while the backward of
     # tensor indexing accumulates in thread order, which would make seeded runs irreproducible.
     rows = torch.cat([y[:, None], _other_classes(y, last.out_features)], dim=1)  # label first
     weights = F.embedding(rows, last.weight)
     weight_diff = weights[:, :1] - weights[:, 1:]  # (batch, C-1, hidden)
-    bias_diff = 0.0
+    bias_diff: Tensor | float = 0.0
     if last.bias is not None:
         biases = F.embedding(rows, last.bias[:, None]).squeeze(-1)
         bias_diff = biases[:, :1] - biases[:, 1:]
+    return weight_diff, bias_diff
+
+
+def margins_from_pass(last: nn.Linear, box: IntervalPass, y: Tensor) -> Tensor:
+    """Lower bounds of ``f_y - f_t`` for ``t != y`` from the box at the last layer's input."""
+    weight_diff, bias_diff = margin_spec(last, y)
     lower = torch.einsum("bkh,bh->bk", weight_diff, box.center) + bias_diff
     if box.radius is not None:
         lower = lower - torch.einsum("bkh,bh->bk", weight_diff.abs(), box.radius)

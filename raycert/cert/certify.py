@@ -1,4 +1,4 @@
-"""Certified radii, ACR and certified accuracy from interval bounds.
+"""Certified radii, ACR and certified accuracy from interval or linear-relaxation bounds.
 
 The certified radius of a sample is the largest eps <= cap at which every margin bound was
 *verified* > 0. The search brackets the crossing of ``g(eps) = min_t LB_t(eps)`` between a
@@ -22,8 +22,9 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,22 +34,72 @@ from raycert.cert.bounds import (
     BatchStats,
     exact_margins,
     margin_lower_bounds,
-    margins_from_pass,
     propagate,
 )
+from raycert.cert.linear import linear_margin_bounds
+from raycert.errors import UserError
 from raycert.units import cert_acc_key
 
 MAX_PROBES = 8  # radii probed at once per sample once few samples are left
 
+VERIFIERS = ("ibp", "crown-ibp", "crown")
+DEFAULT_VERIFIER = "ibp+crown-ibp"  # final certification: see benchmarks/bounds.py
+# A certificate counts when its margin bound exceeds this share of the sample's largest |logit|
+# (float64 rounding through a network stays orders of magnitude below it). Float32 searches
+# (training) verify at > 0; ``certify`` re-verifies their radii in float64.
+REL_THRESHOLD: dict[torch.dtype, float] = {torch.float64: 1e-9}
 
-def _min_margin(
-    model: nn.Sequential, x: Tensor, y: Tensor, eps: Tensor | None, bn_stats: BatchStats | None
+
+def parse_verifier(text: str) -> tuple[str, ...]:
+    """``ibp``, ``crown-ibp``, ``crown`` or a cascade of them joined by ``+`` (``ibp+crown-ibp``),
+    as the tuple of its stages."""
+    names = tuple(part.strip().lower() for part in str(text).split("+"))
+    unknown = [name for name in names if name not in VERIFIERS]
+    if unknown or len(set(names)) != len(names):
+        raise UserError(
+            f"unknown verifier {text!r}: choose {', '.join(VERIFIERS)}, or a cascade of distinct "
+            f"ones joined by + (e.g. {DEFAULT_VERIFIER})"
+        )
+    return names
+
+
+def margin_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    verifier: str,
+    *,
+    bn_stats: BatchStats | None = None,
+    refine_below: Tensor | float = math.inf,
 ) -> Tensor:
-    """``min_t LB[f_y - f_t]`` at per-sample ``eps`` (None: the exact clean margin)."""
-    if eps is None:
-        box = propagate(model, x, None, bn_stats=bn_stats)
-        return margins_from_pass(model[-1], box, y).min(dim=1).values
-    return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
+    """Lower bounds of the margins ``f_y - f_t`` over the eps-box from one verifier:
+    (batch, C-1). ``refine_below`` lets linear verifiers skip margins whose interval bound is
+    already above it (see ``raycert.cert.linear``)."""
+    if verifier == "ibp":
+        return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats)
+    intermediate = {"crown-ibp": "ibp", "crown": "crown"}[verifier]
+    return linear_margin_bounds(
+        model,
+        x,
+        y,
+        eps,
+        intermediate=intermediate,
+        bn_stats=bn_stats,
+        refine_below=refine_below,
+    )
+
+
+@dataclass
+class RadiusSearch:
+    """A cascade's verified radii: the final one, who verified it, and the radius after each
+    stage (``stage_radii[name]``: verified by that stage's verifier or an earlier one)."""
+
+    radius: Tensor  # (batch,) in the model's dtype
+    verified_by: Tensor  # (batch,) int64 stage index of the verifier of ``radius``; -1 at 0
+    stage_radii: dict[str, Tensor]
+    stage_verified_by: dict[str, Tensor]  # ``verified_by`` of each stage's radius
+    verifiers: tuple[str, ...]
 
 
 @torch.no_grad()
@@ -59,6 +110,7 @@ def certified_radius(
     cap: float | Tensor,
     tol: float = 1e-5,
     *,
+    verifier: str = "ibp",
     max_iter: int = 100,
     bn_stats: BatchStats | None = None,
     clean_logits: Tensor | None = None,
@@ -66,38 +118,125 @@ def certified_radius(
     """The largest verified L-inf radius of each sample, searched in ``[0, cap]``.
 
     Returns a tensor of shape (batch,) in the dtype of the model: 0 for misclassified samples,
-    ``cap`` for samples verified at the cap, otherwise a radius at which
-    ``margin_lower_bounds`` was verified > 0, within ``tol`` of the crossing unless ``max_iter``
-    rounds ran out first (the radius is then still verified, just less tight). ``cap`` may be
-    one value or one per sample (ACERT caps training radii by the scheduled eps).
-    Computation runs in the model's dtype: use a float64 model for final certificates.
-    ``clean_logits`` (the model's output on ``x``, when the caller has it) saves one pass.
+    ``cap`` for samples verified at the cap, otherwise a radius at which ``verifier`` (one name
+    or a cascade, see ``search_radii``) verified every margin bound, within ``tol`` of the
+    crossing unless ``max_iter`` rounds ran out first (the radius is then still verified, just
+    less tight). ``cap`` may be one value or one per sample (ACERT caps training radii by the
+    scheduled eps); ``tol`` is clamped to half of each sample's cap, so that a sample not
+    verified at its cap is still searched below it. Computation runs in the model's dtype: use
+    a float64 model for final certificates. ``clean_logits`` (the model's output on ``x``, when
+    the caller has it) saves one pass.
     """
+    return search_radii(
+        model,
+        x,
+        y,
+        cap,
+        tol,
+        verifier=verifier,
+        max_iter=max_iter,
+        bn_stats=bn_stats,
+        clean_logits=clean_logits,
+    ).radius
+
+
+@torch.no_grad()
+def search_radii(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    cap: float | Tensor,
+    tol: float = 1e-5,
+    *,
+    verifier: str = "ibp",
+    max_iter: int = 100,
+    bn_stats: BatchStats | None = None,
+    clean_logits: Tensor | None = None,
+) -> RadiusSearch:
+    """``certified_radius`` with its details, for one verifier or a cascade (``ibp+crown-ibp``).
+
+    A cascade runs its stages in order: each searches ``[r, cap]`` above the radius ``r`` the
+    earlier stages verified, so a sample's radius never drops below an earlier stage's. Linear
+    bounds need not shrink as eps grows, so a stage may verify eps where it fails below: that
+    is sound (the box at a verified eps holds every smaller box), and the bracket's lower end
+    is always an eps some verifier verified (or 0), never a guess. In float64 a bound verifies
+    only above ``REL_THRESHOLD`` times the sample's largest |logit|.
+    """
+    names = parse_verifier(verifier)
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number of pixel units, got {tol}")
     if model.training and bn_stats is None and any(isinstance(m, BATCHNORM) for m in model):
         raise ValueError("a train-mode model needs bn_stats from clean_forward(model, x)")
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
     n = len(x)
     cap_t = torch.as_tensor(cap, dtype=dtype, device=x.device).expand(n).clone()
-    radius = torch.zeros(n, dtype=dtype, device=x.device)
-
+    tol_t = torch.clamp(cap_t / 2, max=tol)
     if clean_logits is None:
-        g_clean = _min_margin(model, x, y, None, bn_stats)
-    else:
-        g_clean = exact_margins(clean_logits.to(dtype), y).min(dim=1).values
-    idx = torch.nonzero((g_clean > 0) & (cap_t > 0)).flatten()
-    if len(idx) == 0:
-        return radius
-    g_cap = _min_margin(model, x[idx], y[idx], cap_t[idx], bn_stats)
-    at_cap = g_cap > 0
-    radius[idx[at_cap]] = cap_t[idx[at_cap]]
+        clean_logits = model[-1](propagate(model, x, None, bn_stats=bn_stats).center)
+    clean_logits = clean_logits.to(dtype)
+    rel = REL_THRESHOLD.get(dtype, 0.0)
+    threshold = rel * clean_logits.abs().amax(dim=1) if rel > 0 else None
+    radius = torch.zeros(n, dtype=dtype, device=x.device)
+    verified_by = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    g_radius = exact_margins(clean_logits, y).min(dim=1).values  # g at ``radius``, per sample
+    if threshold is not None:
+        g_radius = g_radius - threshold
+    todo = torch.nonzero((g_radius > 0) & (cap_t > 0)).flatten()
+    stage_radii: dict[str, Tensor] = {}
+    stage_verified_by: dict[str, Tensor] = {}
 
-    open_ = ~at_cap
-    idx = idx[open_]
-    lo = torch.zeros(len(idx), dtype=dtype, device=x.device)
-    hi = cap_t[idx]
-    g_lo, g_hi = g_clean[idx], g_cap[open_]
-    side = torch.zeros(len(idx), dtype=torch.int8, device=x.device)  # +1 lo moved, -1 hi moved
+    for stage, name in enumerate(names):
+        if len(todo):
+
+            def g(rows: Tensor, eps: Tensor, name: str = name) -> Tensor:
+                """``min_t LB_t(eps) - threshold`` of samples ``rows``: verified where > 0."""
+                below = 0.0 if threshold is None else threshold[rows]
+                bounds = margin_bounds(
+                    model, x[rows], y[rows], eps, name, bn_stats=bn_stats, refine_below=below
+                )
+                lowest = bounds.min(dim=1).values
+                return lowest if threshold is None else lowest - threshold[rows]
+
+            g_cap = g(todo, cap_t[todo])
+            at_cap = g_cap > 0
+            done = todo[at_cap]
+            radius[done], verified_by[done], g_radius[done] = cap_t[done], stage, g_cap[at_cap]
+            todo = todo[~at_cap]
+            lo, g_lo = _bracket(
+                g,
+                todo,
+                radius[todo],
+                g_radius[todo],
+                cap_t[todo],
+                g_cap[~at_cap],
+                tol_t[todo],
+                max_iter,
+                n,
+            )
+            moved = lo > radius[todo]
+            rows = todo[moved]
+            radius[rows], verified_by[rows], g_radius[rows] = lo[moved], stage, g_lo[moved]
+        stage_radii[name], stage_verified_by[name] = radius.clone(), verified_by.clone()
+    return RadiusSearch(radius, verified_by, stage_radii, stage_verified_by, names)
+
+
+def _bracket(
+    g,
+    idx: Tensor,
+    lo: Tensor,
+    g_lo: Tensor,
+    hi: Tensor,
+    g_hi: Tensor,
+    tol: Tensor,
+    max_iter: int,
+    n: int,
+) -> tuple[Tensor, Tensor]:
+    """Shrink the brackets ``[lo, hi]`` of samples ``idx`` (``lo`` verified or 0, ``hi`` not
+    verified) to ``tol``; return the final ``lo`` and ``g`` there. ``n`` probes fit a pass."""
+    out_lo, out_g = lo.clone(), g_lo.clone()
+    pos = torch.arange(len(idx), device=idx.device)  # where each open bracket's result goes
+    side = torch.zeros(len(idx), dtype=torch.int8, device=idx.device)  # +1 lo moved, -1 hi
     width_before = torch.full_like(lo, math.inf)  # bracket width two rounds ago
     width_last = torch.full_like(lo, math.inf)  # bracket width one round ago
 
@@ -106,8 +245,10 @@ def certified_radius(
         if not live.any():
             break
         if not live.all():  # closed brackets leave the batch
-            radius[idx[~live]] = lo[~live]
-            idx, lo, hi, g_lo, g_hi, side = (t[live] for t in (idx, lo, hi, g_lo, g_hi, side))
+            out_lo[pos[~live]], out_g[pos[~live]] = lo[~live], g_lo[~live]
+            idx, pos, lo, hi, g_lo, g_hi, side, tol = (
+                t[live] for t in (idx, pos, lo, hi, g_lo, g_hi, side, tol)
+            )
             width_before, width_last = width_before[live], width_last[live]
         width = hi - lo
         estimate = lo + width * g_lo / (g_lo - g_hi)
@@ -117,12 +258,12 @@ def certified_radius(
         # Room left in the batch goes to the stragglers: k probes each, one pass, no more
         # samples than the first pass had, so a bracket can shrink (k + 1)-fold per round.
         k = max(1, min(MAX_PROBES, n // len(idx)))
-        fractions = torch.arange(1, k, dtype=dtype, device=x.device) / k
+        fractions = torch.arange(1, k, dtype=lo.dtype, device=lo.device) / k
         grid = lo[:, None] + width[:, None] * fractions
         probes = torch.cat([estimate[:, None], grid], dim=1).sort(dim=1).values
         rows = idx.repeat_interleave(k)
-        g = _min_margin(model, x[rows], y[rows], probes.flatten(), bn_stats).view(-1, k)
-        verified = g > 0
+        values = g(rows, probes.flatten()).view(-1, k)
+        verified = values > 0
 
         best = torch.where(verified, probes, -math.inf).max(dim=1)  # largest verified probe
         moved_lo = best.values > lo
@@ -133,13 +274,13 @@ def certified_radius(
         # Illinois: an end that survives two rounds in a row has its value halved.
         g_hi = torch.where(moved_lo & ~moved_hi & (side == 1), g_hi / 2, g_hi)
         g_lo = torch.where(moved_hi & ~moved_lo & (side == -1), g_lo / 2, g_lo)
-        g_lo = torch.where(moved_lo, g.gather(1, best.indices[:, None]).squeeze(1), g_lo)
-        g_hi = torch.where(moved_hi, g.gather(1, first.indices[:, None]).squeeze(1), g_hi)
+        g_lo = torch.where(moved_lo, values.gather(1, best.indices[:, None]).squeeze(1), g_lo)
+        g_hi = torch.where(moved_hi, values.gather(1, first.indices[:, None]).squeeze(1), g_hi)
         lo, hi = new_lo, torch.where(moved_hi, first.values, hi)
         side = (moved_lo & ~moved_hi).to(torch.int8) - (moved_hi & ~moved_lo).to(torch.int8)
         width_before, width_last = width_last, width
-    radius[idx] = lo
-    return radius
+    out_lo[pos], out_g[pos] = lo, g_lo
+    return out_lo, out_g
 
 
 @dataclass
@@ -150,20 +291,44 @@ class Certificates:
     predictions: Tensor  # (n,) int64
     radii: Tensor  # (n,) float64, pixel units, 0 when misclassified, at most cap
     cap: float
+    verifier: str = "ibp"  # one verifier or a cascade, e.g. "ibp+crown-ibp"
+    verified_by: Tensor | None = None  # (n,) stage index of the verifier of each radius, -1 at 0
+    stage_radii: dict[str, Tensor] = field(default_factory=dict)  # radius after each stage
 
     @property
     def correct(self) -> Tensor:
         return self.labels == self.predictions
 
+    def verifier_names(self) -> list[str]:
+        """The name of the verifier that verified each sample's radius ("" where it is 0)."""
+        stages = parse_verifier(self.verifier)
+        if self.verified_by is None:
+            return [stages[0] if r > 0 else "" for r in self.radii.tolist()]
+        return [stages[i] if i >= 0 else "" for i in self.verified_by.tolist()]
+
     def to_csv(self) -> str:
-        """One row per sample: ``index,label,prediction,radius,correct`` (radius in pixels)."""
+        """One row per sample: ``index,label,prediction,radius,correct,verifier``, then one
+        ``radius_<stage>`` column per verifier of the cascade (radii in pixels)."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["index", "label", "prediction", "radius", "correct"])
-        columns = (self.labels.tolist(), self.predictions.tolist(), self.radii.tolist())
+        stages = list(self.stage_radii)
+        writer.writerow(
+            ["index", "label", "prediction", "radius", "correct", "verifier"]
+            + [f"radius_{name}" for name in stages]
+        )
+        columns = (
+            self.labels.tolist(),
+            self.predictions.tolist(),
+            self.radii.tolist(),
+            self.verifier_names(),
+            *(self.stage_radii[name].tolist() for name in stages),
+        )
         rows = zip(*columns, strict=True)
-        for index, (label, prediction, radius) in enumerate(rows):
-            writer.writerow([index, label, prediction, repr(radius), int(label == prediction)])
+        for index, (label, prediction, radius, verifier, *per_stage) in enumerate(rows):
+            writer.writerow(
+                [index, label, prediction, repr(radius), int(label == prediction), verifier]
+                + [repr(r) for r in per_stage]
+            )
         return text.getvalue()
 
     def write_csv(self, path: str | Path) -> Path:
@@ -181,6 +346,7 @@ def certify(
     cap: float,
     *,
     tol: float = 1e-5,
+    verifier: str = DEFAULT_VERIFIER,
     batch_size: int = 256,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
@@ -189,40 +355,117 @@ def certify(
     """Certify every sample of ``images`` (uint8 (N,C,H,W) or float in [0, 1]) in eval mode.
 
     Runs on a copy of ``model`` cast to ``dtype``: float64 by default, because float32 rounding
-    can flip the sign of a bound that sits at the margin. ``progress`` wraps the batch starts.
+    can flip the sign of a bound that sits at the margin. Radii found in another dtype are
+    re-verified in float64 before they are returned, and the samples that fail are searched
+    again in float64. ``verifier`` is one verifier or a cascade (``search_radii``);
+    ``progress`` wraps the batch starts.
     """
+    if not (0 < tol < cap):
+        raise UserError(
+            f"the certification tolerance {tol:g} must lie in (0, cap {cap:g}): a tolerance at or "
+            "above the cap gives radius 0 to every sample not certified at the cap"
+        )
+    parse_verifier(verifier)
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    predictions, radii = [], []
+    check = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
+    predictions, parts = [], []
     starts = range(0, len(images), batch_size)
     for start in progress(starts) if progress else starts:
         batch = images[start : start + batch_size].to(device)
-        x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
         y = labels[start : start + batch_size].to(device)
+        x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
         with torch.no_grad():
             logits = net(x)
         predictions.append(logits.argmax(dim=1).cpu())
-        radii.append(certified_radius(net, x, y, cap, tol, clean_logits=logits).cpu())
+        found = search_radii(net, x, y, cap, tol, verifier=verifier, clean_logits=logits)
+        if dtype != torch.float64:
+            x64 = batch.double() / 255 if batch.dtype == torch.uint8 else batch.double()
+            found = _reverify(check, x64, y, found, cap, tol)
+        parts.append(found)
+    cat = lambda ts: torch.cat([t.cpu() for t in ts]) if ts else torch.zeros(0)  # noqa: E731
     return Certificates(
         labels=labels.cpu().long(),
-        predictions=torch.cat(predictions),
-        radii=torch.cat(radii).double(),
+        predictions=torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long),
+        radii=cat([p.radius for p in parts]).double(),
         cap=cap,
+        verifier=verifier,
+        verified_by=cat([p.verified_by for p in parts]).long(),
+        stage_radii={
+            name: cat([p.stage_radii[name] for p in parts]).double()
+            for name in parse_verifier(verifier)
+        },
     )
 
 
-def summarize(certs: Certificates, eps_list: Sequence[float] = ()) -> dict[str, float]:
-    """Clean accuracy, ACR (value, % of cap, cap) and certified accuracy at each eps."""
-    n = len(certs.labels)
-    acr = float(certs.radii.mean()) if n else 0.0
+@torch.no_grad()
+def _reverify(
+    net64: nn.Sequential, x64: Tensor, y: Tensor, found: RadiusSearch, cap: float, tol: float
+) -> RadiusSearch:
+    """Check every radius of a lower-precision search in float64 (with its threshold), by the
+    verifier that claimed it; search the samples that fail again in float64."""
+    logits = net64(x64)
+    threshold = REL_THRESHOLD[torch.float64] * logits.abs().amax(dim=1)
+    failed = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for name in found.verifiers:  # the last stage's radius is the final one
+        radius, by = found.stage_radii[name].double(), found.stage_verified_by[name]
+        for stage, claimant in enumerate(found.verifiers):
+            rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
+            if len(rows) == 0:
+                continue
+            bounds = margin_bounds(net64, x64[rows], y[rows], radius[rows], claimant)
+            failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
+    failed |= (exact_margins(logits, y).min(dim=1).values <= 0) & (found.radius > 0)
+    rows = torch.nonzero(failed).flatten()
+    out = RadiusSearch(
+        found.radius.double(),
+        found.verified_by.clone(),
+        {k: v.double() for k, v in found.stage_radii.items()},
+        {k: v.clone() for k, v in found.stage_verified_by.items()},
+        found.verifiers,
+    )
+    if len(rows):
+        again = search_radii(
+            net64,
+            x64[rows],
+            y[rows],
+            cap,
+            tol,
+            verifier="+".join(found.verifiers),
+            clean_logits=logits[rows],
+        )
+        out.radius[rows], out.verified_by[rows] = again.radius, again.verified_by
+        for name in out.stage_radii:
+            out.stage_radii[name][rows] = again.stage_radii[name]
+            out.stage_verified_by[name][rows] = again.stage_verified_by[name]
+    return out
+
+
+def summarize(certs: Certificates, eps_list: Sequence[float] = ()) -> dict[str, Any]:
+    """Clean accuracy, ACR (value, % of cap, cap) and certified accuracy at each eps, the
+    ``verifier`` that produced them, and ``by_verifier``: the same ACR and certified-accuracy
+    figures after each stage of the cascade (``by_verifier["ibp"]`` is pure IBP)."""
+    metrics: dict[str, Any] = {
+        "clean_acc": float(certs.correct.double().mean()) if len(certs.labels) else 0.0,
+        **_radius_metrics(certs, certs.radii, eps_list),
+        "n": len(certs.labels),
+        "verifier": certs.verifier,
+    }
+    metrics["by_verifier"] = {
+        name: _radius_metrics(certs, radii, eps_list) for name, radii in certs.stage_radii.items()
+    }
+    return metrics
+
+
+def _radius_metrics(certs: Certificates, radii: Tensor, eps_list: Sequence[float]) -> dict:
+    n = len(radii)
+    acr = float(radii.mean()) if n else 0.0
     metrics = {
-        "clean_acc": float(certs.correct.double().mean()) if n else 0.0,
         "acr": acr,
         "acr_cap": certs.cap,
         "acr_pct": 100.0 * acr / certs.cap if certs.cap > 0 else 0.0,
-        "n": n,
     }
     for eps in eps_list:
-        certified = certs.correct & (certs.radii >= eps)
+        certified = certs.correct & (radii >= eps)
         metrics[cert_acc_key(eps)] = float(certified.double().mean()) if n else 0.0
     return metrics
 
@@ -234,7 +477,7 @@ def evaluate(
     cap: float,
     eps_list: Sequence[float] = (),
     **certify_kwargs,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Certify a split and summarize it: ``clean_acc``, ``acr``, ``acr_pct``, ``acr_cap``,
     ``cert_acc@<eps>``."""
     return summarize(certify(model, images, labels, cap, **certify_kwargs), eps_list)

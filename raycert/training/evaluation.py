@@ -1,7 +1,9 @@
 """Certifying a model on a split: the per-epoch val check and the final certification of a run.
 
 The val split is the run's own held-out part of the training set, fixed by ``SPLIT_SEED`` for
-every run whatever its seed; final numbers are float64 certificates.
+every run whatever its seed; final numbers are float64 certificates. The per-epoch val check
+certifies with interval bounds alone (the verifier training optimizes, and the cheapest); a
+run's final certification uses the default cascade of ``raycert.cert.certify`` unless told.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raycert.cert.certify import Certificates, certify, evaluate, summarize
+from raycert.cert.certify import (
+    DEFAULT_VERIFIER,
+    Certificates,
+    certify,
+    evaluate,
+    parse_verifier,
+    summarize,
+)
 from raycert.data import Split, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
@@ -40,7 +49,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 def evaluate_val(
     model: nn.Sequential, val: Split, cfg: TrainConfig, *, final: bool, device: torch.device
 ) -> Metrics:
-    """Certify the val split: ``eval_limit`` samples in float32, all of it in float64 if final."""
+    """Certify the val split with IBP: ``eval_limit`` samples in float32 (radii re-verified in
+    float64), all of it in float64 if final."""
     n = len(val) if final or cfg.eval_limit is None else min(cfg.eval_limit, len(val))
     summary = evaluate(
         model,
@@ -49,11 +59,14 @@ def evaluate_val(
         cfg.cert_cap,
         cfg.cert_eps,
         tol=cfg.eval_tol,
+        verifier="ibp",
         batch_size=EVAL_BATCH,
         dtype=torch.float64 if final else torch.float32,
         device=device,
     )
     summary["eval_n"] = summary.pop("n")
+    for key in ("verifier", "by_verifier"):  # per-epoch metrics stay flat numbers
+        summary.pop(key)
     return summary
 
 
@@ -66,12 +79,15 @@ def certify_run(
     limit: int | None = None,
     eps_list: tuple[float, ...] | None = None,
     dtype: torch.dtype = torch.float64,
+    verifier: str = DEFAULT_VERIFIER,
     device: str = "auto",
     progress: Callable | None = None,
 ) -> tuple[Certificates, Metrics]:
     """Certify a saved run on ``split`` (``test`` or ``val``): per-sample certificates and their
     summary (clean accuracy, ACR with cap and %, certified accuracy at ``eps_list``, default the
-    run's standard radii). The val split is the run's own held-out one."""
+    run's standard radii; the same per stage of the ``verifier`` cascade under
+    ``by_verifier``). The val split is the run's own held-out one."""
+    parse_verifier(verifier)  # a bad name fails before any data is loaded
     model, cfg = load_run(run_dir)
     data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
     certs = certify(
@@ -80,6 +96,7 @@ def certify_run(
         data.labels,
         cfg.cert_cap,
         tol=cfg.eval_tol,
+        verifier=verifier,
         batch_size=EVAL_BATCH,
         dtype=dtype,
         device=resolve_device(device),

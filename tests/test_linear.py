@@ -1,0 +1,215 @@
+"""Linear-relaxation bounds (CROWN-IBP, CROWN) are sound, exact at eps 0 and at least as tight
+as interval bounds; cascades of verifiers report radii their named verifier verified."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import exact_margins, frozen_copy, random_net
+from torch import nn
+
+from raycert.cert.bounds import clean_forward, input_box, margin_lower_bounds
+from raycert.cert.certify import (
+    REL_THRESHOLD,
+    certify,
+    margin_bounds,
+    parse_verifier,
+    search_radii,
+    summarize,
+)
+from raycert.cert.linear import crown_rows_bytes, preactivation_bounds
+from raycert.cert.models import build_model
+from raycert.errors import UserError
+
+VERIFIERS = ("ibp", "crown-ibp", "crown")
+
+net_params = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 10_000),
+        "channels": st.integers(1, 3),
+        "size": st.sampled_from([4, 6]),
+        "num_classes": st.integers(2, 5),
+        "conv_layers": st.integers(0, 2),
+        "pool": st.booleans(),
+        "bn_train": st.booleans(),
+        "padding_mode": st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    }
+)
+
+
+def _make(params: dict, batch: int = 6):
+    net = random_net(**params)
+    gen = torch.Generator().manual_seed(params["seed"] + 1)
+    x = torch.rand(batch, params["channels"], params["size"], params["size"], generator=gen)
+    x = x.double()
+    x = torch.where(x < 0.15, torch.zeros_like(x), torch.where(x > 0.85, torch.ones_like(x), x))
+    y = torch.randint(0, params["num_classes"], (batch,), generator=gen)
+    with torch.no_grad():
+        _, stats = clean_forward(net, x)
+    reference = frozen_copy(net, stats) if net.training else net
+    return net, x, y, reference
+
+
+def _sampled_points(x: torch.Tensor, eps: torch.Tensor, gen: torch.Generator, count: int):
+    """Box corners and interior points of the clipped eps-box around ``x``."""
+    center, radius = input_box(x, eps)
+    for index in range(count):
+        noise = 2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1
+        yield center + radius * (torch.sign(noise) if index % 2 else noise)
+
+
+@settings(max_examples=30, deadline=None)
+@given(params=net_params, eps_scale=st.floats(0.001, 0.3))
+def test_every_verifier_is_sound_on_sampled_points(params, eps_scale):
+    net, x, y, reference = _make(params)
+    gen = torch.Generator().manual_seed(params["seed"] + 2)
+    eps = eps_scale * torch.rand(len(x), generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        bounds = {v: margin_bounds(net, x, y, eps, v) for v in VERIFIERS}
+        for point in _sampled_points(x, eps, gen, 48):
+            margins = exact_margins(reference(point), y)
+            for verifier, bound in bounds.items():
+                assert (margins >= bound - 1e-9).all(), (verifier, (margins - bound).min())
+    # Linear bounds keep the interval bound where theirs is looser: never below IBP (up to the
+    # rounding of train-mode statistics computed in another order).
+    assert (bounds["crown-ibp"] >= bounds["ibp"] - 1e-12).all()
+    assert (bounds["crown"] >= bounds["ibp"] - 1e-12).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(params=net_params)
+def test_linear_bounds_at_eps_zero_are_the_exact_margins(params):
+    net, x, y, reference = _make(params)
+    with torch.no_grad():
+        exact = exact_margins(reference(x), y)
+        for verifier in VERIFIERS:
+            torch.testing.assert_close(
+                margin_bounds(net, x, y, 0.0, verifier), exact, atol=1e-9, rtol=0
+            )
+
+
+@settings(max_examples=20, deadline=None)
+@given(params=net_params, eps=st.floats(0.001, 0.2))
+def test_crown_preactivation_bounds_are_sound_and_within_the_interval_ones(params, eps):
+    net, x, _, reference = _make(params)
+    with torch.no_grad():
+        ibp = preactivation_bounds(net, x, eps, intermediate="ibp")
+        crown = preactivation_bounds(net, x, eps, intermediate="crown")
+        relus = [i for i, m in enumerate(reference) if isinstance(m, nn.ReLU)]
+        for (lo_i, up_i), (lo_c, up_c) in zip(ibp, crown, strict=True):
+            assert (lo_c >= lo_i).all() and (up_c <= up_i).all()
+        gen = torch.Generator().manual_seed(params["seed"])
+        for point in _sampled_points(x, torch.full((len(x),), eps, dtype=torch.float64), gen, 32):
+            h = point
+            bounds = iter(crown)
+            for index, layer in enumerate(reference):
+                if index in relus:
+                    lower, upper = next(bounds)
+                    assert (h >= lower - 1e-9).all() and (h <= upper + 1e-9).all()
+                h = layer(h)
+
+
+def test_linear_verifiers_are_tighter_than_ibp_on_a_random_net():
+    net, x, y, _ = _make({**dict(seed=11, channels=2, size=6, num_classes=4), "conv_layers": 2})
+    with torch.no_grad():
+        ibp = margin_lower_bounds(net, x, y, 0.02)
+        crown_ibp = margin_bounds(net, x, y, 0.02, "crown-ibp")
+        crown = margin_bounds(net, x, y, 0.02, "crown")
+    assert (crown_ibp - ibp).mean() > 0.01
+    assert (crown - crown_ibp).mean() > 0.01
+
+
+def test_refine_below_refines_every_margin_below_it():
+    net, x, y, _ = _make({"seed": 4, "channels": 1, "size": 6, "num_classes": 5, "conv_layers": 1})
+    with torch.no_grad():
+        ibp = margin_lower_bounds(net, x, y, 0.01)
+        full = margin_bounds(net, x, y, 0.01, "crown-ibp")
+        partial = margin_bounds(net, x, y, 0.01, "crown-ibp", refine_below=0.0)
+    refined = ibp < 0
+    assert refined.any() and (~refined).any()
+    torch.testing.assert_close(partial[refined], full[refined])
+    assert (partial[~refined] >= ibp[~refined]).all()  # kept, or refined along with the rest
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_small"])
+def test_crown_runs_on_the_mnist_architectures(name):
+    torch.manual_seed(0)
+    net = build_model(name, (1, 28, 28), 10, (0.1307,), (0.3081,)).double().eval()
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+        crown = margin_bounds(net, x, y, 0.005, "crown")
+        crown_ibp = margin_bounds(net, x, y, 0.005, "crown-ibp")
+        ibp = margin_lower_bounds(net, x, y, 0.005)
+        gen = torch.Generator().manual_seed(1)
+        for point in _sampled_points(x, torch.full((3,), 0.005, dtype=torch.float64), gen, 16):
+            assert (exact_margins(net(point), y) >= crown - 1e-9).all()
+    assert (crown >= ibp).all() and (crown_ibp >= ibp).all()
+    if name == "mlp":  # one hidden ReLU, fed by one Linear: CROWN is CROWN-IBP
+        torch.testing.assert_close(crown, crown_ibp)
+
+
+def test_crown_memory_estimate_names_every_bounded_relu():
+    mnist = build_model("cnn_small", (1, 28, 28), 10, (0.1,), (0.3,))
+    report = crown_rows_bytes(mnist, (1, 28, 28))
+    # Layer 6 (ReLU of conv2, 32x7x7) and 10 (fc100) read back through conv1's 16x14x14 output;
+    # the ReLU of conv1 (layer 3) has exact interval bounds.
+    assert report["per_relu"] == {6: 2 * 32 * 49 * 3136 * 8, 10: 2 * 100 * 3136 * 8}
+
+
+@settings(max_examples=15, deadline=None)
+@given(params=net_params, verifier=st.sampled_from(["crown-ibp", "ibp+crown-ibp", "ibp+crown"]))
+def test_cascade_radius_is_at_least_ibp_and_verified_by_the_named_verifier(params, verifier):
+    net, x, _, _ = _make({**params, "bn_train": False}, batch=16)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    ibp = search_radii(net, x, y, 0.3, 1e-5, verifier="ibp")
+    found = search_radii(net, x, y, 0.3, 1e-5, verifier=verifier)
+    stages = parse_verifier(verifier)
+    if stages[0] == "ibp":
+        assert (found.radius >= ibp.radius).all()
+        torch.testing.assert_close(found.stage_radii["ibp"], ibp.radius, rtol=0, atol=0)
+    with torch.no_grad():
+        threshold = REL_THRESHOLD[torch.float64] * net(x).abs().amax(dim=1)
+        for stage, name in enumerate(stages):
+            rows = found.verified_by == stage
+            if rows.any():
+                bound = margin_bounds(net, x[rows], y[rows], found.radius[rows], name)
+                assert (bound.min(dim=1).values > threshold[rows] / 2).all()
+    assert ((found.verified_by >= 0) == (found.radius > 0)).all()
+    # stage radii never decrease along the cascade
+    radii = list(found.stage_radii.values())
+    assert all((a <= b).all() for a, b in zip(radii, radii[1:], strict=False))
+
+
+def test_certificates_carry_the_verifier_and_a_radius_per_stage():
+    net, x, _, _ = _make({"seed": 3, "channels": 1, "size": 6, "num_classes": 3, "conv_layers": 2})
+    net.eval()
+    images = (x * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        y = net(images.double() / 255).argmax(dim=1)
+    certs = certify(net, images, y, cap=0.3, verifier="ibp+crown-ibp")
+    header, *rows = certs.to_csv().splitlines()
+    assert header == "index,label,prediction,radius,correct,verifier,radius_ibp,radius_crown-ibp"
+    assert len(rows) == len(y)
+    by = {"ibp": 0, "crown-ibp": 0}
+    for row in rows:
+        _, _, _, radius, _, verifier, r_ibp, r_crown = row.split(",")
+        assert float(r_crown) == float(radius) >= float(r_ibp)
+        assert verifier == ("" if float(radius) == 0 else verifier)
+        if verifier:
+            by[verifier] += 1
+    assert by["crown-ibp"] > 0, "the second stage must lift some radius on this net"
+    summary = summarize(certs, [0.01])
+    assert summary["verifier"] == "ibp+crown-ibp"
+    assert set(summary["by_verifier"]) == {"ibp", "crown-ibp"}
+    assert summary["by_verifier"]["crown-ibp"]["acr"] == pytest.approx(summary["acr"])
+    assert summary["by_verifier"]["ibp"]["acr"] < summary["acr"]
+
+
+@pytest.mark.parametrize("text", ["ibp+ibp", "alpha-crown", "ibp+", "crown ibp"])
+def test_unknown_verifiers_are_refused(text):
+    with pytest.raises(UserError, match="unknown verifier"):
+        parse_verifier(text)
