@@ -37,11 +37,14 @@ def test_train_writes_a_run_that_loads_and_certifies_as_trained(run_dir: Path) -
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     metrics = [json.loads(line) for line in lines]
     assert [row["epoch"] for row in metrics] == [1, 2] and metrics[-1]["final"]
-    # The last epoch certified the whole val split in float64: the saved model certifies the same.
-    _, summary = certify_run(run_dir, "val", limit=cfg.val_limit, device="cpu")
+    # The last epoch certified the whole val split in float64 with IBP: the saved model
+    # certifies the same, and the default cascade of tighter verifiers certifies at least that.
+    _, summary = certify_run(run_dir, "val", limit=cfg.val_limit, device="cpu", verifier="ibp")
     assert summary["n"] == metrics[-1]["eval_n"] == cfg.val_limit
     for key in ("clean_acc", "acr", "cert_acc@0.05"):
         assert summary[key] == pytest.approx(metrics[-1][key], rel=1e-12), key
+    _, tight = certify_run(run_dir, "val", limit=cfg.val_limit, device="cpu")
+    assert tight["clean_acc"] == summary["clean_acc"] and tight["acr"] >= summary["acr"]
 
 
 def test_certify_json_and_per_sample_csv_agree(run_dir: Path, tmp_path: Path) -> None:
