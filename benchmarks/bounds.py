@@ -54,19 +54,19 @@ def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype
     model = model.to(dtype).eval()
     x = x.to(dtype)
     passes: list[int] = []
-    original = certify_module._min_margin
+    original = certify_module.margin_bounds
 
-    def counting(net, xs, ys, eps, bn_stats):
+    def counting(net, xs, *args, **kwargs):
         passes.append(len(xs))
-        return original(net, xs, ys, eps, bn_stats)
+        return original(net, xs, *args, **kwargs)
 
     with torch.no_grad():
         forward = best_time(lambda: model(x), repeats)
         bound = best_time(lambda: margin_lower_bounds(model, x, y, cap / 2), repeats)
         search = best_time(lambda: certify_module.certified_radius(model, x, y, cap, 1e-5), repeats)
-        certify_module._min_margin = counting
+        certify_module.margin_bounds = counting
         radius = certify_module.certified_radius(model, x, y, cap, 1e-5)
-        certify_module._min_margin = original
+        certify_module.margin_bounds = original
     open_ = ((radius > 0) & (radius < cap)).float().mean()
     print(
         f"{name:<26} {str(dtype).removeprefix('torch.'):<8} "

@@ -14,7 +14,7 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    prints, the acert search's bound passes per step, and each method's peak device memory.
 2. Certification. Images/s of ``raycert.cert.certify.certify`` in float32 and float64 on 10k
    images at the CIFAR-10 cap 8.8/255 and the preset's ``eval_tol``, in the evaluation's batches
-   of 512, and the bound passes the radius search made (calls of ``certify._min_margin``, counted
+   of 512, and the bound passes the radius search made (calls of ``certify.margin_bounds``, counted
    as benchmarks/bounds.py counts them). A dtype that would take over ``--cert-budget`` seconds is
    stopped there and measured on the images it finished (the output says how many).
 3. Sharing one device. 1, 2 and 4 training processes at once (acert mid-ramp), each capping its
@@ -133,21 +133,21 @@ def peak_memory_mib(device: torch.device) -> float | None:
 
 @contextlib.contextmanager
 def counting_bound_passes() -> Iterator[dict[str, int]]:
-    """Count the radius search's bound passes (calls of ``certify._min_margin``) and the samples
-    they carried, as benchmarks/bounds.py does; the search looks the function up at each call."""
+    """Count the radius search's bound passes (calls of ``certify.margin_bounds``) and the
+    samples they carried, as benchmarks/bounds.py does; the search looks it up at each call."""
     counts = {"passes": 0, "samples": 0}
-    original = certify_module._min_margin
+    original = certify_module.margin_bounds
 
-    def counting(net, xs, ys, eps, bn_stats):
+    def counting(net, xs, *args, **kwargs):
         counts["passes"] += 1
         counts["samples"] += len(xs)
-        return original(net, xs, ys, eps, bn_stats)
+        return original(net, xs, *args, **kwargs)
 
-    certify_module._min_margin = counting
+    certify_module.margin_bounds = counting
     try:
         yield counts
     finally:
-        certify_module._min_margin = original
+        certify_module.margin_bounds = original
 
 
 def paper_config(sizes: Sizes, method: str, **changes: Any) -> TrainConfig:
