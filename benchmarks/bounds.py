@@ -22,7 +22,6 @@ import argparse
 import timeit
 
 import torch
-import torch.nn.functional as F
 
 import raycert.cert.certify as certify_module
 from raycert.cert.bounds import margin_lower_bounds
@@ -30,6 +29,7 @@ from raycert.cert.certify import DEFAULT_VERIFIER, certify, summarize
 from raycert.cert.linear import crown_ibp_margin_bounds, crown_rows_bytes
 from raycert.cert.models import build_model, ibp_init
 from raycert.data import dataset_info, load
+from raycert.training.methods import robust_cross_entropy
 from raycert.training.rundir import load_run
 
 
@@ -53,8 +53,7 @@ def quick_ibp_training(model, images, labels, eps: float, steps: int) -> None:
         index = torch.randint(0, len(images), (128,), generator=gen)
         x, y = images[index].float() / 255, labels[index]
         ramp = min(1.0, step / (steps / 2)) * eps
-        margins = margin_lower_bounds(model, x, y, ramp)
-        loss = F.cross_entropy(torch.cat([torch.zeros_like(margins[:, :1]), -margins], 1), 0 * y)
+        loss = robust_cross_entropy(margin_lower_bounds(model, x, y, ramp))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -10,7 +10,6 @@ MNIST cap 0.4. The claim to check: at comparable clean accuracy, ACERT reaches a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from raycert.study.spec import load_preset
@@ -36,8 +35,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=20_000)
     parser.add_argument("--test-limit", type=int, default=2_000)
     args = parser.parse_args()
-    base = dataclasses.replace(
-        load_preset("mnist", args.preset),
+    base = load_preset("mnist", args.preset).replace(
         epochs=args.epochs,
         ramp_epochs=args.ramp_epochs,
         train_limit=args.train_limit,
@@ -53,7 +51,7 @@ def main() -> None:
     )
     rows = [header]
     for name, overrides in RUNS:
-        cfg = dataclasses.replace(base, **overrides)
+        cfg = base.replace(**overrides)
         run_dir = args.out / name.replace(" ", "-")
         result = train(cfg, run_dir, data_dir=args.data_dir, resume=run_dir.exists())
         _, test = certify_run(run_dir, "test", data_dir=args.data_dir, limit=args.test_limit)

@@ -17,24 +17,22 @@ import torch
 
 from raycert.data import dataset_info, load
 from raycert.training.config import TrainConfig
-from raycert.training.loop import new_model
+from raycert.training.loop import new_model, train_step
 from raycert.training.methods import LOSSES
 
 
-def train_step(model, optimizer, method: str, x, y, eps: float, cfg: TrainConfig) -> torch.Tensor:
-    """One optimizer step of ``method`` at ``eps``, the way the trainer takes it."""
-    loss, stats = LOSSES[method](model, x, y, eps, cfg, cfg.reg_weight / 2)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    return stats["radius"]
+def step(model, optimizer, method: str, x, y, eps: float, cfg: TrainConfig) -> torch.Tensor:
+    """The trainer's own step of ``method`` at ``eps``, mid-ramp (half the regularizer weight);
+    the summed training radius of the batch."""
+    taken = train_step(model, optimizer, LOSSES[method], x, y, eps, cfg.reg_weight / 2, cfg)
+    assert taken is not None, f"{method} diverged"
+    return taken[1]["radius"]
 
 
 def time_step(model, method: str, x, y, eps: float, cfg: TrainConfig, repeats: int) -> float:
     """Least seconds per step over ``repeats`` rounds (the least disturbed by other work)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)  # tiny lr: the model stays put
-    timer = timeit.Timer(lambda: train_step(model, optimizer, method, x, y, eps, cfg))
+    timer = timeit.Timer(lambda: step(model, optimizer, method, x, y, eps, cfg))
     calls, _ = timer.autorange()
     return min(timer.repeat(repeats, calls)) / calls
 
@@ -45,12 +43,10 @@ def bench(name: str, cfg: TrainConfig, x, y, repeats: int, warm_steps: int) -> N
     eps = cfg.max_eps / 2
     if warm_steps:
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for step in range(warm_steps):
-            train_step(model, optimizer, "ibp", x, y, eps * step / warm_steps, cfg)
+        for i in range(warm_steps):
+            step(model, optimizer, "ibp", x, y, eps * i / warm_steps, cfg)
     seconds = {m: time_step(model, m, x, y, eps, cfg, repeats) for m in LOSSES}
-    radius = float(
-        train_step(model, torch.optim.SGD(model.parameters(), 0.0), "acert", x, y, eps, cfg)
-    )
+    radius = float(step(model, torch.optim.SGD(model.parameters(), 0.0), "acert", x, y, eps, cfg))
     print(
         f"{name:<30} step ms: standard {1e3 * seconds['standard']:7.1f}  "
         f"ibp {1e3 * seconds['ibp']:7.1f}  acert {1e3 * seconds['acert']:7.1f}   "

@@ -1,36 +1,43 @@
 """The ``raycert`` command line: validates input, calls library functions, prints results.
 
+Start-up stays fast (``raycert --help`` well under a second): this module imports only Typer and
+Rich at the top, and each command imports the library it needs (torch, Ray, the report) in its
+body, so ``raycert report`` never loads torch or Ray.
+
 Error handling, shared by every command: a ``UserError`` raised anywhere below a command prints
 ``error: <message>`` as one line on stderr and exits with code 2, without a traceback (the root
 group catches it, so new commands and sub-apps get this for free). Usage errors from Typer
-(unknown option, bad value) also exit with code 2. Any other exception is a bug and keeps its
-traceback.
+(unknown option, bad value) are one ``error:`` line with exit code 2 as well. Any other
+exception is a bug and keeps its traceback.
+
+Paths mean what they say: every path option and ``RAYCERT_DATA`` is resolved against the
+working folder the command was typed in, and every output is checked writable before any work
+starts (``raycert.paths``). ``study`` exits 0 when it finished with at least one completed trial,
+2 on bad input or when a trial hit one (the study stops at once), 1 when no trial completed, and
+130 when stopped by Ctrl-C or SIGTERM (continue it with ``--resume``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import webbrowser
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
-import torch
 import typer
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 from typer.core import TyperGroup
 
-from raycert import __version__, data
+from raycert import __version__
 from raycert.errors import UserError
-from raycert.report.page import build_report
-from raycert.study.spec import load_preset
-from raycert.training.evaluation import certify_run
-from raycert.training.loop import train
 from raycert.units import format_eps, parse_eps
+
+if TYPE_CHECKING:
+    from raycert.studyfolder import StudyMeta
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -44,6 +51,21 @@ class RaycertGroup(TyperGroup):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+        except Exception as exc:  # a bad option or value: one line too
+            if not _is_usage_error(exc):
+                raise
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "raycert"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            click.echo(f"error: {message}; see {command} --help", err=True)
+            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Whether ``exc`` is Click's ``UsageError`` (Typer may bring its own copy of Click), other
+    than the request for help that a group without arguments makes."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names
 
 
 app = typer.Typer(
@@ -87,12 +109,18 @@ def main(
 
 @data_app.command("check")
 def data_check(data_dir: DataDirOption = None) -> None:
-    """Report which datasets are present and readable under the data root, with split sizes."""
+    """Report which datasets are present and readable under the data root, with split sizes.
+
+    Exits 2 if the root is missing or a dataset there is present but invalid (a gate for
+    scripts); datasets that are simply absent are listed and do not fail the check."""
+    from raycert import data
+
     root = data.resolve_root(data_dir)
+    statuses = data.check(root)
     console.print(f"data root: {root}")
     table = Table("dataset", "present", "valid", "train", "val", "test")
     table.add_column("note", overflow="fold")
-    for status in data.check(root):
+    for status in statuses:
         counts = [str(status.counts.get(split, "-")) for split in data.SPLITS]
         table.add_row(
             status.name,
@@ -103,6 +131,13 @@ def data_check(data_dir: DataDirOption = None) -> None:
         )
     console.print(table)
     console.print("fetch a missing dataset with: raycert data download NAME")
+    invalid = [status for status in statuses if status.present and not status.valid]
+    if invalid:
+        names = ", ".join(status.name for status in invalid)
+        raise UserError(
+            f"invalid data under {root}: {names} ({invalid[0].message}); delete the damaged "
+            f"files and run `raycert data download {invalid[0].name}`"
+        )
 
 
 @data_app.command("download")
@@ -111,6 +146,8 @@ def data_download(
     data_dir: DataDirOption = None,
 ) -> None:
     """Download a dataset from its official source (or $RAYCERT_MIRROR), checking md5 sums."""
+    from raycert import data
+
     folder = data.download(name, data_dir)
     console.print(f"{data.dataset_info(name).name} ready in {folder}")
 
@@ -138,6 +175,11 @@ def report(
     ] = False,
 ) -> None:
     """Write one offline HTML page: accuracy-vs-ACR fronts, chosen models, certified curves."""
+    from raycert.paths import writable_file
+    from raycert.report.page import build_report  # no torch, no Ray
+
+    if out is not None:
+        out = writable_file(out, "--out")
     path = build_report(study_dirs, out)
     typer.echo(f"report written to {path}")
     if open_page and not webbrowser.open(path.resolve().as_uri()):
@@ -167,15 +209,24 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train one model (ACERT by default) and certify it on the validation split every epoch."""
+    from raycert.study.spec import load_preset
+    from raycert.training.loop import train
+
     overrides = {"method": method, "model": model, "epochs": epochs, "kappa": kappa, "lr": lr}
     overrides.update(seed=seed, max_eps=None if max_eps is None else parse_eps(max_eps))
-    config = dataclasses.replace(
-        load_preset(dataset, preset), **{k: v for k, v in overrides.items() if v is not None}
-    ).resolve()
+    config = (
+        load_preset(dataset, preset)
+        .replace(**{k: v for k, v in overrides.items() if v is not None})
+        .resolve()
+    )
     if resume and out is None:
         raise UserError("--resume needs --out, the run folder to continue")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = out or Path("runs") / "train" / f"{config.dataset}-{config.method}-{stamp}"
+    from raycert.paths import writable_dir
+
+    run_dir = writable_dir(run_dir, "--out")
+    data_root = _data_root(data_dir)
     console.print(f"training {config.method} on {config.dataset} ({preset}) -> {run_dir}")
 
     def report_epoch(row: dict, _run_dir: Path | None) -> None:
@@ -188,7 +239,7 @@ def train_command(
     result = train(
         config,
         run_dir,
-        data_dir=data_dir,
+        data_dir=data_root,
         download=not no_download,
         resume=resume,
         callback=report_epoch,
@@ -223,15 +274,22 @@ def certify_command(
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
 ) -> None:
     """Certify a trained model: clean accuracy, ACR (value, % of cap, cap), certified accuracy."""
+    import torch
+
     from raycert.cert.attack import AttackSettings
+    from raycert.training.evaluation import certify_run
 
     if split not in ("test", "val"):
         raise UserError(f"unknown split {split!r}: choose test or val")
     eps_list = None if eps is None else tuple(parse_eps(e) for e in eps.split(",") if e.strip())
+    from raycert.paths import writable_file
+
+    if per_sample is not None:
+        per_sample = writable_file(per_sample, "--per-sample")
     certs, summary = certify_run(
         run_dir,
         split,
-        data_dir=data_dir,
+        data_dir=_data_root(data_dir),
         download=not no_download,
         limit=limit,
         eps_list=eps_list,
@@ -277,10 +335,11 @@ def _print_metrics(title: str, metrics: dict) -> None:
 def study_command(
     dataset: Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")],
     min_acc: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
             "--min-acc",
             help="Clean-accuracy target in (0, 1); repeat for several. Default: the spec's.",
+            metavar="ACC",
             show_default=False,
         ),
     ] = None,
@@ -293,7 +352,10 @@ def study_command(
             help="smoke, quick or paper (the spec file raycert/study/presets/DATASET.toml)."
         ),
     ] = ("quick"),
-    trials: Annotated[int | None, typer.Option(help="Trials in all (default: the spec's).")] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials in all (default: the spec's; with --resume, more extends it)."),
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
     ] = None,
@@ -308,25 +370,35 @@ def study_command(
     name: Annotated[
         str | None, typer.Option(help="Study folder name (default DATASET-METHOD-PRESET).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the interrupted, stopped or finished study --name.")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial.")] = 0,
     data_dir: DataDirOption = None,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")] = False,
     spec: Annotated[
         Path | None, typer.Option(help="Spec file instead of raycert/study/presets/DATASET.toml.")
     ] = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
-    try:
-        gpus: float | str = "auto" if gpus_per_trial == "auto" else float(gpus_per_trial)
-    except ValueError:
-        raise UserError(
-            f"--gpus-per-trial must be a number >= 0 or auto, got {gpus_per_trial!r}"
-        ) from None
+    gpus: float | str = "auto"
+    if gpus_per_trial != "auto":
+        try:
+            gpus = float(gpus_per_trial)
+        except ValueError:
+            gpus = -1.0
+        if not 0 <= gpus < float("inf"):
+            raise UserError(
+                f"--gpus-per-trial must be a number >= 0 or auto, got {gpus_per_trial!r}"
+            )
+    targets = tuple(_accuracy(value) for value in min_acc or ())
+    from raycert.paths import absolute
+    from raycert.report.page import build_report
     from raycert.study.run import StudyRequest, run_study  # Ray loads for this command only
 
     request = StudyRequest(
         dataset=dataset,
-        targets=tuple(min_acc or ()),
+        targets=targets,
         method=method,
         preset=preset,
         trials=trials,
@@ -334,24 +406,73 @@ def study_command(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus,
         address=address,
-        storage=storage,
+        storage=absolute(storage),
         name=name,
         resume=resume,
         seed=seed,
-        data_dir=None if data_dir is None else str(data_dir),
-        spec=None if spec is None else str(spec),
+        data_dir=str(_data_root(data_dir)),
+        spec=None if spec is None else absolute(spec),
+        download=not no_download,
     )
-    result = run_study(request)
-    if result.status != "finished":
-        console.print(f"study {result.status}: {result.study_dir}; continue it with --resume")
+    try:
+        result = run_study(request)
+    except KeyboardInterrupt:
+        result = None
+    if result is None or result.status != "finished":
+        where = f" {result.study_dir}" if result is not None else ""
+        console.print(f"study interrupted:{where}; continue it with --resume")
         raise typer.Exit(130)
     for chosen in result.targets:
-        _print_chosen(chosen, result.meta["acr_cap"])
+        _print_chosen(chosen, result.meta.acr_cap)
+    console.print(_trials_summary(result.meta))
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if "://" in result.study_dir:
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
     else:
         console.print(f"report: {build_report([Path(result.study_dir)])}")
+    counts = result.meta.trial_counts
+    if not counts.get("completed"):
+        errors = result.meta.errors
+        why = (
+            f"; the first failure (trial {errors[0].trial}): {errors[0].message}" if errors else ""
+        )
+        typer.echo(
+            f"error: no trial of {result.study_dir} completed ({_counts_text(counts)}){why}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _data_root(data_dir: Path | None) -> Path:
+    """The data root as the user means it (``--data-dir``, ``RAYCERT_DATA`` or the cache),
+    absolute against their working folder."""
+    from raycert.data import resolve_root
+
+    return resolve_root(data_dir)
+
+
+def _accuracy(text: str) -> float:
+    """One ``--min-acc`` value as a number (its range is checked with the spec's targets)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--min-acc: {text!r} is not a number; write 0.9 for 90%") from None
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    order = ("completed", "pruned", "diverged", "error")
+    names = {"error": "failed"}
+    return ", ".join(f"{counts.get(k, 0)} {names.get(k, k)}" for k in order if counts.get(k))
+
+
+def _trials_summary(meta: StudyMeta) -> str:
+    """One line: how the trials ended, and why the first failed one failed."""
+    counts = meta.trial_counts
+    line = f"trials: {sum(counts.values())} ({_counts_text(counts) or 'none finished'})"
+    if meta.errors:
+        first = meta.errors[0]
+        line += f"; the first failure (trial {first.trial}): {first.message}"
+    return line
 
 
 def _print_chosen(chosen: Any, cap: float) -> None:
@@ -361,7 +482,7 @@ def _print_chosen(chosen: Any, cap: float) -> None:
         near = chosen.closest
         detail = "no trial completed"
         if near:
-            detail = f"closest: trial {near['trial_id']}, val clean {near['val']['clean_acc']:.2%}"
+            detail = f"closest: trial {near.trial_id}, val clean {near.val['clean_acc']:.2%}"
         console.print(f"{goal}: not met by any trial ({detail})")
         return
     params = ", ".join(
@@ -370,7 +491,10 @@ def _print_chosen(chosen: Any, cap: float) -> None:
     table = Table("", "val", "test", title=goal, caption=f"trial {chosen.trial_id}: {params}")
 
     def cells(key: str, fmt: str) -> list[str]:
-        return [fmt.format(m[key]) if key in m else "-" for m in (chosen.val, chosen.test)]
+        return [
+            fmt.format(m[key]) if m and m.get(key) is not None else "-"
+            for m in (chosen.val, chosen.test)
+        ]
 
     table.add_row("clean accuracy", *cells("clean_acc", "{:.2%}"))
     table.add_row(f"ACR (cap {format_eps(cap)})", *cells("acr", "{:.5f}"))

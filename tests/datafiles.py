@@ -1,5 +1,4 @@
-"""Small dataset files in the official on-disk formats, written by the data tests, and the
-check that a UserError is one line naming what it should."""
+"""Small dataset files in the official on-disk formats, written by the data tests."""
 
 from __future__ import annotations
 
@@ -9,9 +8,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-from raycert.errors import UserError
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -19,13 +15,6 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-def assert_one_line_mentioning(exc: pytest.ExceptionInfo[UserError], *needles: str) -> None:
-    message = str(exc.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
 
 
 def idx_bytes(magic: int, array: np.ndarray) -> bytes:

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli_data import run_cli
+from helpers import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from raycert.cli import app
+from raycert.study.spec import load_preset
+from raycert.training.evaluation import certify_run
+from raycert.training.rundir import load_run
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}
@@ -27,11 +30,21 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_train_writes_a_loadable_run(run_dir: Path) -> None:
-    config = json.loads((run_dir / "config.json").read_text())
-    assert json.dumps(config).count('"seed": 3') == 1
+def test_train_writes_a_run_that_loads_and_certifies_as_trained(run_dir: Path) -> None:
+    model, cfg = load_run(run_dir)
+    assert cfg == load_preset("synthetic", "smoke").replace(seed=3).resolve()
+    assert not model.training
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    metrics = [json.loads(line) for line in lines]
+    assert [row["epoch"] for row in metrics] == [1, 2] and metrics[-1]["final"]
+    # The last epoch certified the whole val split in float64 with IBP: the saved model
+    # certifies the same, and the default cascade of tighter verifiers certifies at least that.
+    _, summary = certify_run(run_dir, "val", limit=cfg.val_limit, device="cpu", verifier="ibp")
+    assert summary["n"] == metrics[-1]["eval_n"] == cfg.val_limit
+    for key in ("clean_acc", "acr", "cert_acc@0.05"):
+        assert summary[key] == pytest.approx(metrics[-1][key], rel=1e-12), key
+    _, tight = certify_run(run_dir, "val", limit=cfg.val_limit, device="cpu")
+    assert tight["clean_acc"] == summary["clean_acc"] and tight["acr"] >= summary["acr"]
 
 
 def test_certify_json_and_per_sample_csv_agree(run_dir: Path, tmp_path: Path) -> None:
@@ -52,18 +65,20 @@ def test_certify_json_and_per_sample_csv_agree(run_dir: Path, tmp_path: Path) ->
     assert all(r == 0 for r, c in zip(radii, correct, strict=True) if not c)
 
 
-def test_certify_prints_a_table(run_dir: Path) -> None:
-    result = runner.invoke(app, ["certify", str(run_dir), "--split", "val", "--limit", "50"])
+def test_certify_prints_the_numbers_of_its_json_in_a_table(run_dir: Path) -> None:
+    args = ["certify", str(run_dir), "--split", "val", "--limit", "50"]
+    summary = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    result = runner.invoke(app, args, env=WIDE)
     assert result.exit_code == 0, result.output
-    assert "ACR" in result.stdout and "% of cap 0.1" in result.stdout
-
-
-def _one_error_line(stderr: str, *fragments: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    rows = {
+        cells[0]: cells[1]
+        for line in result.stdout.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 2
+    }
+    assert rows["clean accuracy"] == f"{summary['clean_acc']:.2%}"
+    assert rows["ACR"] == f"{summary['acr']:.5f} ({summary['acr_pct']:.1f}% of cap 0.1)"
+    assert rows["certified accuracy at 0.05"] == f"{summary['cert_acc@0.05']:.2%}"
+    assert summary["acr"] > 0 and summary["n"] == 50
 
 
 @pytest.mark.parametrize(
@@ -81,7 +96,7 @@ def _one_error_line(stderr: str, *fragments: str) -> None:
 def test_bad_inputs_exit_2_with_one_line(args: list[str], fragments: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-    _one_error_line(result.stderr, *fragments)
+    assert_one_line_error(result.stderr, *fragments)
 
 
 def test_corrupt_checkpoint_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
@@ -92,5 +107,4 @@ def test_corrupt_checkpoint_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path
     (broken / "model.pt").write_bytes(b"not a checkpoint")
     result = run_cli("certify", str(broken))
     assert result.returncode == 2
-    _one_error_line(result.stderr, "model.pt")
-    assert (run_dir / "model.pt").read_bytes() != b"not a checkpoint"
+    assert_one_line_error(result.stderr, f"{broken / 'model.pt'} is corrupt", "retrain or resume")

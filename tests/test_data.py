@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datafiles import assert_one_line_mentioning, write_small_cifar, write_small_mnist
+from datafiles import write_small_cifar, write_small_mnist
+from helpers import assert_one_line_error
 
 from raycert import data
 from raycert.errors import UserError
@@ -45,7 +46,7 @@ def test_registry_values_match_the_paper() -> None:
 def test_unknown_dataset_lists_known_names() -> None:
     with pytest.raises(UserError) as exc:
         data.dataset_info("imagenet")
-    assert_one_line_mentioning(exc, "imagenet", "mnist", "cifar10", "tinyimagenet", "synthetic")
+    assert_one_line_error(exc, "imagenet", "mnist", "cifar10", "tinyimagenet", "synthetic")
 
 
 def test_unknown_split_and_bad_limit_are_user_errors() -> None:
@@ -156,7 +157,7 @@ def test_small_mnist_files_read_and_split(tmp_path: Path) -> None:
 def test_missing_dataset_without_download_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
         data.load("cifar10", "train", tmp_path, download=False)
-    assert_one_line_mentioning(
+    assert_one_line_error(
         exc, str(tmp_path / "cifar-10-batches-py"), "RAYCERT_DATA", "raycert data download cifar10"
     )
 

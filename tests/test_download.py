@@ -9,7 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from datafiles import MNIST_FILES, assert_one_line_mentioning, write_small_cifar
+from datafiles import MNIST_FILES, write_small_cifar
+from helpers import assert_one_line_error
 
 from raycert import data
 from raycert.data import downloads
@@ -30,14 +31,14 @@ def test_fetch_rejects_a_wrong_md5_and_leaves_nothing(mirror, tmp_path: Path) ->
     dest = tmp_path / "out" / "blob.bin"
     with pytest.raises(UserError) as exc:
         downloads.fetch(mirror.url + "blob.bin", dest, "0" * 32)
-    assert_one_line_mentioning(exc, "md5", "0" * 32, "blob.bin")
+    assert_one_line_error(exc, "md5", "0" * 32, "blob.bin")
     assert list(dest.parent.iterdir()) == []
 
 
 def test_fetch_of_a_missing_url_is_a_user_error(mirror, tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
         downloads.fetch(mirror.url + "nothing-here.gz", tmp_path / "x.gz", "0" * 32)
-    assert_one_line_mentioning(exc, "nothing-here.gz", "RAYCERT_MIRROR")
+    assert_one_line_error(exc, "nothing-here.gz", "RAYCERT_MIRROR")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -67,7 +68,7 @@ def test_download_rejects_a_wrong_cifar_archive(
     root = tmp_path / "root"
     with pytest.raises(UserError) as exc:
         data.download("cifar10", root)
-    assert_one_line_mentioning(exc, "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
+    assert_one_line_error(exc, "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
     assert list(root.iterdir()) == []
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from datafiles import (
     MNIST_FILES,
-    assert_one_line_mentioning,
     idx_bytes,
     write_cifar_batch,
     write_small_cifar,
     write_small_mnist,
 )
+from helpers import assert_one_line_error
 from PIL import Image
 
 from raycert import data
@@ -69,7 +69,7 @@ def test_corrupt_mnist_images_are_one_line_user_errors(
         path.write_bytes(gzip.compress(idx_bytes(2051, np.zeros((24, 27, 28), np.uint8))))
     with pytest.raises(UserError) as exc:
         data.load("mnist", "train", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(path), expected, "raycert data download mnist")
+    assert_one_line_error(exc, str(path), expected, "raycert data download mnist")
 
 
 def test_mnist_labels_out_of_range_and_count_mismatch(tmp_path: Path) -> None:
@@ -78,11 +78,11 @@ def test_mnist_labels_out_of_range_and_count_mismatch(tmp_path: Path) -> None:
     labels.write_bytes(gzip.compress(idx_bytes(2049, np.full(12, 10))))
     with pytest.raises(UserError) as exc:
         data.load("mnist", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(labels), "label 10 outside 0-9")
+    assert_one_line_error(exc, str(labels), "label 10 outside 0-9")
     labels.write_bytes(gzip.compress(idx_bytes(2049, np.zeros(11))))
     with pytest.raises(UserError) as exc:
         data.load("mnist", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, "11 labels for 12 images")
+    assert_one_line_error(exc, "11 labels for 12 images")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_corrupt_cifar10_batch_is_a_user_error(
     (folder / "data_batch_3").write_bytes(payload)
     with pytest.raises(UserError) as exc:
         data.load("cifar10", "train", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(folder / "data_batch_3"), expected)
+    assert_one_line_error(exc, str(folder / "data_batch_3"), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,4 +187,4 @@ def test_tinyimagenet_wrong_image_size_is_a_user_error(tmp_path: Path) -> None:
     Image.new("RGB", (32, 32), (0, 0, 0)).save(bad, "JPEG")
     with pytest.raises(UserError) as exc:
         data.load("tinyimagenet", "test", tmp_path, download=False)
-    assert_one_line_mentioning(exc, str(bad), "expected 64x64")
+    assert_one_line_error(exc, str(bad), "expected 64x64")

@@ -1,26 +1,27 @@
-"""The README's set-up and test commands are the ones CI runs, word for word."""
+"""The README's two commands are the ones the repository runs: ``.ci/run`` runs its test command
+word for word, and ``run.sh`` runs the main job the README shows."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from helpers import readme_commands, readme_main_job
+
 ROOT = Path(__file__).parents[1]
 
 
-def _readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- commands -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README.md needs its commands in a ```bash block after <!-- commands -->"
-    lines = [line.strip() for line in block.group(1).splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def test_ci_installs_and_tests_exactly_as_the_readme_says():
-    commands = _readme_commands()
-    assert len(commands) == 4, "two set-up commands, the main job, the tests"
-    setup, tests = commands[:2], commands[3]
+def test_the_readme_has_two_commands_and_ci_runs_its_test_command_verbatim():
+    commands = readme_commands()
+    assert commands == ["./run.sh study", "./run.sh test"], "the main job, then the tests"
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    for command in [*setup, tests]:
-        assert command in ci, f".ci/run does not run the README's {command!r}"
-    assert commands[2].startswith(".venv/bin/raycert "), "the main job runs the raycert CLI"
+    assert commands[1] in ci, f".ci/run does not run the README's {commands[1]!r}"
+
+
+def test_run_sh_runs_the_main_job_the_readme_shows():
+    job = readme_main_job()
+    assert job.startswith(".venv/bin/raycert study ")
+    script = (ROOT / "run.sh").read_text()
+    launched = re.search(r'exec "\$VENV/bin/raycert" (study .*?) "\$@"', script)
+    assert launched, "run.sh study must exec the venv's raycert with the main job"
+    assert job == f".venv/bin/raycert {launched.group(1)}"

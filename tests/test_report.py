@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.offline
 import pytest
-from datafiles import assert_one_line_mentioning
-from studyfiles import MET_TARGET, TARGETS, UNMET_TARGET, write_study
+from helpers import assert_one_line_error
+from studyfiles import MET_TARGET, TARGETS, UNMET_TARGET, write_journal, write_study
 from typer.testing import CliRunner
 
 from raycert.cli import app
@@ -25,6 +25,14 @@ from raycert.report.figures import cert_acc_curve, curve_area, curves_figure, fr
 from raycert.report.page import build_report, default_report_path
 from raycert.report.reading import load_study
 from raycert.study.run import StudyRequest, run_study
+from raycert.studyfolder import (
+    JOURNAL,
+    StudyDir,
+    read_meta,
+    read_trials,
+    write_meta,
+    write_trials,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Route
@@ -112,6 +120,52 @@ def test_both_studies_overlay_on_one_front(studies: list[Path]):
     assert front.line.shape == "vh"
 
 
+def pareto_trace(study_dir: Path):
+    traces = front_figure([load_study(study_dir)]).data
+    return next(t for t in traces if t.name.endswith("Pareto front"))
+
+
+def test_the_front_is_the_stored_pareto_column(studies: list[Path], tmp_path: Path):
+    """The report draws the ``pareto`` column the study stored; it does not recompute it."""
+    study = copy_study(studies[0], tmp_path)
+    store = StudyDir.at(study)
+    trials = read_trials(store, list(TARGETS))
+    on_front = trials.index[trials["pareto"]]
+    dominated = trials.index[(trials["status"] == "completed") & ~trials["pareto"]]
+    trials.loc[on_front[0], "pareto"] = False
+    trials.loc[dominated[0], "pareto"] = True
+    write_trials(store, trials)
+    front = pareto_trace(study)
+    expected = trials.loc[trials["pareto"]].sort_values(["clean_acc", "acr"])
+    assert list(front.x) == list(expected["clean_acc"]) and list(front.y) == list(expected["acr"])
+
+
+def metadata_cell(page_text: str, label: str) -> str:
+    return re.search(rf"<tr><th>{label}</th><td>(.*?)</td>", page_text).group(1)
+
+
+def test_the_trial_counts_are_those_study_json_recorded(studies: list[Path], tmp_path: Path):
+    study = copy_study(studies[0], tmp_path)
+    text = build_report([study], tmp_path / "counts.html").read_text()
+    assert metadata_cell(text, "trials") == (
+        "24 recorded: completed 20, pruned 2, diverged 1, error 1"
+    )
+    store = StudyDir.at(study)
+    meta = read_meta(store)
+    meta.trial_counts = {"completed": 30, "pruned": 0, "diverged": 0, "error": 0}
+    write_meta(store, meta)  # the report shows what study.json says, not a recount
+    text = build_report([study], tmp_path / "counts.html").read_text()
+    assert metadata_cell(text, "trials") == (
+        "30 recorded: completed 30, pruned 0, diverged 0, error 0"
+    )
+    meta.trial_counts, meta.status = {}, "running"
+    write_meta(store, meta)
+    text = build_report([study], tmp_path / "counts.html").read_text()
+    assert metadata_cell(text, "trials") == (
+        "24 finished so far; counted when the study stops (running)"
+    )
+
+
 def test_area_under_the_certified_accuracy_curve_is_the_acr(studies: list[Path]):
     study = studies[0]
     radii = pd.read_csv(study / "chosen" / f"{MET_TARGET:g}" / "test_radii.csv")
@@ -150,14 +204,33 @@ def test_importances_from_the_journal_else_from_the_trials_table(studies: list[P
     assert "optuna.journal" in study.importance_note
 
     broken = copy_study(studies[0], tmp_path)
-    (broken / "optuna.journal").write_text('{"op_code": 0, "worker_id": broken\n')
+    (broken / JOURNAL).write_text('{"op_code": 0, "worker_id": broken\n')
     from_table = load_study(broken)
     assert set(from_table.importances) == PARAMS
     assert "trials table" in from_table.importance_note
     assert "optuna.journal not used" in from_table.importance_note
 
-    (broken / "optuna.journal").unlink()
+    (broken / JOURNAL).unlink()
     assert "no optuna.journal" in load_study(broken).importance_note
+
+
+def _with_journal(study: Path, tmp_path: Path, objectives: tuple[str, ...] | None) -> Path:
+    copy = copy_study(study, tmp_path / str(objectives))
+    (copy / JOURNAL).unlink()
+    write_journal(copy, copy.name, read_trials(StudyDir.at(copy), list(TARGETS)), objectives)
+    return copy
+
+
+def test_the_acr_objective_is_found_by_its_name(studies: list[Path], tmp_path: Path):
+    """Importances rank ACR's objective wherever the journal's metric names put it."""
+    named = load_study(studies[0])
+    reordered = load_study(_with_journal(studies[0], tmp_path, ("acr", "clean_acc")))
+    assert "on optuna.journal" in reordered.importance_note
+    assert reordered.importances == named.importances
+    by_accuracy = load_study(_with_journal(studies[0], tmp_path, ("clean_acc",)))
+    assert "optuna.journal not used (it names no acr objective)" in by_accuracy.importance_note
+    unnamed = load_study(_with_journal(studies[0], tmp_path, None))
+    assert "optuna.journal not used (it names no acr objective)" in unnamed.importance_note
 
 
 def test_too_few_trials_give_no_importances_but_a_page(tmp_path):
@@ -221,7 +294,9 @@ def _study_json_without_targets(d: Path) -> None:
 
 
 def _corrupt_parquet(d: Path) -> None:
+    """A damaged parquet and no csv to fall back on (with the csv, the report reads it)."""
     (d / "trials.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    (d / "trials.csv").unlink()
 
 
 def _no_trials(d: Path) -> None:
@@ -231,6 +306,29 @@ def _no_trials(d: Path) -> None:
 
 def _no_acr_column(d: Path) -> None:
     pd.read_parquet(d / "trials.parquet").drop(columns="acr").to_parquet(d / "trials.parquet")
+
+
+def _no_pareto_column(d: Path) -> None:
+    pd.read_parquet(d / "trials.parquet").drop(columns="pareto").to_parquet(d / "trials.parquet")
+
+
+def _unknown_status(d: Path) -> None:
+    trials = pd.read_parquet(d / "trials.parquet")
+    trials.loc[0, "status"] = "finished"
+    trials.to_parquet(d / "trials.parquet")
+
+
+def _old_study_json(d: Path) -> None:
+    """study.json as the report's old reader expected it: counts under ``trials``."""
+    meta = json.loads((d / "study.json").read_text())
+    meta["trials"] = meta.pop("trial_counts")
+    (d / "study.json").write_text(json.dumps(meta))
+
+
+def _target_without_met(d: Path) -> None:
+    results = json.loads((d / "results.json").read_text())
+    del results["targets"][1]["met"]
+    (d / "results.json").write_text(json.dumps(results))
 
 
 def _bad_results(d: Path) -> None:
@@ -248,11 +346,15 @@ def _no_test_radii(d: Path) -> None:
 BROKEN = {
     "no study.json": (_no_study_json, "study.json is missing"),
     "bad study.json": (_bad_study_json, "cannot read"),
-    "no targets": (_study_json_without_targets, "lacks targets"),
+    "no targets": (_study_json_without_targets, "study.json: lacks targets"),
+    "old study.json": (_old_study_json, "study.json: lacks trial_counts"),
     "corrupt parquet": (_corrupt_parquet, "cannot read"),
     "no trials file": (_no_trials, "neither trials.parquet nor trials.csv"),
     "no acr column": (_no_acr_column, "lacks the column(s) acr"),
-    "bad results.json": (_bad_results, "results.json should hold"),
+    "no pareto column": (_no_pareto_column, "trials.parquet lacks the column(s) pareto"),
+    "unknown status": (_unknown_status, "unknown status 'finished'"),
+    "bad results.json": (_bad_results, "results.json: targets: Input should be a valid array"),
+    "target without met": (_target_without_met, "results.json: lacks targets.1.met"),
     "no results.json": (_no_results_when_finished, "results.json is missing"),
     "no test radii": (_no_test_radii, "test_radii.csv is missing"),
 }
@@ -265,14 +367,14 @@ def test_a_broken_study_is_a_one_line_error(case: str, studies: list[Path], tmp_
     damage(study)
     with pytest.raises(UserError) as exc:
         build_report([study], tmp_path / "out.html")
-    assert_one_line_mentioning(exc, message, str(study))
+    assert_one_line_error(exc, message, str(study))
     assert not (tmp_path / "out.html").exists()
 
 
 def test_a_missing_study_directory_is_a_one_line_error(tmp_path: Path):
     with pytest.raises(UserError) as exc:
         build_report([tmp_path / "nope"], tmp_path / "out.html")
-    assert_one_line_mentioning(exc, "does not exist", "nope")
+    assert_one_line_error(exc, "does not exist", "nope")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,9 +484,8 @@ def test_cli_broken_study_is_one_line_and_exit_2(studies: list[Path], tmp_path: 
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot read ")
-    assert "trials.parquet" in lines[0]
+    line = assert_one_line_error(result.stderr, "trials.parquet")
+    assert line.startswith("error: cannot read ")
     assert not (tmp_path / "reports").exists()
 
 
@@ -410,8 +511,18 @@ def test_report_of_a_real_tiny_study(ray_local, tmp_path: Path):
     rows = re.findall(r'<tr class="(met|unmet)" data-target="([0-9.]+)">', text)
     assert [float(t) for _, t in rows] == [r.target for r in result.targets]
     study = load_study(study_dir)
-    met = [c for c in study.chosen if c.met and c.radii is not None]
+    met = [c for c in study.chosen if c.result.met and c.radii is not None]
     assert len(met) == text.count("(ACR ") and 'data-figure="front"' in text
     for chosen in met:
         eps, accuracy = cert_acc_curve(chosen.radii, chosen.correct, study.acr_cap)
-        assert curve_area(eps, accuracy) == pytest.approx(chosen.test["acr"], rel=1e-12)
+        assert curve_area(eps, accuracy) == pytest.approx(chosen.result.test["acr"], rel=1e-12)
+
+    # The counts the study wrote to study.json are the ones on the page, and they add up.
+    counts = json.loads((study_dir / "study.json").read_text())["trial_counts"]
+    assert counts == result.meta.trial_counts and counts["completed"] + counts["pruned"] > 0
+    listed = ", ".join(f"{status} {n}" for status, n in counts.items())
+    assert metadata_cell(text, "trials") == f"3 recorded: {listed}"
+    # The front drawn is the Pareto column the study stored.
+    table = pd.read_parquet(study_dir / "trials.parquet")
+    stored = table[table["pareto"]].sort_values(["clean_acc", "acr"])
+    assert len(stored) and list(pareto_trace(study_dir).x) == list(stored["clean_acc"])

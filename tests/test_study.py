@@ -4,11 +4,7 @@ search logic is under test; they still report through ``tune.report``."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,14 +14,15 @@ import pandas as pd
 import pytest
 import ray
 import ray.cloudpickle
+from helpers import assert_one_line_error
 from ray import tune
+from studyruns import journal_study, toy, toy_request
 from typer.testing import CliRunner
 
 from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
 from raycert.study.run import StudyRequest, run_study
-from raycert.study.spec import PRESETS_DIR
 from raycert.study.tune_state import repair_tune_state
 from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, pareto_mask
 
@@ -55,44 +52,6 @@ STUDY_KEYS = {
     "trial_counts",
 }
 SMOKE_TRIALS = 4
-REPO = Path(__file__).parents[1]
-
-
-def toy_spec(tmp_path: Path, study: str = "", search: str = "") -> str:
-    """The synthetic smoke preset with a one-parameter search (``kappa`` stands for x in [0, 1])."""
-    presets = (PRESETS_DIR / "synthetic.toml").read_text().split("[search.")[0]
-    search = search or '[search.kappa]\ntype = "float"\nlow = 0.0\nhigh = 1.0\n'
-    path = tmp_path / "toy.toml"
-    path.write_text(f"{presets}\n{search}\n{study}\n")
-    return str(path)
-
-
-def toy(config: dict) -> None:
-    """acc = 0.9 - 0.2 x, acr = x: the highest ACRs are the least accurate; none reaches 0.95."""
-    x = config["kappa"]
-    tune.report({"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": True, "epoch": 1})
-
-
-def toy_request(tmp_path: Path, name: str, targets: tuple[float, ...], **changes) -> StudyRequest:
-    values = dict(
-        dataset="synthetic",
-        targets=targets,
-        preset="smoke",
-        trials=10,
-        concurrency=2,
-        gpus_per_trial=0,
-        storage=str(tmp_path / "runs"),
-        name=name,
-    )
-    values.update(changes)
-    if "spec" not in values:
-        values["spec"] = toy_spec(tmp_path)
-    return StudyRequest(**values)
-
-
-def journal_study(study_dir: Path, name: str) -> optuna.Study:
-    backend = optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))
-    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,11 +156,11 @@ def test_a_smoke_study_chooses_certifies_and_copies_each_winner(smoke_study):
             p.name for p in chosen.iterdir()
         }
         radii = pd.read_csv(chosen / "test_radii.csv")
-        assert list(radii.columns) == [
-            *("index", "label", "prediction", "radius", "correct", "verifier"),
-            *("radius_ibp", "radius_crown-ibp"),  # the default cascade, one radius per stage
-        ]
+        head = ["index", "label", "prediction", "radius", "correct", "verifier"]
+        assert list(radii.columns) == [*head, "radius_ibp", "radius_crown-ibp"]
+        # The cascade's radius is at least IBP's, and the verifier that proved it is named.
         assert (radii["radius"] >= radii["radius_ibp"]).all()
+        assert set(radii.loc[radii["radius"] > 0, "verifier"]) <= {"ibp", "crown-ibp"}
         test = load("synthetic", "test")
         assert len(radii) == len(test) and (radii["label"] == test.labels.numpy()).all()
         correct = radii["correct"].astype(bool)
@@ -242,8 +201,8 @@ def test_an_existing_study_without_resume_is_refused(smoke_study):
     request, _, study_dir = smoke_study
     with pytest.raises(UserError, match="--resume.*--name"):
         run_study(request, progress=False)
-    changed = StudyRequest(**{**request.__dict__, "resume": True, "trials": 5})
-    with pytest.raises(UserError, match="trials_requested was 4, now 5"):
+    changed = StudyRequest(**{**request.__dict__, "resume": True, "seed": 5})
+    with pytest.raises(UserError, match="seed was 0, now 5"):
         run_study(changed, progress=False)
 
 
@@ -298,33 +257,6 @@ def test_a_target_nobody_meets_is_reported_with_the_closest_trial(ray_local, tmp
 runner = CliRunner()
 
 
-def study_cli(*args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
-    """``raycert study ...`` in a fresh interpreter and its own session (a process group that
-    holds the local Ray cluster it starts)."""
-    command = [sys.executable, "-m", "raycert.cli", "study", *args]
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, text=True, **popen)
-
-
-def run_study_cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> tuple[int, str, str]:
-    """``study_cli`` to the end: exit code, stdout, stderr; its process group (the local Ray
-    cluster it started) is killed afterwards whatever happened."""
-    process = study_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode, out, err
-
-
-def finished_rows(study_dir: Path) -> int:
-    try:
-        return len(pd.read_csv(study_dir / "trials.csv"))
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return 0
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -343,8 +275,7 @@ def test_bad_inputs_are_one_line_and_lose_nothing(smoke_study, args, message):
     where = ["--storage", str(study_dir.parent), "--name", "smoke", "--resume", "--preset", "smoke"]
     result = runner.invoke(app, ["study", *args, *where])
     assert result.exit_code == 2
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert assert_one_line_error(result.stderr).startswith(message)
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert {p: p.stat().st_mtime_ns for p in study_dir.rglob("*") if p.is_file()} == before
 
@@ -354,7 +285,7 @@ def test_an_unreadable_spec_is_one_line(tmp_path):
     spec.write_text("[presets.smoke\nmodel = 'mlp'\n")
     result = runner.invoke(app, ["study", "synthetic", "--spec", str(spec)])
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: cannot read {spec}") and result.stderr.count("\n") == 1
+    assert assert_one_line_error(result.stderr).startswith(f"error: cannot read {spec}")
 
 
 def test_a_study_on_a_storage_uri_keeps_the_same_layout(ray_local, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import assert_one_line_error
 
 REPO = Path(__file__).parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -140,6 +141,6 @@ def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and time.monotonic() - tic < 60
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: no Ray cluster at 127.0.0.1:{port}")
+    line = assert_one_line_error(result.stderr)
+    assert line.startswith(f"error: no Ray cluster at 127.0.0.1:{port}")
     assert not any(tmp_path.iterdir())

@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import ray.cloudpickle
 from ray import tune
-from test_study import (
+from studyruns import (
     finished_rows,
     journal_study,
     run_study_cli,
@@ -54,7 +54,7 @@ def test_crashed_and_diverged_trials_are_recorded_and_the_study_goes_on(ray_loca
     assert list(table["status"]) == list(expected)
     assert {"error", "diverged", "completed"} <= set(table["status"])
     assert not table.loc[table["status"] != "completed", "pareto"].any()
-    counts = result.meta["trial_counts"]
+    counts = result.meta.trial_counts
     assert counts == {s: int((table["status"] == s).sum()) for s in counts}
     states = {
         t.user_attrs["tune_trial_id"]: t.state
@@ -100,7 +100,7 @@ def test_asha_stops_trials_early_as_pruned(ray_local, tmp_path):
     request = toy_request(tmp_path, "asha", (0.8,), trials=8, spec=spec)
     result = run_study(request, trainable=epochs, progress=False)
     table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
-    assert result.meta["asha"] and len(table) == 8
+    assert result.meta.asha and len(table) == 8
     pruned = table[table["status"] == "pruned"]
     assert len(pruned) > 0 and (pruned["epoch"] < 4).all()
     assert (table.loc[table["status"] == "completed", "epoch"] == 4).all()

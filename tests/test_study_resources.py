@@ -14,12 +14,13 @@ import ray
 import ray.cloudpickle
 import torch
 from ray import tune
-from test_study import run_study_cli, toy, toy_request
+from studyruns import run_study_cli, toy, toy_request
 
 from raycert.errors import UserError
 from raycert.study.run import StudyRequest, run_study
 from raycert.study.spec import load_study_spec
 from raycert.study.trial import TrialSetup, train_trial
+from raycert.studyfolder import TrialResources
 
 # Trainables defined here go to Ray workers by value: they cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -66,7 +67,7 @@ def test_four_quarter_gpu_trials_share_gpu_0_and_train_on_the_cpu(ray_local, tmp
     assert all(info["gpu_ids"] == [0] for info in infos)
     table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")
     assert set(table["status"]) == {"completed"} and set(table["device"]) == {"cpu"}
-    assert result.meta["resources"] == {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25}
+    assert result.meta.resources == TrialResources(cpus_per_trial=0.5, gpus_per_trial=0.25)
 
 
 def test_more_gpus_than_a_node_has_are_refused_before_anything_runs(ray_local, tmp_path):

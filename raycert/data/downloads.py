@@ -3,15 +3,21 @@
 Every file is checked against its official md5 before it is kept, and archives are unpacked and
 verified in a scratch folder before they are moved into place, so a failed or interrupted download
 never leaves a partial dataset. Env ``RAYCERT_MIRROR``, if set, replaces the base URL for every
-dataset. Users call ``raycert.data.downloads(name)``, which resolves the name and data root and
+dataset. Users call ``raycert.data.download(name)``, which resolves the name and data root and
 then calls ``download_dataset`` here.
+
+Every download says on stderr what it fetches, from where, to where, even when no progress bar
+can be drawn (a log, a pipe). A server that sends nothing for ``stall_timeout_s()`` seconds
+(env ``RAYCERT_DOWNLOAD_TIMEOUT``, default 30) ends the download with a message saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -31,73 +37,62 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from raycert.data.formats import CIFAR10_DIR, MNIST_DIR, TINYIMAGENET_DIR, missing_files
+from raycert.data.formats import missing_files
+from raycert.data.registry import DATASETS, Source
 from raycert.errors import UserError
+from raycert.files import atomic_path
 
-# Base URLs per dataset; env RAYCERT_MIRROR, if set, replaces the base for every dataset.
-MIRRORS: dict[str, str] = {
-    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "cifar10": "https://www.cs.toronto.edu/~kriz/",
-    "tinyimagenet": "http://cs231n.stanford.edu/",
-}
-MNIST_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-CIFAR10_ARCHIVE = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
-CIFAR10_MD5 = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-}
-TINYIMAGENET_ARCHIVE = ("tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de")
-DOWNLOAD_TIMEOUT_S = 60.0
+DOWNLOAD_STALL_S = 30.0
+
+
+def stall_timeout_s() -> float:
+    """Seconds a download may wait for the next bytes: env ``RAYCERT_DOWNLOAD_TIMEOUT``, else
+    ``DOWNLOAD_STALL_S``."""
+    text = os.environ.get("RAYCERT_DOWNLOAD_TIMEOUT", "")
+    try:
+        value = float(text) if text else DOWNLOAD_STALL_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UserError(f"RAYCERT_DOWNLOAD_TIMEOUT must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def download_dataset(name: str, root: Path) -> Path:
     """Fetch the on-disk dataset ``name`` (a registry name) under ``root``; its folder.
 
-    Files already present with the right md5 are kept.
+    Its registry entry's ``Source`` says what to fetch: its files one by one, or an archive
+    that is unpacked and checked (the md5 of every listed file, and the layout the readers need)
+    before it is moved into place. Files already present with the right md5 are kept.
     """
-    if name == "mnist":
-        for filename, md5 in MNIST_MD5.items():
-            dest = root / MNIST_DIR / filename
-            if not _md5_ok(dest, md5):
-                fetch(_url(name, filename), dest, md5)
-        return root / "MNIST"
-    if name == "cifar10":
-        target = root / CIFAR10_DIR
-        if all(_md5_ok(target / f, md5) for f, md5 in CIFAR10_MD5.items()):
-            return target
-        archive = _fetch_archive(name, root, *CIFAR10_ARCHIVE)
-
-        def verify(folder: Path) -> None:
-            bad = [f for f, md5 in CIFAR10_MD5.items() if not _md5_ok(folder / f, md5)]
-            if bad:
-                raise UserError(
-                    f"{archive} unpacked without a valid {bad[0]}; delete the archive "
-                    f"and run `raycert data download cifar10` again"
-                )
-
-        _extract(archive, root, CIFAR10_DIR, verify)
+    source = DATASETS[name].source
+    assert source is not None, f"{name} is generated in memory"
+    target = root / source.folder
+    if source.archive is None:
+        for rel, md5 in source.files.items():
+            if not _md5_ok(target / rel, md5):
+                fetch(_url(name, Path(rel).name), target / rel, md5)
         return target
-    target = root / TINYIMAGENET_DIR
-    if not missing_files(name, root):
+    if not missing_files(name, root) and _bad_file(source, target) is None:
         return target
-    archive = _fetch_archive(name, root, *TINYIMAGENET_ARCHIVE)
+    archive = _fetch_archive(name, root, *source.archive)
 
-    def verify_tin(folder: Path) -> None:
-        if missing_files(name, folder.parent):
-            raise UserError(f"{archive} unpacked without the expected tiny-imagenet-200 layout")
+    def verify(folder: Path) -> None:  # ``folder`` is ``source.folder`` in a scratch root
+        missing = missing_files(name, folder.parent)
+        bad = str(missing[0].relative_to(folder.parent)) if missing else _bad_file(source, folder)
+        if bad is not None:
+            raise UserError(
+                f"{archive} unpacked without a valid {bad}; delete the archive "
+                f"and run `raycert data download {name}` again"
+            )
 
-    _extract(archive, root, TINYIMAGENET_DIR, verify_tin)
+    _extract(archive, root, source.folder, verify)
     return target
+
+
+def _bad_file(source: Source, folder: Path) -> str | None:
+    """The first file listed in ``source`` that is missing from ``folder`` or has a wrong md5."""
+    return next((rel for rel, md5 in source.files.items() if not _md5_ok(folder / rel, md5)), None)
 
 
 def fetch(url: str, dest: Path, md5: str) -> Path:
@@ -106,44 +101,46 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
     Bytes go to a temporary file beside ``dest`` that is renamed into place after the check, so
     ``dest`` is never a partial or wrong file.
     """
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-        )
-    except OSError as exc:
-        raise UserError(
-            f"cannot write to {dest.parent} ({exc.strerror}); choose a writable "
-            f"--data-dir or RAYCERT_DATA"
-        ) from exc
-    tmp = Path(tmp_name)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with (
-            os.fdopen(handle, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-            _progress() as progress,
-        ):
-            size = int(response.headers.get("Content-Length") or 0) or None
-            task = progress.add_task(dest.name, total=size)
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                progress.advance(task, len(chunk))
+    stall_s = stall_timeout_s()
+    with contextlib.ExitStack() as files:  # on leaving it: close the file, then rename or remove
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out = files.enter_context(files.enter_context(atomic_path(dest)).open("wb"))
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to {dest.parent} ({exc.strerror}); choose a writable "
+                f"--data-dir or RAYCERT_DATA"
+            ) from exc
+        digest = hashlib.md5(usedforsecurity=False)
+        print(f"downloading {url} to {dest}", file=sys.stderr, flush=True)
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=stall_s) as response,
+                _progress() as progress,
+            ):
+                size = int(response.headers.get("Content-Length") or 0) or None
+                task = progress.add_task(dest.name, total=size)
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    progress.advance(task, len(chunk))
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            if isinstance(reason, TimeoutError):
+                raise UserError(
+                    f"download of {url} stalled: no data for {stall_s:g} s; nothing was saved; "
+                    "retry, set RAYCERT_MIRROR to a faster mirror, or raise "
+                    "RAYCERT_DOWNLOAD_TIMEOUT"
+                ) from exc
+            raise UserError(
+                f"could not download {url} ({reason}); check the network, or set "
+                f"RAYCERT_MIRROR to a mirror holding {dest.name}"
+            ) from exc
         if digest.hexdigest() != md5:
             raise UserError(
                 f"download of {url} has md5 {digest.hexdigest()}, expected {md5}; "
                 f"nothing was saved; retry, or set RAYCERT_MIRROR to a good mirror"
             )
-        os.replace(tmp, dest)
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise UserError(
-            f"could not download {url} ({reason}); check the network, or set "
-            f"RAYCERT_MIRROR to a mirror holding {dest.name}"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -162,7 +159,9 @@ def _progress() -> Progress:
 
 
 def _url(name: str, filename: str) -> str:
-    base = os.environ.get("RAYCERT_MIRROR", "") or MIRRORS[name]
+    source = DATASETS[name].source
+    assert source is not None, f"{name} is generated in memory"
+    base = os.environ.get("RAYCERT_MIRROR", "") or source.url
     return f"{base.rstrip('/')}/{filename}"
 
 

@@ -28,25 +28,31 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from raycert.data.registry import DATASETS
 from raycert.errors import UserError
 
 ROOT_HINT = "data root from --data-dir or RAYCERT_DATA"
 
-MNIST_DIR = Path("MNIST") / "raw"
+
+def _folder(name: str) -> Path:
+    source = DATASETS[name].source
+    assert source is not None, f"{name} has no folder on disk"
+    return source.folder
+
+
+# Folders under the data root, from each dataset's registry entry (``Source.folder``).
+MNIST_DIR = _folder("mnist") / "raw"
 MNIST_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-CIFAR10_DIR = Path("cifar-10-batches-py")
+CIFAR10_DIR = _folder("cifar10")
 CIFAR10_BATCHES = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
     "test": ("test_batch",),
 }
-TINYIMAGENET_DIR = Path("tiny-imagenet-200")
+TINYIMAGENET_DIR = _folder("tinyimagenet")
 TINYIMAGENET_SIZE_PX = 64
-
-# The folder under the data root that holds each on-disk dataset (what a download creates).
-DATASET_DIRS = {"mnist": Path("MNIST"), "cifar10": CIFAR10_DIR, "tinyimagenet": TINYIMAGENET_DIR}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from raycert.data.downloads import download_dataset
-from raycert.data.formats import DATASET_DIRS, missing_error, missing_files, read_cached
+from raycert.data.formats import missing_error, missing_files, read_cached
 from raycert.data.registry import DATASETS, ON_DISK, DatasetInfo, dataset_info
 from raycert.data.split import SPLITS, Split
 from raycert.data.synthetic import synthetic_split
 from raycert.errors import UserError
+from raycert.files import cache_dir
 
 
 def resolve_root(data_dir: str | Path | None = None) -> Path:
@@ -34,8 +35,7 @@ def resolve_root(data_dir: str | Path | None = None) -> Path:
     elif os.environ.get("RAYCERT_DATA"):
         chosen = os.environ["RAYCERT_DATA"]
     else:
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        chosen = os.path.join(cache, "raycert", "data")
+        return cache_dir("data")
     return Path(os.path.abspath(os.path.expanduser(chosen)))
 
 
@@ -107,8 +107,16 @@ class DatasetStatus:
 
 
 def check(root: str | Path | None = None) -> list[DatasetStatus]:
-    """Read every on-disk dataset under the root and report its split sizes or its problem."""
+    """Read every on-disk dataset under the root and report its split sizes or its problem; a
+    ``UserError`` if the root is not a folder."""
     data_root = resolve_root(root)
+    if not data_root.is_dir():
+        what = "is not a folder" if data_root.exists() else "does not exist"
+        raise UserError(
+            f"data root {data_root} {what}; pass --data-dir (or set RAYCERT_DATA) to the folder "
+            "holding MNIST/raw, cifar-10-batches-py or tiny-imagenet-200, or fetch one with "
+            "`raycert data download mnist --data-dir DIR`"
+        )
     statuses = []
     for name in ON_DISK:
         missing = missing_files(name, data_root)
@@ -132,9 +140,9 @@ def check(root: str | Path | None = None) -> list[DatasetStatus]:
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:
     """Where a dataset lives under the data root (the folder ``download`` creates)."""
     info = dataset_info(name)
-    if info.name not in DATASET_DIRS:
+    if info.source is None:
         raise UserError(f"{info.name} is generated in memory and has no folder on disk")
-    return resolve_root(root) / DATASET_DIRS[info.name]
+    return resolve_root(root) / info.source.folder
 
 
 def download(name: str, root: str | Path | None = None) -> Path:

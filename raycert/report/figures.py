@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from raycert.report.reading import StudyResults, is_log_scale
-from raycert.studyfolder import pareto_front
+from raycert.studyfolder import is_completed
 from raycert.units import format_eps
 
 COLORS = qualitative.Plotly
@@ -88,19 +88,20 @@ def _trial_hover(row: dict[str, Any], study: StudyResults) -> str:
 def front_figure(studies: list[StudyResults]) -> go.Figure:
     """Validation accuracy vs ACR of every trial, each study's Pareto front and the targets.
 
-    Per study: feasible trials (accuracy >= the lowest target), infeasible ones (faded), stopped
-    ones (pruned, diverged or failed; crosses, faded) and the front as a step line with its
-    points ringed.
+    Per study: feasible trials (for the lowest target), infeasible completed ones (faded),
+    stopped ones with metrics (pruned, diverged or failed; crosses, faded) and the stored Pareto
+    front as a step line with its points ringed.
     """
     fig = go.Figure()
     for i, study in enumerate(studies):
-        trials = study.trials[study.trials["clean_acc"].notna() & study.trials["acr"].notna()]
-        done = trials["status"] == "completed"
-        feasible = done & (trials["clean_acc"] >= min(study.targets, default=0.0))
+        trials = study.trials
+        done = is_completed(trials)
+        feasible = study.feasible(min(study.targets))
+        stopped = ~done & trials["clean_acc"].notna() & trials["acr"].notna()
         groups = [
             ("feasible", trials[feasible], {"symbol": "circle", "size": 9, "opacity": 0.9}),
             ("infeasible", trials[done & ~feasible], {"symbol": "circle", "opacity": 0.3}),
-            ("pruned / failed", trials[~done], {"symbol": "x", "size": 7, "opacity": 0.3}),
+            ("pruned / failed", trials[stopped], {"symbol": "x", "size": 7, "opacity": 0.3}),
         ]
         for label, rows, marker in groups:
             if rows.empty:
@@ -117,7 +118,7 @@ def front_figure(studies: list[StudyResults]) -> go.Figure:
                     hovertemplate="%{text}<extra></extra>",
                 )
             )
-        front = pareto_front(trials[done])
+        front = study.pareto()
         if not front.empty:
             fig.add_trace(
                 go.Scatter(
@@ -169,6 +170,7 @@ def curves_figure(studies: list[StudyResults]) -> go.Figure:
         for j, chosen in enumerate(study.chosen):
             if chosen.radii is None or chosen.correct is None:
                 continue
+            target = chosen.result.target
             eps, accuracy = cert_acc_curve(chosen.radii, chosen.correct, study.acr_cap)
             acr = curve_area(eps, accuracy)
             fig.add_trace(
@@ -177,7 +179,7 @@ def curves_figure(studies: list[StudyResults]) -> go.Figure:
                     y=accuracy,
                     mode="lines",
                     line={"color": color(i), "shape": "vh", "dash": DASHES[j % len(DASHES)]},
-                    name=f"{study.name} @ {chosen.target:g} (ACR {acr:.4g})",
+                    name=f"{study.name} @ {target:g} (ACR {acr:.4g})",
                     hovertemplate="eps %{x:.5g}<br>certified acc %{y:.3f}<extra>%{fullData.name}"
                     "</extra>",
                 )
@@ -267,7 +269,7 @@ def importance_figure(studies: list[StudyResults]) -> go.Figure:
 def parallel_figure(study: StudyResults) -> go.Figure:
     """The search space of one study's completed trials, coloured by validation ACR."""
     done = study.completed()
-    space = study.meta.get("search_space") or {}
+    space = study.meta.search_space
     dimensions = []
     for p in study.params:
         values = done[f"param.{p}"]

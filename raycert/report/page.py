@@ -20,8 +20,10 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from raycert.errors import UserError
+from raycert.files import atomic_path
 from raycert.report import figures
 from raycert.report.reading import ChosenModel, StudyResults, load_study
+from raycert.studyfolder import CHOSEN, RESULTS_JSON, TEST_RADII_CSV, Metrics
 from raycert.units import cert_acc_key, format_eps
 
 REPORTS_DIR = Path("reports")
@@ -74,12 +76,11 @@ def build_report(study_dirs: list[Path], out: Path | None = None) -> Path:
     for study in studies:  # label same-named studies from different storages apart
         seen[study.name] = seen.get(study.name, 0) + 1
         if seen[study.name] > 1:
-            study.meta["name"] = f"{study.name} ({seen[study.name]})"
+            study.name = f"{study.name} ({seen[study.name]})"
     out = Path(out) if out is not None else default_report_path([s.name for s in studies])
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(render_page(studies), encoding="utf-8")
-    partial.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(render_page(studies), encoding="utf-8")
     return out
 
 
@@ -109,7 +110,7 @@ def render_page(studies: list[StudyResults], generated: datetime | None = None) 
     if any(c.radii is not None for s in studies for c in s.chosen):
         parts += [
             '<p class="note">Fraction of test samples certified at each radius (from '
-            "<code>chosen/&lt;target&gt;/test_radii.csv</code>). The area under each curve, "
+            f"<code>{CHOSEN}/&lt;target&gt;/{TEST_RADII_CSV}</code>). The area under each curve, "
             "from 0 to the cap, is the model's ACR (the mean certified radius).</p>",
             _figure("curves", figures.curves_figure(studies)),
         ]
@@ -167,8 +168,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
-def _acr(metrics: dict[str, Any], cap: float) -> str:
-    acr = metrics.get("acr")
+def _acr(metrics: Metrics | None, cap: float) -> str:
+    acr = (metrics or {}).get("acr")
     if not _is_number(acr):
         return "–"
     return f"{acr:.4g} ({100 * acr / cap:.1f}% of {format_eps(cap)})"
@@ -189,13 +190,12 @@ def _summary(studies: list[StudyResults]) -> str:
     for i, study in enumerate(studies):
         m = study.meta
         head = (
-            f"{_swatch(i)}<b>{html.escape(study.name)}</b> ({html.escape(str(m['dataset']))}, "
-            f"{html.escape(str(m.get('method', '?')))}, preset "
-            f"{html.escape(str(m.get('preset', '?')))}, {html.escape(str(m.get('status', '?')))}"
+            f"{_swatch(i)}<b>{html.escape(study.name)}</b> ({html.escape(m.dataset)}, "
+            f"{html.escape(m.method)}, preset {html.escape(m.preset)}, {html.escape(m.status)}"
             f"): {len(study.trials)} trials, {len(study.completed())} completed"
         )
         outcomes = []
-        for chosen in study.chosen:
+        for chosen in (c.result for c in study.chosen):
             if chosen.met:
                 outcomes.append(
                     f"target {chosen.target:g} met by {html.escape(str(chosen.trial_id))}, "
@@ -217,10 +217,10 @@ def _chosen_table(studies: list[StudyResults]) -> str:
     rows = []
     for i, study in enumerate(studies):
         if not study.chosen:
-            status = _text(study.meta.get("status"))
+            status = _text(study.meta.status)
             rows.append(
                 f"<tr><td>{_swatch(i)}{html.escape(study.name)}</td>"
-                f'<td colspan="{len(header) - 1}">no results.json yet (study {status})</td></tr>'
+                f'<td colspan="{len(header) - 1}">no {RESULTS_JSON} yet (study {status})</td></tr>'
             )
             continue
         rows += [_chosen_row(i, study, chosen, eps_keys) for chosen in study.chosen]
@@ -229,16 +229,16 @@ def _chosen_table(studies: list[StudyResults]) -> str:
     return f'<table class="targets"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _chosen_row(i: int, study: StudyResults, chosen: ChosenModel, eps_keys: list[str]) -> str:
-    cap = study.acr_cap
+def _chosen_row(i: int, study: StudyResults, model: ChosenModel, eps_keys: list[str]) -> str:
+    cap, chosen = study.acr_cap, model.result
     if chosen.met:
-        trial, params, val = chosen.trial_id, chosen.params, chosen.val
-        status, test, run_dir = "met", chosen.test, chosen.run_dir
+        trial, params, val = chosen.trial_id, chosen.params, chosen.val or {}
+        status, test, run_dir = "met", chosen.test or {}, chosen.run_dir
     else:
-        closest = chosen.closest or {}
-        trial = f"closest: {closest.get('trial_id', '–')}"
-        params, val = closest.get("params") or {}, closest.get("val") or closest
-        status, test, run_dir = "unmet", {}, closest.get("run_dir")
+        closest = chosen.closest
+        trial = f"closest: {closest.trial_id if closest else '–'}"
+        params, val = (closest.params, closest.val) if closest else ({}, {})
+        status, test, run_dir = "unmet", {}, None
     path = "–"
     if run_dir:
         full = html.escape(str(study.directory / run_dir))
@@ -272,18 +272,18 @@ def _metadata_table(studies: list[StudyResults]) -> str:
     fields = [
         ("directory", lambda s: f"<code>{html.escape(str(s.directory))}</code>"),
         ("dataset / preset / method", _dataset_line),
-        ("status", lambda s: _text(s.meta.get("status"))),
+        ("status", lambda s: _text(s.meta.status)),
         ("accuracy targets", lambda s: ", ".join(f"{t:g}" for t in s.targets)),
-        ("budget (trials requested)", lambda s: _text(s.meta.get("trials_requested"))),
+        ("budget (trials requested)", lambda s: _text(s.meta.trials_requested)),
         ("trials", _counts),
         ("ACR cap / standard radii", _radii_line),
-        ("seed", lambda s: _text(s.meta.get("seed"))),
+        ("seed", lambda s: _text(s.meta.seed)),
         ("hardware", _hardware),
         ("cluster address / storage", _where),
         ("started / finished", _times),
-        ("versions", lambda s: _key_values(s.meta.get("versions"))),
-        ("search space", lambda s: _lines(s.meta.get("search_space"))),
-        ("base config", lambda s: _lines(s.meta.get("base_config"))),
+        ("versions", lambda s: _key_values(s.meta.versions)),
+        ("search space", lambda s: _lines(s.meta.search_space)),
+        ("base config", lambda s: _lines(s.meta.base_config)),
     ]
     head = "".join(f"<th>{_swatch(i)}{html.escape(s.name)}</th>" for i, s in enumerate(studies))
     rows = "".join(
@@ -317,7 +317,7 @@ def _lines(value: Any) -> str:
 
 
 def _dataset_line(s: StudyResults) -> str:
-    return " / ".join(_text(s.meta.get(k)) for k in ("dataset", "preset", "method"))
+    return " / ".join(_text(v) for v in (s.meta.dataset, s.meta.preset, s.meta.method))
 
 
 def _radii_line(s: StudyResults) -> str:
@@ -325,33 +325,28 @@ def _radii_line(s: StudyResults) -> str:
 
 
 def _counts(s: StudyResults) -> str:
-    counts = s.meta.get("trials", s.meta.get("counts"))
-    if not isinstance(counts, dict) or not counts:
-        counts = s.trials["status"].value_counts().to_dict()
-    return f"{len(s.trials)} recorded: " + _key_values(counts)
+    """The trial counts the study recorded when it stopped (none while it runs)."""
+    if not s.meta.trial_counts:
+        status = _text(s.meta.status)
+        return f"{len(s.trials)} finished so far; counted when the study stops ({status})"
+    return f"{sum(s.meta.trial_counts.values())} recorded: " + _key_values(s.meta.trial_counts)
 
 
 def _hardware(s: StudyResults) -> str:
-    hw, res = s.meta.get("hardware") or {}, s.meta.get("resources") or {}
-    cluster = (
-        f"{_text(hw.get('nodes'))} node(s), {_text(hw.get('cpus'))} CPUs, "
-        f"{_text(hw.get('gpus'))} GPUs"
-    )
-    per_trial = (
-        f"{_text(res.get('cpus_per_trial'))} CPU + {_text(res.get('gpus_per_trial'))} GPU per trial"
-    )
-    concurrency = s.meta.get("concurrency")
+    hw, res = s.meta.hardware, s.meta.resources
+    cluster = f"{hw.nodes} node(s), {hw.cpus:g} CPUs, {hw.gpus:g} GPUs" if hw else "–"
+    per_trial = f"{res.cpus_per_trial:g} CPU + {res.gpus_per_trial:g} GPU per trial" if res else "–"
+    concurrency = s.meta.concurrency
     at_once = f", {_text(concurrency)} at once" if concurrency is not None else ""
     return f"{cluster}; {per_trial}{at_once}"
 
 
 def _where(s: StudyResults) -> str:
-    address = s.meta.get("address") or "local"
-    return f"{_text(address)} / <code>{_text(s.meta.get('storage'))}</code>"
+    return f"{_text(s.meta.address)} / <code>{_text(s.meta.storage)}</code>"
 
 
 def _times(s: StudyResults) -> str:
-    started, finished = s.meta.get("started"), s.meta.get("finished")
+    started, finished = s.meta.started, s.meta.finished
     text = f"{_text(started)} / {_text(finished)}"
     try:
         seconds = (

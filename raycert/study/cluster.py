@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import ray
 
-from raycert.errors import UserError
+from raycert.errors import UserError, one_line
 
 # Fractional resources in Ray are multiples of 1e-4.
 RESOURCE_QUANTUM = 10_000
@@ -82,7 +82,7 @@ def connect(address: str | None, *, quiet: bool = True) -> bool:
         hint = "" if address is None else "; if its nodes use token auth, export the same token"
         where = address or "local"
         raise UserError(
-            f"cannot connect to the Ray cluster at {where}: {_one_line(exc)}{hint}"
+            f"cannot connect to the Ray cluster at {where}: {one_line(exc)}{hint}"
         ) from None
     return True
 
@@ -163,7 +163,3 @@ def _match_cluster_auth() -> None:
     )
 
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -10,18 +10,29 @@ never by Tune's ``get_best_result``, which knows nothing of the constraint. Each
 certified on the test split, once, as a Ray task with a trial's resources.
 
 A study lives in ``<storage>/<name>/`` (see ``raycert.studyfolder``). ``resume=True`` continues an
-interrupted one from Ray Tune's experiment state and the pickled searcher: finished trials are
-kept, running ones go on from their last checkpoint, and the total reaches ``trials``.
+interrupted or stopped one from Ray Tune's experiment state and the pickled searcher: finished
+trials are kept, running ones go on from their last checkpoint, and the total reaches
+``trials``; a larger ``trials`` extends a finished study.
+
+Before Ray starts, every path is made absolute against the working folder (trials run in Ray's
+folders), the storage is checked writable, and the study's lock is taken (one driver per study;
+``raycert.study.lock``). SIGTERM stops a study as Ctrl-C does. A ``UserError`` in a trial stops
+the study at once, without retries (``raycert.study.failures``), and ``--resume`` continues it
+once the problem is fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import platform
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,32 +43,50 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from raycert import __version__
-from raycert.data import dataset_info, load
+from raycert.data import dataset_info, load, resolve_root
 from raycert.errors import UserError
-from raycert.study import cluster
+from raycert.paths import absolute
+from raycert.study import cluster, failures
+from raycert.study.lock import StudyLock
 from raycert.study.searcher import ConstrainedOptunaSearch, distributions
 from raycert.study.spec import StudySpec, load_study_spec, parse_targets
-from raycert.study.trial import TrialSetup, certify_on_cluster, train_trial
-from raycert.study.tune_state import repair_tune_state
+from raycert.study.storage import check_storage, cluster_warning
+from raycert.study.trial import FinishedRun, TrialSetup, certify_on_cluster, train_trial
+from raycert.study.tune_state import extend_tune_state, repair_tune_state
 from raycert.study.tune_trials import TrialsWriter, trial_rows
 from raycert.studyfolder import (
     CHOSEN,
-    RESULTS_JSON,
     STUDY_JSON,
-    TRIAL_STATUSES,
     TUNE_DIR,
+    Hardware,
     StudyDir,
+    StudyMeta,
+    TargetResult,
+    TrialError,
+    TrialResources,
     choose,
     fail_stale_trials,
-    row_metrics,
-    row_params,
+    journal_storage,
+    optuna_numbers,
+    read_meta,
+    read_results,
+    read_trials,
     target_label,
+    trial_counts,
     trials_table,
+    unmet,
+    won,
+    write_meta,
+    write_results,
+    write_test,
+    write_trials,
 )
 
 STUDY_METHODS = ("acert", "ibp")
-# Settings a resumed study must share with the one it continues.
-RESUME_KEYS = ("dataset", "preset", "method", "targets", "trials_requested", "seed")
+# Settings a resumed study must share with the one it continues (its trial count may grow).
+RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed")
+# Trial statuses whose run is over: a restarted trial with one of them reports it, untrained.
+OVER = ("completed", "pruned", "diverged")
 
 
 @dataclass(frozen=True)
@@ -79,29 +108,20 @@ class StudyRequest:
     seed: int = 0
     data_dir: str | None = None
     spec: str | None = None
-
-
-@dataclass
-class TargetResult:
-    """The model chosen for one accuracy target, or (``met=False``) the closest trial."""
-
-    target: float
-    met: bool
-    trial_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    val: dict[str, Any] = field(default_factory=dict)
-    test: dict[str, Any] = field(default_factory=dict)
-    run_dir: str | None = None
-    closest: dict[str, Any] | None = None
+    download: bool = True
 
 
 @dataclass
 class StudyResult:
-    """How a study ended; ``study_dir`` holds everything (the report reads it from there)."""
+    """How a study ended; ``study_dir`` holds everything (the report reads it from there).
+
+    ``status`` is ``finished`` or ``interrupted``; ``meta`` is study.json, whose
+    ``trial_counts`` and ``errors`` (one entry per failed trial: number, trial id, message)
+    say how the trials went."""
 
     study_dir: str
     status: str
-    meta: dict[str, Any]
+    meta: StudyMeta
     targets: list[TargetResult]
 
 
@@ -116,9 +136,37 @@ def run_study(
     ``trainable`` replaces the trainer with any Ray Tune function trainable that reports
     ``clean_acc`` and ``acr`` (and ``final``/``sched_score`` when they matter); its config holds
     the sampled hyperparameters. Test certification needs a raycert run as its checkpoint.
+    Raises ``UserError`` for bad input, a busy study, or a trial that raised one; a
+    ``KeyboardInterrupt`` (Ctrl-C, SIGTERM before the trials start) leaves a resumable study.
     """
+    request = resolve_paths(request)
     spec, meta = _plan(request)
-    store = StudyDir(request.storage, meta["name"])
+    storage = check_storage(request.storage)
+    with StudyLock(storage, meta.name):
+        return _run_locked(request, spec, meta, StudyDir(storage, meta.name), trainable, progress)
+
+
+def resolve_paths(request: StudyRequest) -> StudyRequest:
+    """The request with its data root, storage and spec file absolute (URIs unchanged), as the
+    user meant them from their working folder: Ray's trials run in folders of their own."""
+    return dataclasses.replace(
+        request,
+        data_dir=str(resolve_root(request.data_dir)),
+        storage=absolute(request.storage),
+        spec=None if request.spec is None else absolute(request.spec),
+    )
+
+
+def _run_locked(
+    request: StudyRequest,
+    spec: StudySpec,
+    meta: StudyMeta,
+    store: StudyDir,
+    trainable: Callable[[dict[str, Any]], None] | None,
+    progress: bool,
+) -> StudyResult:
+    """``run_study`` once the study's lock is held."""
+    saved = None
     if store.exists() and not request.resume:
         raise UserError(
             f"study {store.uri} exists; pass --resume to continue it or choose another --name"
@@ -126,51 +174,101 @@ def run_study(
     if request.resume:
         if not store.has(STUDY_JSON):
             raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
-        saved = store.read_json(STUDY_JSON)
-        _check_resumable(saved, meta, store.uri)
-        if saved.get("status") == "finished":
+        saved = read_meta(store)
+        _check_resumable(saved, meta, request.trials, store.uri)
+        more = meta.trials_requested > saved.trials_requested
+        if saved.status == "finished" and not more:
             return _finished_result(store, saved)
-        meta["started"] = saved.get("started", meta["started"])
-    if trainable is None:
-        load(spec.base.dataset, "val", request.data_dir, limit=1)  # missing data fails here
+        meta.started = saved.started
+    if trainable is None:  # missing data fails here, before Ray starts
+        load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A checkpoint per epoch with num_to_keep=1 snapshots Tune's state each epoch, by design.
+    # A checkpoint per epoch snapshots Tune's state each epoch, by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's own console output (its legacy engine at verbose=0 is silent); progress is ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune records every trial's error; Ray's echo of those it dropped on a stop is noise.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     owned = cluster.connect(request.address)
     try:
-        hw = cluster.hardware()
-        res = cluster.plan_resources(
-            hw,
-            request.cpus_per_trial,
-            request.gpus_per_trial,
-            request.concurrency,
-            meta["trials_requested"],
-        )
-        meta.update(
-            resources={"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial},
-            concurrency=res.concurrency,
-            hardware=hw.to_dict(),
-            status="running",
-        )
-        store.write_json(STUDY_JSON, meta)
-        try:
-            tuner = _tuner(spec, meta, store, res, trainable, progress, request)
-            tuner.fit()
-        except KeyboardInterrupt:
-            meta["status"] = "interrupted"
-            store.write_json(STUDY_JSON, meta)
-            raise
-        return _finish(store, meta, res, request.data_dir)
+        with _sigterm_as_sigint():
+            hw = cluster.hardware()
+            res = cluster.plan_resources(
+                hw,
+                request.cpus_per_trial,
+                request.gpus_per_trial,
+                request.concurrency,
+                meta.trials_requested,
+            )
+            warning = cluster_warning(request.storage, hw.nodes)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
+            meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
+            meta.concurrency = res.concurrency
+            meta.hardware = Hardware(**hw.to_dict())
+            meta.status, meta.error = "running", None
+            write_meta(store, meta)
+            failures.forget(store.uri)
+            try:
+                tuner = _tuner(spec, meta, store, res, trainable, progress, request, saved)
+                with failures.quiet_user_errors(), contextlib.suppress(failures.StudyStopped):
+                    tuner.fit()
+            except KeyboardInterrupt:
+                meta.status = "interrupted"
+                write_meta(store, meta)
+                raise
+            stopped = failures.user_error(store.uri)
+            if stopped is not None:
+                raise _stopped(store, meta, *stopped)
+            return _finish(store, meta, res, request.data_dir)
     finally:
+        failures.forget(store.uri)
         store.save_journal()
         if owned:
             ray.shutdown()
 
 
-def _plan(request: StudyRequest) -> tuple[StudySpec, dict[str, Any]]:
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """Within: SIGTERM (what batch schedulers send) acts as Ctrl-C, through whatever handles
+    SIGINT at that moment (Ray Tune's graceful stop while trials run). Installed after Ray's
+    start-up, which sets a SIGTERM handler of its own."""
+
+    def forward(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(store: StudyDir, meta: StudyMeta, trial_id: str, message: str) -> UserError:
+    """Record a study stopped by a trial's ``UserError``; the error to raise."""
+    number = _trial_number(store, meta.name, trial_id)
+    meta.status, meta.error = "stopped", TrialError(number, trial_id, message)
+    write_meta(store, meta)
+    return UserError(
+        f"{message} (trial {number}; the study stopped: fix this, then continue it with --resume)"
+    )
+
+
+def _trial_number(store: StudyDir, name: str, trial_id: str) -> int | str:
+    """Optuna's number of a Tune trial (its id when the journal does not know it)."""
+    return optuna_numbers(store, name).get(trial_id, trial_id)
+
+
+def _plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     """Check a request without Ray and describe the study it asks for (study.json's settings)."""
     info = dataset_info(request.dataset)
     spec = load_study_spec(info.name, request.preset, request.spec)
@@ -181,80 +279,107 @@ def _plan(request: StudyRequest) -> tuple[StudySpec, dict[str, Any]]:
     if not targets:
         raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
     trials = request.trials if request.trials is not None else spec.trials
-    if trials is None:
+    if trials is None and not request.resume:  # a resumed study has its count
         raise UserError(f"no trial count: pass --trials or set [study.{spec.preset}] trials")
-    if trials < 1 or (request.concurrency is not None and request.concurrency < 1):
+    if (trials is not None and trials < 1) or (
+        request.concurrency is not None and request.concurrency < 1
+    ):
         raise UserError("--trials and --concurrency must be at least 1")
+    if not request.cpus_per_trial > 0 or not math.isfinite(request.cpus_per_trial):
+        raise UserError(f"--cpus-per-trial must be a number > 0, got {request.cpus_per_trial}")
+    gpus = request.gpus_per_trial
+    if gpus != "auto" and not (isinstance(gpus, int | float) and 0 <= gpus < math.inf):
+        raise UserError(f"--gpus-per-trial must be a number >= 0 or auto, got {gpus}")
     name = request.name or f"{info.name}-{method}-{spec.preset}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
-    base = dataclasses.replace(spec.base, method=method, seed=request.seed).resolve()
+    base = spec.base.replace(method=method, seed=request.seed).resolve()
     spec = dataclasses.replace(spec, base=base)
-    meta = {
-        "name": name,
-        "dataset": info.name,
-        "preset": spec.preset,
-        "method": method,
-        "targets": list(targets),
-        "trials_requested": trials,
-        "seed": request.seed,
-        "search_space": spec.search_space,
-        "asha": spec.asha,
-        "base_config": base.to_dict(),
-        "acr_cap": base.cert_cap,
-        "eps_list": list(base.cert_eps or ()),
-        "storage": request.storage,
-        "address": request.address or "local",
-        "spec_file": str(spec.path),
-        "versions": _versions(),
-        "started": _now(),
-        "finished": None,
-        "status": "running",
-        "trial_counts": {},
-    }
+    meta = StudyMeta(
+        name=name,
+        dataset=info.name,
+        preset=spec.preset,
+        method=method,
+        targets=list(targets),
+        trials_requested=trials if trials is not None else 0,  # resumed: the saved count
+        seed=request.seed,
+        search_space=spec.search_space,
+        asha=spec.asha,
+        base_config=base.to_dict(),
+        acr_cap=base.cert_cap,
+        eps_list=list(base.cert_eps or ()),
+        storage=request.storage,
+        address=request.address or "local",
+        spec_file=str(spec.path),
+        versions=_versions(),
+        started=_now(),
+        finished=None,
+        status="running",
+        trial_counts={},
+    )
     return spec, meta
 
 
-def _check_resumable(saved: dict[str, Any], meta: dict[str, Any], where: str) -> None:
-    changed = [k for k in RESUME_KEYS if saved.get(k) != meta[k]]
+def _check_resumable(saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str) -> None:
+    """Refuse to resume with other settings; ``trials`` (None: the saved count) may grow."""
+    changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
     if changed:
-        diffs = "; ".join(f"{k} was {saved.get(k)!r}, now {meta[k]!r}" for k in changed)
+        diffs = "; ".join(
+            f"{k} was {getattr(saved, k)!r}, now {getattr(meta, k)!r}" for k in changed
+        )
         raise UserError(f"cannot resume {where} with other settings ({diffs})")
+    before = saved.trials_requested
+    meta.trials_requested = before if trials is None else trials
+    if meta.trials_requested < before:
+        raise UserError(
+            f"cannot resume {where} with --trials {trials}: it asked for {before} trials; "
+            "pass the same or a larger count"
+        )
 
 
 def _tuner(
     spec: StudySpec,
-    meta: dict[str, Any],
+    meta: StudyMeta,
     store: StudyDir,
     res: cluster.Resources,
     trainable: Callable | None,
     progress: bool,
     request: StudyRequest,
+    saved: StudyMeta | None,
 ) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored when resuming and Tune saved its state."""
-    targets = meta["targets"]
+    """A new Tuner, or the interrupted one restored when resuming and Tune saved its state
+    (with more trials to run if ``meta`` asks for more than ``saved`` did)."""
+    targets = meta.targets
+    path = f"{store.uri}/{TUNE_DIR}"
+    restore = saved is not None and tune.Tuner.can_restore(path)
     if trainable is None:
-        setup = TrialSetup(meta["base_config"], request.data_dir, res.gpus_per_trial, min(targets))
+        setup = TrialSetup(
+            meta.base_config,
+            request.data_dir,
+            res.gpus_per_trial,
+            min(targets),
+            finished=_finished_runs(store, targets) if restore else {},
+        )
         trainable = tune.with_parameters(train_trial, setup=setup)
     trainable = tune.with_resources(
         trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     )
-    path = f"{store.uri}/{TUNE_DIR}"
-    if request.resume and tune.Tuner.can_restore(path):
+    if restore:
         repair_tune_state(store)
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
+        if meta.trials_requested > saved.trials_requested:
+            extend_tune_state(store, meta.trials_requested)
+        # A study a trial's UserError stopped gives its failed trials another go.
+        stopped = saved.status == "stopped"
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
 
     several = len(targets) > 1
-    journal = store.journal_file()
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(journal))
     searcher = ConstrainedOptunaSearch(
         space=distributions(spec.params),
         metric=["clean_acc", "acr"] if several else "acr",
         mode=["max", "max"] if several else "max",
         sampler=optuna.samplers.TPESampler(seed=request.seed),
-        study_name=meta["name"],
-        storage=optuna.storages.JournalStorage(backend),
+        study_name=meta.name,
+        storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
     )
@@ -267,14 +392,15 @@ def _tuner(
             max_t=spec.base.epochs,
             grace_period=min(spec.grace_period, spec.base.epochs),
         )
-    writer = TrialsWriter(request.storage, meta["name"], targets, [p.name for p in spec.params])
+    writer = TrialsWriter(request.storage, meta.name, targets, [p.name for p in spec.params])
     writer.progress = progress
+    stop = failures.StopOnUserError(store.uri)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=meta["trials_requested"],
+            num_samples=meta.trials_requested,
             max_concurrent_trials=res.concurrency,
             reuse_actors=True,
         ),
@@ -282,34 +408,38 @@ def _tuner(
             name=TUNE_DIR,
             storage_path=store.uri,
             failure_config=tune.FailureConfig(max_failures=1),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[writer],
+            # Two, not one: Tune copies its state into the study folder behind the trials, so a
+            # driver killed mid-copy can leave a state naming the previous checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[writer, stop],
             verbose=0,
         ),
     )
 
 
 def _finish(
-    store: StudyDir, meta: dict[str, Any], res: cluster.Resources, data_dir: str | None
+    store: StudyDir, meta: StudyMeta, res: cluster.Resources, data_dir: str | None
 ) -> StudyResult:
     """Write the final table; if every trial finished, choose, certify and write the results."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
-    params = list(meta["search_space"])
-    rows = trial_rows(analysis.trials, params, store, meta["name"])
-    table = trials_table(rows, meta["targets"])
-    store.write_trials(table)
-    meta["trial_counts"] = {s: int((table["status"] == s).sum()) for s in TRIAL_STATUSES}
-    finished = len(table) >= meta["trials_requested"]
+    params = list(meta.search_space)
+    rows = trial_rows(analysis.trials, params, store, meta.name)
+    table = trials_table(rows, meta.targets)
+    write_trials(store, table)
+    meta.trial_counts = trial_counts(table)
+    meta.errors = [
+        TrialError(row.number, row.trial_id, row.error) for row in rows if row.status == "error"
+    ]
+    finished = len(table) >= meta.trials_requested
     results: list[TargetResult] = []
     if finished:
-        fail_stale_trials(store, meta["name"])
-        results = _choose_and_certify(store, table, meta["targets"], res, data_dir)
-        store.write_json(RESULTS_JSON, {"targets": [dataclasses.asdict(r) for r in results]})
-    meta.update(
-        status="finished" if finished else "interrupted", finished=_now() if finished else None
-    )
-    store.write_json(STUDY_JSON, meta)
-    return StudyResult(store.uri, meta["status"], meta, results)
+        fail_stale_trials(store, meta.name)
+        results = _choose_and_certify(store, table, meta.targets, res, data_dir)
+        write_results(store, results)
+    meta.status = "finished" if finished else "interrupted"
+    meta.finished = _now() if finished else None
+    write_meta(store, meta)
+    return StudyResult(store.uri, meta.status, meta, results)
 
 
 def _choose_and_certify(
@@ -324,20 +454,13 @@ def _choose_and_certify(
     for target in targets:
         winner, closest = choose(table, target)
         if winner is None:
-            near = closest and {
-                "trial_id": closest["trial_id"],
-                "params": row_params(closest),
-                "val": row_metrics(closest),
-            }
-            results.append(TargetResult(target, False, closest=near))
+            results.append(unmet(target, closest))
             continue
-        result = TargetResult(
-            target, True, winner["trial_id"], row_params(winner), row_metrics(winner)
-        )
+        result = won(target, winner)
         results.append(result)
-        checkpoint = tune.Checkpoint(winner["run_dir"]) if winner["run_dir"] else None
+        checkpoint = tune.Checkpoint(winner.run_dir) if winner.run_dir else None
         if checkpoint is not None and _is_run(checkpoint):
-            runs[winner["trial_id"]] = checkpoint
+            runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
     certified = certify_on_cluster(runs, data_dir, res.cpus_per_trial, res.gpus_per_trial)
     for result in results:
@@ -346,9 +469,22 @@ def _choose_and_certify(
         checkpoint, (certs, summary) = runs[result.trial_id], certified[result.trial_id]
         result.test = summary
         store.copy_in(checkpoint.filesystem, checkpoint.path, result.run_dir)
-        store.write_json(f"{result.run_dir}/test_metrics.json", summary)
-        store.write_bytes(f"{result.run_dir}/test_radii.csv", certs.to_csv().encode())
+        write_test(store, result.run_dir, summary, certs.to_csv())
     return results
+
+
+def _finished_runs(store: StudyDir, targets: list[float]) -> dict[str, FinishedRun]:
+    """Trials the trials table records as over, with their run folders: a driver killed before
+    Tune saved their end restarts them on resume, and they must report, not train again."""
+    try:
+        table = read_trials(store, targets)
+    except UserError:  # no table yet, or a damaged one: nothing is known to be over
+        return {}
+    over = table[table["status"].isin(OVER) & table["run_dir"].notna()]
+    return {
+        str(row["trial_id"]): FinishedRun(str(row["run_dir"]), str(row["status"]))
+        for row in over.to_dict("records")
+    }
 
 
 def _is_run(checkpoint: tune.Checkpoint) -> bool:
@@ -359,10 +495,9 @@ def _is_run(checkpoint: tune.Checkpoint) -> bool:
     return all(i.is_file for i in info)
 
 
-def _finished_result(store: StudyDir, meta: dict[str, Any]) -> StudyResult:
+def _finished_result(store: StudyDir, meta: StudyMeta) -> StudyResult:
     """A finished study, read back (resuming it has nothing left to do)."""
-    entries = store.read_json(RESULTS_JSON).get("targets", []) if store.has(RESULTS_JSON) else []
-    return StudyResult(store.uri, "finished", meta, [TargetResult(**e) for e in entries])
+    return StudyResult(store.uri, "finished", meta, read_results(store) or [])
 
 
 def _versions() -> dict[str, str]:

@@ -1,75 +1,222 @@
-"""Spec files: the presets, search space and study settings in ``presets/<dataset>.toml``."""
+"""Spec files: the presets, search space and study settings in ``presets/<dataset>.toml``.
+
+A spec file is read once and validated whole against ``SpecFile``, whose models declare every
+table and key with its rule:
+
+- ``[presets.<preset>]``: ``TrainConfig`` keys (``dataset`` comes from the file's dataset).
+- ``[search.<field>]``: one searched ``TrainConfig`` field; ``type`` is ``float`` or
+  ``log-float`` (``low``, ``high``), ``int`` (``low``, ``high``, optional ``step``) or
+  ``categorical`` (``choices``). Bounds and choices are read by the field's own rule, so eps
+  fields accept ``"2/255"`` (pixel units).
+- ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
+  ``targets``, ``asha`` and ``grace_period`` (epochs before ASHA may stop a trial).
+
+Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
+the key (``presets.quick.lr``), with the closest known key for a misspelt one.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from raycert.data import dataset_info
-from raycert.errors import UserError
-from raycert.training.config import _CHECKS, PRESETS, TrainConfig, _bool, _eps, _float, _int
+from raycert.errors import UserError, validation_error
+from raycert.training.config import STRICT, TrainConfig
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS = ("smoke", "quick", "paper")
 
 
-def load_preset(dataset: str, preset: str, spec_path: str | Path | None = None) -> TrainConfig:
-    """The ``[presets.<preset>]`` table of ``presets/<dataset>.toml`` (or ``spec_path``).
+def _as_field_value(value: Any, info: ValidationInfo) -> Any:
+    """A bound or choice of ``[search.<name>]``, read by ``TrainConfig.<name>``'s own rule."""
+    name = info.data.get("name")
+    return value if name is None else TrainConfig.check_value(name, value)
 
-    Other top-level tables (a study's ``[search]``) are ignored here. The table holds
-    ``TrainConfig`` keys; ``dataset`` comes from the argument.
-    """
+
+# A value of the searched field: a number, a string, a boolean, as that field reads it.
+FieldValue = Annotated[Any, BeforeValidator(_as_field_value)]
+
+
+class FloatParam(BaseModel):
+    """A float range; ``log-float`` samples it on a log scale (then ``low`` > 0)."""
+
+    model_config = STRICT
+
+    name: str
+    type: Literal["float", "log-float"]
+    low: FieldValue
+    high: FieldValue
+
+    @model_validator(mode="after")
+    def _a_range(self) -> FloatParam:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "log-float" and self.low <= 0:
+            raise ValueError(f"a log-float needs low > 0, got {self.low}")
+        try:  # an int field refuses the values in between
+            TrainConfig.check_value(self.name, (self.low + self.high) / 2)
+        except ValueError as exc:
+            raise ValueError(f"{self.name} refuses values inside the range ({exc})") from None
+        return self
+
+
+class IntParam(BaseModel):
+    """An integer range from ``low`` to ``high`` in steps of ``step``."""
+
+    model_config = STRICT
+
+    name: str
+    type: Literal["int"]
+    low: Annotated[int, AfterValidator(_as_field_value)]
+    high: Annotated[int, AfterValidator(_as_field_value)]
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _a_range(self) -> IntParam:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class CategoricalParam(BaseModel):
+    """A list of ``choices``, each a valid value of the field."""
+
+    model_config = STRICT
+
+    name: str
+    type: Literal["categorical"]
+    choices: Annotated[tuple[FieldValue, ...], Field(strict=False, min_length=1)]
+
+
+SearchParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+PARAM_TYPES = ("float", "log-float", "int", "categorical")
+
+
+def _accuracy(value: float) -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"target {value!r} is outside (0, 1); write 0.9 for 90%")
+    return value
+
+
+# Clean-accuracy targets: distinct numbers strictly between 0 and 1, kept sorted.
+Targets = Annotated[
+    tuple[Annotated[float, AfterValidator(_accuracy)], ...],
+    Field(strict=False),
+    AfterValidator(lambda targets: tuple(sorted(set(targets)))),
+]
+
+
+class PresetStudy(BaseModel):
+    """``[study.<preset>]``: the preset's trial budget, its own targets, and whether ASHA stops
+    weak trials after ``grace_period`` epochs."""
+
+    model_config = STRICT
+
+    trials: int | None = Field(None, ge=1)
+    targets: Targets | None = None
+    asha: bool = False
+    grace_period: int = Field(1, ge=1)
+
+
+class StudyTable(BaseModel):
+    """``[study]``: default ``targets`` and one optional table per preset."""
+
+    model_config = STRICT
+
+    targets: Targets = ()
+    smoke: PresetStudy = PresetStudy()
+    quick: PresetStudy = PresetStudy()
+    paper: PresetStudy = PresetStudy()
+
+
+class SpecFile(BaseModel):
+    """A whole spec file. Validate it with ``context={"dataset": name}`` so that preset tables
+    need not repeat the dataset (one that names another dataset is an error)."""
+
+    model_config = STRICT
+
+    presets: dict[str, TrainConfig]
+    search: dict[str, SearchParam] = {}
+    study: StudyTable = StudyTable()
+
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _presets_of_this_dataset(cls, presets: Any, info: ValidationInfo) -> Any:
+        dataset = (info.context or {}).get("dataset")
+        if dataset is None or not isinstance(presets, dict):
+            return presets
+        for preset, table in presets.items():
+            if isinstance(table, dict) and table.get("dataset", dataset) != dataset:
+                raise ValueError(f"[presets.{preset}] is for {table['dataset']!r}, not {dataset!r}")
+        return {
+            p: {"dataset": dataset, **t} if isinstance(t, dict) else t for p, t in presets.items()
+        }
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _searchable_fields(cls, search: Any) -> Any:
+        if not isinstance(search, dict):
+            return search
+        fields = [name for name in TrainConfig.model_fields if name != "dataset"]
+        for key, table in search.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{key!r} is not a searchable TrainConfig field{hint}")
+            if isinstance(table, dict) and "name" in table:
+                raise ValueError(f"[search.{key}] has unknown key 'name': the table's name is it")
+        return {k: {**t, "name": k} if isinstance(t, dict) else t for k, t in search.items()}
+
+
+def spec_file(dataset: str, spec_path: str | Path | None = None) -> Path:
+    """The spec file of ``dataset``: ``spec_path``, else the packaged preset file."""
     name = dataset_info(dataset).name
-    path = Path(spec_path) if spec_path is not None else PRESETS_DIR / f"{name}.toml"
+    return Path(spec_path) if spec_path is not None else PRESETS_DIR / f"{name}.toml"
+
+
+def read_spec(dataset: str, path: Path) -> SpecFile:
+    """Read and validate the whole spec file ``path`` of ``dataset``, once."""
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.toml"))
         listing = f"; spec files there: {', '.join(known)}" if known else ""
         raise UserError(f"no spec file {path}{listing}")
     try:
-        spec = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
-    presets = spec.get("presets", {})
-    if not isinstance(presets, dict) or preset not in presets:
-        choices = ", ".join(presets) if isinstance(presets, dict) and presets else "none"
-        raise UserError(f"{path} has no preset {preset!r}; presets there: {choices}")
-    table = dict(presets[preset])
-    if table.setdefault("dataset", name) != name:
-        raise UserError(f"{path} [presets.{preset}]: dataset {table['dataset']!r} is not {name!r}")
     try:
-        return TrainConfig.from_dict(table)
-    except UserError as exc:
-        raise UserError(f"{path} [presets.{preset}]: {exc}") from None
+        return SpecFile.model_validate(table, context={"dataset": dataset_info(dataset).name})
+    except ValidationError as exc:
+        raise validation_error(exc, str(path), SpecFile) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Study specs: the [search] and [study] tables of raycert/study/presets/<dataset>.toml
-# ---------------------------------------------------------------------------------------------
-
-PARAM_TYPES = ("float", "log-float", "int", "categorical")
-_PARAM_KEYS = {
-    "float": {"type", "low", "high"},
-    "log-float": {"type", "low", "high"},
-    "int": {"type", "low", "high", "step"},
-    "categorical": {"type", "choices"},
-}
-_STUDY_PRESET_KEYS = {"trials", "targets", "asha", "grace_period"}
+def load_preset(dataset: str, preset: str, spec_path: str | Path | None = None) -> TrainConfig:
+    """The ``[presets.<preset>]`` config of ``presets/<dataset>.toml`` (or ``spec_path``)."""
+    path = spec_file(dataset, spec_path)
+    return _preset(read_spec(dataset, path), path, preset)
 
 
-@dataclass(frozen=True)
-class SearchParam:
-    """One searched ``TrainConfig`` field: a range (``float``, ``log-float``, ``int`` with an
-    optional ``step``) or a list of ``choices``. Bounds of eps fields are in pixel units."""
-
-    name: str
-    type: str
-    low: float | int | None = None
-    high: float | int | None = None
-    step: int = 1
-    choices: tuple[Any, ...] = ()
+def _preset(spec: SpecFile, path: Path, preset: str) -> TrainConfig:
+    if preset not in spec.presets:
+        choices = ", ".join(spec.presets) or "none"
+        raise UserError(f"{path} has no preset {preset!r}; presets there: {choices}")
+    return spec.presets[preset]
 
 
 @dataclass(frozen=True)
@@ -77,13 +224,13 @@ class StudySpec:
     """What a study searches and how long: the preset's config, the search space, default
     accuracy targets and trial budget, and whether ASHA stops weak trials early.
 
-    ``search_space`` is the ``[search]`` table as written in the file (for study.json).
+    ``search_space`` is the ``[search]`` table as read (bounds parsed), for study.json.
     """
 
     path: Path
     preset: str
     base: TrainConfig
-    params: tuple[SearchParam, ...]
+    params: tuple[FloatParam | IntParam | CategoricalParam, ...]
     search_space: dict[str, Any]
     targets: tuple[float, ...]
     trials: int | None
@@ -92,112 +239,33 @@ class StudySpec:
 
 
 def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = None) -> StudySpec:
-    """Read the preset, ``[search]`` and ``[study]`` tables of ``presets/<dataset>.toml``.
-
-    ``[search.<field>]`` tables name ``TrainConfig`` fields: ``type`` is one of ``PARAM_TYPES``
-    with ``low``/``high`` (eps fields accept ``"2/255"``) or ``choices``. ``[study]`` holds the
-    default ``targets`` (clean accuracies); ``[study.<preset>]`` may set ``trials``, ``targets``,
-    ``asha`` and ``grace_period`` (epochs before ASHA may stop a trial). Every problem is a
-    ``UserError`` naming the file and the key.
-    """
-    base = load_preset(dataset, preset, spec_path)
-    name = dataset_info(dataset).name
-    path = Path(spec_path) if spec_path is not None else PRESETS_DIR / f"{name}.toml"
-    spec = tomllib.loads(path.read_text())  # load_preset has read and checked it
-    search = spec.get("search")
-    if not isinstance(search, dict) or not search:
+    """The preset, search space and study settings of ``presets/<dataset>.toml`` (or
+    ``spec_path``) for a study of ``preset``; the file must have a ``[search]`` table."""
+    path = spec_file(dataset, spec_path)
+    spec = read_spec(dataset, path)
+    base = _preset(spec, path, preset)
+    if not spec.search:
         raise UserError(f"{path} has no [search] table: a study needs hyperparameters to search")
-    params = tuple(_search_param(path, base, key, table) for key, table in search.items())
-
-    study = spec.get("study", {})
-    if not isinstance(study, dict):
-        raise UserError(f"{path}: [study] must be a table")
-    for key, value in study.items():
-        if key != "targets" and (key not in PRESETS or not isinstance(value, dict)):
-            known = ", ".join(("targets", *(f"[study.{p}]" for p in PRESETS)))
-            raise UserError(f"{path} [study]: unknown key {key!r}; known: {known}")
-    per_preset = study.get(preset, {})
-    where = f"{path} [study.{preset}]"
-    bad = sorted(set(per_preset) - _STUDY_PRESET_KEYS)
-    if bad:
-        known = ", ".join(sorted(_STUDY_PRESET_KEYS))
-        raise UserError(f"{where}: unknown key {bad[0]!r}; known keys: {known}")
-    targets = parse_targets(per_preset.get("targets", study.get("targets", [])), f"{path} targets")
-    trials = per_preset.get("trials")
-    if trials is not None:
-        trials = _int(1)(f"{where} trials", trials)
-    asha = _bool(f"{where} asha", per_preset.get("asha", False))
-    grace = _int(1)(f"{where} grace_period", per_preset.get("grace_period", 1))
-    return StudySpec(path, preset, base, params, search, targets, trials, asha, grace)
+    settings = getattr(spec.study, preset) if preset in PRESETS else PresetStudy()
+    return StudySpec(
+        path=path,
+        preset=preset,
+        base=base,
+        params=tuple(spec.search.values()),
+        search_space={
+            key: param.model_dump(mode="json", exclude={"name"})
+            for key, param in spec.search.items()
+        },
+        targets=spec.study.targets if settings.targets is None else settings.targets,
+        trials=settings.trials,
+        asha=settings.asha,
+        grace_period=settings.grace_period,
+    )
 
 
 def parse_targets(values: Any, where: str = "targets") -> tuple[float, ...]:
     """Accuracy targets as sorted distinct floats, each strictly between 0 and 1."""
-    if not isinstance(values, list | tuple):
-        raise UserError(f"{where} must be a list of accuracies, got {values!r}")
-    targets = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{where}: a target must be a number in (0, 1), got {value!r}")
-        if not 0 < value < 1:
-            raise UserError(f"{where}: target {value!r} is outside (0, 1); write 0.9 for 90%")
-        targets.append(float(value))
-    return tuple(sorted(set(targets)))
-
-
-def _search_param(path: Path, base: TrainConfig, key: str, table: Any) -> SearchParam:
-    """Parse ``[search.<key>]`` and check that its values make valid configs."""
-    where = f"{path} [search.{key}]"
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    if key not in fields or key == "dataset":
-        close = difflib.get_close_matches(key, fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{where}: {key!r} is not a searchable TrainConfig field{hint}")
-    if not isinstance(table, dict):
-        raise UserError(f"{where}: must be a table with a type, got {table!r}")
-    kind = table.get("type")
-    if kind not in PARAM_TYPES:
-        raise UserError(f"{where}: type must be one of {', '.join(PARAM_TYPES)}; got {kind!r}")
-    missing = sorted(_PARAM_KEYS[kind] - {"step"} - set(table))
-    extra = sorted(set(table) - _PARAM_KEYS[kind])
-    if missing or extra:
-        problem = f"lacks {missing[0]!r}" if missing else f"has unknown key {extra[0]!r}"
-        known = ", ".join(sorted(_PARAM_KEYS[kind]))
-        raise UserError(f"{where}: a {kind} parameter {problem}; its keys: {known}")
-
-    if kind == "categorical":
-        choices = table["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise UserError(f"{where}: choices must be a non-empty list, got {choices!r}")
-        if any(isinstance(c, list | dict) for c in choices):
-            raise UserError(f"{where}: choices must be numbers, strings or booleans")
-        param = SearchParam(key, kind, choices=tuple(choices))
-        samples = list(choices)
-    else:
-        number = _int(-(2**62)) if kind == "int" else _bound(key)
-        low, high = number(f"{where} low", table["low"]), number(f"{where} high", table["high"])
-        if not low < high:
-            raise UserError(f"{where}: low ({low}) must be below high ({high})")
-        if kind == "log-float" and low <= 0:
-            raise UserError(f"{where}: a log-float needs low > 0, got {low}")
-        step = _int(1)(f"{where} step", table.get("step", 1))
-        param = SearchParam(key, kind, low, high, step)
-        samples = [low, high] if kind == "int" else [low, high, (low + high) / 2]
-    for value in samples:  # every kind of value the search can produce must be a valid config
-        try:
-            dataclasses.replace(base, **{key: value})
-        except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
-    return param
-
-
-def _bound(key: str):
-    """Range bounds: numbers, and for eps fields also ``2/255`` or ``2px``."""
-    eps_field = _CHECKS.get(key) is _eps
-
-    def check(name: str, value: Any) -> float:
-        if eps_field:
-            return _eps(name, value)
-        return _float()(name, value)
-
-    return check
+    try:
+        return TypeAdapter(Targets, config=STRICT).validate_python(values)
+    except ValidationError as exc:
+        raise validation_error(exc, where, Targets) from None

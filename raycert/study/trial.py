@@ -10,7 +10,14 @@ meets the lowest accuracy target, else minus the shortfall), plus ``final`` (a c
 last epoch), ``diverged``, ``device`` and ``node``.
 
 Workers never download data (concurrent trials would race): the driver fetches it before the
-study starts, and every node of a cluster needs it under the same data root.
+study starts, and every node of a cluster needs it under the same data root (an absolute path:
+the driver resolved it). A ``UserError`` (missing data on a node, a corrupt checkpoint) is
+raised as it is; the study stops at it without a retry (``raycert.study.failures``).
+
+A trial whose run had ended (``TrialSetup.finished``: completed, pruned or diverged, as the
+trials table recorded it) but which Tune restarts because its driver was killed before Tune
+saved that end, reports its run's last epoch again with that run as its checkpoint, and trains
+nothing.
 
 Device policy: CUDA only when Ray assigned a GPU (``ray.get_gpu_ids()``) *and* torch sees one;
 a fractional GPU also caps this process's share of the device memory. Otherwise the CPU, with
@@ -20,7 +27,7 @@ the threads Ray's CPU request allows.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +40,29 @@ from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
-from raycert.training.rundir import Metrics
+from raycert.training.rundir import Metrics, read_metrics
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A trial's run that had ended: its checkpoint (a path or URI on the study storage) and
+    its status in the trials table (``completed``, ``pruned`` or ``diverged``)."""
+
+    location: str
+    status: str
 
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the data
-    root on the workers, the GPU share per trial and the lowest accuracy target."""
+    """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the
+    absolute data root on the workers, the GPU share per trial, the lowest accuracy target,
+    and the runs already over by trial id (see the module note)."""
 
     base: dict[str, Any]
     data_dir: str | None
     gpu_fraction: float
     min_target: float
+    finished: dict[str, FinishedRun] = field(default_factory=dict)
 
 
 def pick_device(gpu_fraction: float) -> torch.device:
@@ -82,6 +100,9 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
 
     with tempfile.TemporaryDirectory(prefix="raycert-trial-") as tmp:
         run_dir = Path(tmp) / "run"
+        over = setup.finished.get(tune.get_context().get_trial_id())
+        if over is not None and _report_again(over, run_dir, extra, setup.min_target):
+            return
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             checkpoint.to_directory(run_dir)
@@ -106,6 +127,24 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         tune.report(
             {**last, **extra, "diverged": False, "sched_score": sched_score(last, setup.min_target)}
         )
+
+
+def _report_again(
+    over: FinishedRun, run_dir: Path, extra: dict[str, Any], min_target: float
+) -> bool:
+    """Report the last epoch of a run that had ended, with that run as the checkpoint; False
+    (train as usual) if the run is no longer on the storage."""
+    try:
+        tune.Checkpoint(over.location).to_directory(run_dir)
+        status, metrics = read_metrics(run_dir)
+    except (OSError, UserError):
+        return False
+    if not metrics:
+        return False
+    row = {**metrics[-1], **extra, "diverged": over.status == "diverged"}
+    row.update(final=over.status == "completed", sched_score=sched_score(row, min_target))
+    tune.report(row, checkpoint=tune.Checkpoint.from_directory(run_dir))
+    return True
 
 
 def certify_test(

@@ -49,3 +49,23 @@ def repair_tune_state(store: StudyDir) -> list[str]:
         store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
         repaired.append(name)
     return repaired
+
+
+def extend_tune_state(store: StudyDir, total_trials: int) -> None:
+    """Raise the trial budget saved in Tune's search state to ``total_trials``, so that
+    ``Tuner.restore`` samples more trials (Tune restores the budget from that file, not from
+    the restored Tuner's settings). The searcher and its Optuna journal carry on as they were."""
+    import ray.cloudpickle
+
+    names = sorted(
+        n for n in store.list_dir(TUNE_DIR) if fnmatch.fnmatch(n, "search_gen_state-*.json")
+    )
+    if not names:
+        raise UserError(
+            f"{store.uri}/{TUNE_DIR} has no search state to extend; run a new study under "
+            "another --name"
+        )
+    rel = f"{TUNE_DIR}/{names[-1]}"  # the one Tune restores: the greatest name
+    state = ray.cloudpickle.loads(store.read_bytes(rel))
+    state.update(total_samples=total_trials, finished=False)
+    store.write_bytes(rel, ray.cloudpickle.dumps(state))

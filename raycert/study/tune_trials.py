@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from raycert.studyfolder import StudyDir, optuna_numbers, trial_row, trials_table
+from raycert.study.failures import error_message
+from raycert.studyfolder import (
+    StudyDir,
+    TrialRow,
+    optuna_numbers,
+    trial_row,
+    trials_table,
+    write_trials,
+)
 
 
 def trial_rows(
@@ -17,9 +24,10 @@ def trial_rows(
     store: StudyDir,
     name: str,
     ending: dict[str, bool] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[TrialRow]:
     """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
-    as Optuna numbered them: the order the searcher created them, kept across resumes."""
+    as Optuna numbered them: the order the searcher created them, kept across resumes. A
+    failed trial's row says why in ``error``."""
     ending = ending or {}
     numbers = optuna_numbers(store, name)
     rows = []
@@ -34,7 +42,10 @@ def trial_rows(
         run_dir = _location(store, checkpoint.path) if checkpoint is not None else None
         number = numbers.get(trial.trial_id, index)
         metrics, config = trial.last_result, trial.config
-        rows.append(trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir))
+        error = error_message(trial) if errored else None
+        rows.append(
+            trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir, error)
+        )
     return rows
 
 
@@ -62,13 +73,13 @@ class TrialsWriter(Callback):
         try:
             store = StudyDir(self.storage, self.name)
             rows = trial_rows(trials, self.params, store, self.name, {trial.trial_id: errored})
-            store.write_trials(trials_table(rows, self.targets))
+            write_trials(store, trials_table(rows, self.targets))
         except Exception as exc:  # the table is rewritten at the end of the study anyway
             print(f"warning: cannot update the trials table: {exc}", file=sys.stderr)
             return
         if self.progress:
-            row = next(r for r in rows if r["trial_id"] == trial.trial_id)
-            line = f"trial {row['number']} {row['status']} ({len(rows)} finished)"
-            if row["status"] != "error":
-                line += f": clean_acc {row['clean_acc']:.4f}, acr {row['acr']:.4g}"
+            row = next(r for r in rows if r.trial_id == trial.trial_id)
+            line = f"trial {row.number} {row.status} ({len(rows)} finished)"
+            if row.status != "error":
+                line += f": clean_acc {row.metrics['clean_acc']:.4f}, acr {row.metrics['acr']:.4g}"
             print(line, file=sys.stderr, flush=True)

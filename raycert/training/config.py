@@ -1,48 +1,76 @@
-"""Typed training configs and the presets in ``raycert/study/presets/<dataset>.toml``.
+"""The typed training config: every field, its default and its rule in one declaration.
 
-A ``TrainConfig`` is plain data: it validates itself on construction (every bad value is a
-one-line ``UserError`` naming the field) and round-trips through JSON with ``to_dict`` and
-``from_dict``. Fields left at ``None`` mean "the dataset's or the method's default"; ``resolve``
-fills them in, and the trainer saves the resolved config next to the model it trains.
+A ``TrainConfig`` is frozen plain data (a pydantic model): it validates itself on construction,
+and ``from_dict`` turns any bad value or unknown key into a one-line ``UserError`` naming the
+field. It round-trips through JSON with ``to_dict`` and ``from_dict``. Fields left at ``None``
+mean "the dataset's or the method's default"; ``resolve`` fills them in, and the trainer saves
+the resolved config next to the model it trains.
 
-Every eps is an L-inf radius in pixel units of [0, 1] images; eps fields also accept the
-``2/255`` and ``2px`` spellings of ``raycert.units.parse_eps``.
+Every eps is an L-inf radius in pixel units of [0, 1] images; eps fields (type ``Eps``) also
+accept the ``2/255`` and ``2px`` spellings of ``raycert.units.parse_eps``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import functools
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from raycert.cert.models import ARCHITECTURES
 from raycert.data import dataset_info
-from raycert.errors import UserError
+from raycert.errors import UserError, validation_error
 from raycert.units import parse_eps
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "studies"
-PRESETS = ("smoke", "quick", "paper")
+Method = Literal["standard", "ibp", "acert"]
+METHODS: tuple[str, ...] = get_args(Method)
 
-METHODS = ("standard", "ibp", "acert")
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("onecycle", "step", "constant")
-INITS = ("ibp", "default")
-
-# Radii at which certified accuracy is reported by default: the ones the literature tabulates
-# (MNIST 0.1/0.3, CIFAR-10 2/255 and 8/255, TinyImageNet 1/255; see notes/acert.md section 3).
-STANDARD_RADII: dict[str, tuple[float, ...]] = {
-    "mnist": (0.1, 0.3),
-    "cifar10": (2 / 255, 8 / 255),
-    "tinyimagenet": (1 / 255,),
-    "synthetic": (0.05,),
-}
+# How every raycert record reads its values: exact types (no "3" for 3, no true for 1), finite
+# numbers, no unknown keys, and frozen once built.
+STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+def _eps(value: Any) -> float:
+    """``parse_eps`` for pydantic: a radius written as a number, ``2/255`` or ``2px``."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"must be a radius like 0.3, 2/255 or 2px, got {value!r}")
+    try:
+        return parse_eps(value)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _dataset(name: str) -> str:
+    try:
+        return dataset_info(name).name
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _increasing(epochs: tuple[int, ...]) -> tuple[int, ...]:
+    if list(epochs) != sorted(set(epochs)):
+        raise ValueError(f"must be strictly increasing, got {list(epochs)}")
+    return epochs
+
+
+# An L-inf radius in pixel units of [0, 1] images: 0.0078, "2/255" or "2px".
+Eps = Annotated[float, BeforeValidator(_eps)]
+# A tuple field also reads the lists of JSON and TOML (its items stay strict).
+Radii = Annotated[tuple[Eps, ...], Field(strict=False)]
+Epochs = Annotated[
+    tuple[Annotated[int, Field(ge=1)], ...], Field(strict=False), AfterValidator(_increasing)
+]
+
+
+class TrainConfig(BaseModel):
     """Everything that decides what a training run computes (not where it runs or writes).
 
     Schedule: ``warmup_epochs`` at eps 0, then a ``ramp_epochs`` ramp to ``max_eps`` that grows
@@ -53,45 +81,40 @@ class TrainConfig:
     to ``eval_tol``, and the last epoch certifies the whole validation split.
     """
 
-    dataset: str
-    model: str = "cnn_small"
-    method: str = "acert"
-    epochs: int = 10
-    batch_size: int = 128
-    max_eps: float | None = None  # pixel units; None: the dataset's ACR cap
-    warmup_epochs: int = 1
-    ramp_epochs: int = 5
-    ramp_mid: float = 0.25
-    ramp_power: float = 4.0
-    kappa: float = 0.0
-    reg_weight: float = 0.5
-    reg_tol: float = 0.5
-    l1: float = 0.0
-    init: str | None = None  # None: "ibp" for ibp/acert, "default" for standard
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "onecycle"
-    lr_milestones: tuple[int, ...] = ()  # epochs where the "step" schedule multiplies lr by 0.2
-    grad_clip: float = 10.0  # max L2 norm of the gradient; 0 turns clipping off
-    seed: int = 0
-    train_limit: int | None = None
-    val_limit: int | None = None
-    eval_limit: int | None = None
-    eval_tol: float = 1e-5  # pixel units
-    search_steps: int = 10
-    search_tol: float = 1e-6  # pixel units
-    cert_cap: float | None = None  # pixel units; None: the dataset's ACR cap
-    cert_eps: tuple[float, ...] | None = None  # None: STANDARD_RADII of the dataset
-    augment: bool | None = None  # None: the dataset's default
-    crop_pad: int | None = None  # None: the dataset's default
+    model_config = STRICT
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.name in _OPTIONAL:
-                continue
-            object.__setattr__(self, f.name, _CHECKS[f.name](f.name, value))
+    dataset: Annotated[str, AfterValidator(_dataset)]  # a registry name, any case
+    model: Literal[tuple(ARCHITECTURES)] = "cnn_small"  # type: ignore[valid-type]
+    method: Method = "acert"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)  # BatchNorm needs two samples per batch
+    max_eps: Eps | None = None  # pixel units; None: the dataset's ACR cap
+    warmup_epochs: int = Field(1, ge=0)
+    ramp_epochs: int = Field(5, ge=0)
+    ramp_mid: float = Field(0.25, ge=0, le=1)
+    ramp_power: float = Field(4.0, ge=2)
+    kappa: float = Field(0.0, ge=0, le=1)
+    reg_weight: float = Field(0.5, ge=0)
+    reg_tol: float = Field(0.5, gt=0)
+    l1: float = Field(0.0, ge=0)
+    init: Literal["ibp", "default"] | None = None  # None: ibp for ibp/acert, default for standard
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["onecycle", "step", "constant"] = "onecycle"
+    lr_milestones: Epochs = ()  # epochs where the "step" schedule multiplies lr by 0.2
+    grad_clip: float = Field(10.0, ge=0)  # max L2 norm of the gradient; 0 turns clipping off
+    seed: int = Field(0, ge=0)
+    train_limit: int | None = Field(None, ge=2)
+    val_limit: int | None = Field(None, ge=1)
+    eval_limit: int | None = Field(None, ge=1)
+    eval_tol: float = Field(1e-5, gt=0)  # pixel units
+    search_steps: int = Field(10, ge=0)
+    search_tol: float = Field(1e-6, gt=0)  # pixel units
+    cert_cap: Eps | None = None  # pixel units; None: the dataset's ACR cap
+    cert_eps: Radii | None = None  # None: the dataset's standard radii
+    augment: bool | None = None  # None: the dataset's default
+    crop_pad: int | None = Field(None, ge=0)  # None: the dataset's default
 
     def resolve(self) -> TrainConfig:
         """This config with every ``None`` replaced by the dataset's or the method's default
@@ -102,152 +125,43 @@ class TrainConfig:
             "max_eps": 0.0 if standard else info.acr_cap,
             "init": "default" if standard else "ibp",
             "cert_cap": info.acr_cap,
-            "cert_eps": STANDARD_RADII.get(info.name, ()),
+            "cert_eps": info.standard_radii,
             "augment": info.augment,
             "crop_pad": info.crop_pad,
         }
         missing = {key: value for key, value in defaults.items() if getattr(self, key) is None}
         if standard:  # clean training has no radius: its schedule and regularizers stay at 0
             missing["max_eps"] = 0.0
-        return dataclasses.replace(self, **missing)
+        return self.replace(**missing)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``, validated like ``from_dict`` (a ``UserError`` if bad)."""
+        return self.from_dict({**self.model_dump(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists); ``from_dict`` reads it back."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (JSON, TOML, CLI); unknown keys are a ``UserError`` naming them."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UserError(f"unknown config key {key!r}{hint}; known keys: {', '.join(known)}")
-        if "dataset" not in values:
-            raise UserError("config needs a 'dataset'")
-        return cls(**values)
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
+        """Build from a dict (JSON, TOML, CLI); any problem is a one-line ``UserError`` that
+        starts with ``where`` and names the key (an unknown one with the closest known)."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise validation_error(exc, where, cls) from None
+
+    @classmethod
+    def check_value(cls, name: str, value: Any) -> Any:
+        """``value`` as field ``name`` holds it (``2/255`` becomes a float), by that field's own
+        rule; ``ValueError`` saying why when the field would refuse it."""
+        try:
+            return _field_adapter(name).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Field checks: each returns the (coerced) value or raises a one-line UserError naming the field
-# ---------------------------------------------------------------------------------------------
-
-
-def _int(minimum: int):
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{name} must be an integer, got {value!r}")
-        if value < minimum:
-            raise UserError(f"{name} must be >= {minimum}, got {value}")
-        return value
-
-    return check
-
-
-def _float(low: float = -math.inf, high: float = math.inf, *, positive: bool = False):
-    def check(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value) or not low <= value <= high or (positive and value <= 0):
-            bound = "> 0" if positive else f"in [{low:g}, {high:g}]"
-            raise UserError(f"{name} must be {bound}, got {value!r}")
-        return value
-
-    return check
-
-
-def _eps(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise UserError(f"{name} must be a radius like 0.3, 2/255 or 2px, got {value!r}")
-    try:
-        return parse_eps(value)
-    except UserError as exc:
-        raise UserError(f"{name}: {exc}") from None
-
-
-def _eps_list(name: str, value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list | tuple):
-        raise UserError(f"{name} must be a list of radii, got {value!r}")
-    return tuple(_eps(name, v) for v in value)
-
-
-def _milestones(name: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple):
-        raise UserError(f"{name} must be a list of epochs, got {value!r}")
-    epochs = tuple(_int(1)(name, v) for v in value)
-    if list(epochs) != sorted(set(epochs)):
-        raise UserError(f"{name} must be strictly increasing, got {list(epochs)}")
-    return epochs
-
-
-def _choice(choices: tuple[str, ...]):
-    def check(name: str, value: Any) -> str:
-        if value not in choices:
-            raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    return check
-
-
-def _dataset(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"{name} must be a dataset name, got {value!r}")
-    return dataset_info(value).name
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-_OPTIONAL = {
-    "max_eps",
-    "init",
-    "train_limit",
-    "val_limit",
-    "eval_limit",
-    "cert_cap",
-    "cert_eps",
-    "augment",
-    "crop_pad",
-}
-_CHECKS = {
-    "dataset": _dataset,
-    "model": _choice(tuple(ARCHITECTURES)),
-    "method": _choice(METHODS),
-    "epochs": _int(1),
-    "batch_size": _int(2),  # BatchNorm needs two samples per batch
-    "max_eps": _eps,
-    "warmup_epochs": _int(0),
-    "ramp_epochs": _int(0),
-    "ramp_mid": _float(0.0, 1.0),
-    "ramp_power": _float(2.0),
-    "kappa": _float(0.0, 1.0),
-    "reg_weight": _float(0.0),
-    "reg_tol": _float(positive=True),
-    "l1": _float(0.0),
-    "init": _choice(INITS),
-    "optimizer": _choice(OPTIMIZERS),
-    "lr": _float(positive=True),
-    "weight_decay": _float(0.0),
-    "lr_schedule": _choice(LR_SCHEDULES),
-    "lr_milestones": _milestones,
-    "grad_clip": _float(0.0),
-    "seed": _int(0),
-    "train_limit": _int(2),
-    "val_limit": _int(1),
-    "eval_limit": _int(1),
-    "eval_tol": _float(positive=True),
-    "search_steps": _int(0),
-    "search_tol": _float(positive=True),
-    "cert_cap": _eps,
-    "cert_eps": _eps_list,
-    "augment": _bool,
-    "crop_pad": _int(0),
-}
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = TrainConfig.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field], config=STRICT)

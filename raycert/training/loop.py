@@ -35,10 +35,11 @@ from raycert.data import augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
-from raycert.training.methods import LOSSES, LossFn, l1_penalty
+from raycert.training.methods import LOSSES, LossFn, Stats, l1_penalty
 from raycert.training.rundir import (
     Metrics,
     prepare_run_dir,
+    read_metrics,
     save_checkpoint,
     write_status,
 )
@@ -105,6 +106,33 @@ def train(
             saved["status"], saved["metrics"], out, model.eval(), cfg, saved["message"]
         )
 
+    try:
+        status, message, metrics = _train_loop(
+            cfg, model, out, saved, data_dir, download, callback, dev, progress
+        )
+    except KeyboardInterrupt:
+        if out is not None:
+            _mark_ended(out, "interrupted", "stopped by Ctrl-C or SIGTERM", cfg)
+        raise
+    except Exception as exc:
+        if out is not None:
+            _mark_ended(out, "failed", " ".join(str(exc).split()) or type(exc).__name__, cfg)
+        raise
+    return TrainResult(status, metrics, out, model.eval(), cfg, message)
+
+
+def _train_loop(
+    cfg: TrainConfig,
+    model: nn.Sequential,
+    out: Path | None,
+    saved: dict | None,
+    data_dir: str | Path | None,
+    download: bool,
+    callback: Callback | None,
+    dev: torch.device,
+    progress: bool,
+) -> tuple[str, str, list[Metrics]]:
+    """``train``'s epochs: the run's status, its message and the metrics of every epoch."""
     data = {"root": data_dir, "download": download, "seed": SPLIT_SEED}
     train_split = load(cfg.dataset, "train", **data, limit=cfg.train_limit)
     val_split = load(cfg.dataset, "val", **data, limit=cfg.val_limit)
@@ -154,7 +182,16 @@ def train(
                 callback(row, out)
     if out is not None:
         write_status(out, status, len(metrics), cfg.epochs, message)
-    return TrainResult(status, metrics, out, model.eval(), cfg, message)
+    return status, message, metrics
+
+
+def _mark_ended(out: Path, status: str, message: str, cfg: TrainConfig) -> None:
+    """Record in the run folder why training stopped early (its last good epoch stays)."""
+    epochs = 0
+    with contextlib.suppress(OSError, UserError):
+        epochs = len(read_metrics(out)[1]) if (out / "state.pt").exists() else 0
+    with contextlib.suppress(OSError):
+        write_status(out, status, epochs, cfg.epochs, message)
 
 
 def _train_epoch(
@@ -186,18 +223,13 @@ def _train_epoch(
         step = epoch * steps_per_epoch + batch
         eps = scheduled_eps(step, steps_per_epoch, cfg)
         reg_weight = regularizer_weight(step, steps_per_epoch, eps, cfg)
-        loss, stats = loss_fn(model, x, y, eps, cfg, reg_weight)
-        if cfg.l1 > 0:
-            loss = loss + cfg.l1 * l1_penalty(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        if not torch.isfinite(loss.detach() + grad_norm):  # the one device sync per step
-            return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        taken = train_step(model, optimizer, loss_fn, x, y, eps, reg_weight, cfg)
+        if taken is None:
+            return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
+        loss, stats = taken
         scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss * len(y)
         correct += stats["correct"]
         radius_sum += stats["radius"]
         seen += len(y)
@@ -208,6 +240,34 @@ def _train_epoch(
         "train_clean_acc": correct.item() / seen,
         "train_radius": radius_sum.item() / seen,
     }
+
+
+def train_step(
+    model: nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    x: Tensor,
+    y: Tensor,
+    eps_pixel: float,
+    reg_weight: float,
+    cfg: TrainConfig,
+) -> tuple[Tensor, Stats] | None:
+    """One optimizer step on the batch ``x`` (in [0, 1]), ``y`` at radius ``eps_pixel``.
+
+    The method's loss plus ``cfg.l1`` times the L1 penalty, backward, the gradient clipped to
+    L2 norm ``cfg.grad_clip`` (0: not clipped), then the step. Returns the detached loss and the
+    method's batch stats, or ``None`` (and no step) when the loss or gradient is not finite.
+    """
+    loss, stats = loss_fn(model, x, y, eps_pixel, cfg, reg_weight)
+    if cfg.l1 > 0:
+        loss = loss + cfg.l1 * l1_penalty(model)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    if not torch.isfinite(loss.detach() + grad_norm):  # the one device sync per step
+        return None
+    optimizer.step()
+    return loss.detach(), stats
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

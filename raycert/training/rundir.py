@@ -2,7 +2,9 @@
 
 Files: ``config.json`` (the resolved config and the dataset facts that rebuild the model),
 ``model.pt`` (state_dict), ``state.pt`` (optimizer, LR schedule, epoch), ``metrics.jsonl``
-(one line per epoch) and ``status.json``. Every file is written through a rename, so a run
+(one line per epoch) and ``status.json`` (``running``, ``completed``, ``diverged``, or
+``failed``/``interrupted`` with the reason; a run that failed before its first epoch ended
+may be started again in place). Every file is written through a rename, so a run
 killed at any moment leaves the last finished epoch readable; every ``.pt`` loads with
 ``torch.load(weights_only=True)``. Unreadable files are one-line ``UserError``s.
 """
@@ -10,8 +12,6 @@ killed at any moment leaves the last finished epoch readable; every ``.pt`` load
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,15 @@ from torch import nn
 from raycert.cert.models import build_model
 from raycert.data import dataset_info
 from raycert.errors import UserError
+from raycert.files import atomic_path
 from raycert.training.config import TrainConfig
 
 Metrics = dict[str, Any]
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_status(run_dir: Path, status: str, epoch: int, epochs: int, message: str = "") -> None:
@@ -53,15 +48,18 @@ def save_checkpoint(
 ) -> None:
     """Metrics first, then the model, then ``state.pt``, whose epoch is the commit point."""
     lines = "".join(json.dumps(row) + "\n" for row in metrics)
-    _atomic(run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(lines))
-    _atomic(run_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    with atomic_path(run_dir / "metrics.jsonl") as tmp:
+        tmp.write_text(lines)
+    with atomic_path(run_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     state = {
         "epoch": len(metrics),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),
         "train_seconds": train_seconds,
     }
-    _atomic(run_dir / "state.pt", lambda tmp: torch.save(state, tmp))
+    with atomic_path(run_dir / "state.pt") as tmp:
+        torch.save(state, tmp)
     done = len(metrics) == cfg.epochs
     write_status(run_dir, "completed" if done else "running", len(metrics), cfg.epochs)
 
@@ -69,7 +67,7 @@ def save_checkpoint(
 def prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
     """Start a run in ``run_dir``, or with ``resume`` load the run saved there (None if none)."""
     has_checkpoint = (run_dir / "state.pt").exists()
-    if (run_dir / "config.json").exists() and not resume:
+    if (run_dir / "config.json").exists() and not resume and not _failed_before_epoch_1(run_dir):
         raise UserError(f"{run_dir} already holds a run; resume it or choose another folder")
     if resume and has_checkpoint:
         saved_cfg = _read_config(run_dir)[0].to_dict()
@@ -90,6 +88,16 @@ def prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict[str, 
     _write_json(run_dir / "config.json", {"config": cfg.to_dict(), "dataset": dataset})
     write_status(run_dir, "running", 0, cfg.epochs)
     return None
+
+
+def _failed_before_epoch_1(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` failed before its first epoch ended (nothing to keep)."""
+    if (run_dir / "state.pt").exists():
+        return False
+    try:
+        return json.loads((run_dir / "status.json").read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _load_torch(path: Path) -> Any:
@@ -133,6 +141,17 @@ def _read_saved(run_dir: Path) -> dict[str, Any]:
         "status": status["status"] if finished else "running",
         "message": status.get("message", ""),
     }
+
+
+def read_metrics(run_dir: str | Path) -> tuple[str, list[Metrics]]:
+    """A run's status (``status.json``) and the metrics of its finished epochs."""
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / "status.json").read_text())["status"]
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return status, [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"run files in {run_dir} are unreadable ({exc})") from None
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Sequential, TrainConfig]:

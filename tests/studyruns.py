@@ -1,0 +1,90 @@
+"""Helpers for the tests that run studies: a toy spec, trainable and request, the study CLI in
+its own process group, and the study's Optuna journal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import ray.cloudpickle
+from helpers import REPO
+from ray import tune
+
+from raycert.study.run import StudyRequest
+from raycert.study.spec import PRESETS_DIR
+
+# Ray workers cannot import the test helpers: ship the trainables defined here by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def toy_spec(tmp_path: Path, study: str = "", search: str = "") -> str:
+    """The synthetic smoke preset with a one-parameter search (``kappa`` stands for x in [0, 1])."""
+    presets = (PRESETS_DIR / "synthetic.toml").read_text().split("[search.")[0]
+    search = search or '[search.kappa]\ntype = "float"\nlow = 0.0\nhigh = 1.0\n'
+    path = tmp_path / "toy.toml"
+    path.write_text(f"{presets}\n{search}\n{study}\n")
+    return str(path)
+
+
+def toy(config: dict) -> None:
+    """acc = 0.9 - 0.2 x, acr = x: the highest ACRs are the least accurate; none reaches 0.95."""
+    x = config["kappa"]
+    tune.report({"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": True, "epoch": 1})
+
+
+def toy_request(tmp_path: Path, name: str, targets: tuple[float, ...], **changes) -> StudyRequest:
+    """A study of the toy spec: 10 trials, 2 at once, no GPU, under ``tmp_path/runs``."""
+    values = dict(
+        dataset="synthetic",
+        targets=targets,
+        preset="smoke",
+        trials=10,
+        concurrency=2,
+        gpus_per_trial=0,
+        storage=str(tmp_path / "runs"),
+        name=name,
+    )
+    values.update(changes)
+    if "spec" not in values:
+        values["spec"] = toy_spec(tmp_path)
+    return StudyRequest(**values)
+
+
+def journal_study(study_dir: Path, name: str) -> optuna.Study:
+    """The Optuna study in ``study_dir``'s journal."""
+    backend = optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+def study_cli(*args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
+    """``raycert study ...`` in a fresh interpreter and its own session (a process group that
+    holds the local Ray cluster it starts)."""
+    command = [sys.executable, "-m", "raycert.cli", "study", *args]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, text=True, **popen)
+
+
+def run_study_cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> tuple[int, str, str]:
+    """``study_cli`` to the end: exit code, stdout, stderr; its process group (the local Ray
+    cluster it started) is killed afterwards whatever happened."""
+    process = study_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, out, err
+
+
+def finished_rows(study_dir: Path) -> int:
+    """Rows of ``trials.csv`` so far (0 before the first trial finishes)."""
+    try:
+        return len(pd.read_csv(study_dir / "trials.csv"))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return 0

@@ -1,0 +1,107 @@
+"""Spec files (``raycert/study/presets/<dataset>.toml``): what a valid file yields, and a
+one-line error naming the file and the key for each kind of mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import assert_one_line_error
+
+from raycert.errors import UserError
+from raycert.study import spec as spec_module
+from raycert.study.spec import load_preset, load_study_spec, parse_targets
+
+PRESET = '[presets.smoke]\nmodel = "mlp"\nepochs = 2\n'
+KAPPA = '[search.kappa]\ntype = "float"\nlow = 0.0\nhigh = 0.5\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "synthetic.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch):
+    path = write(
+        tmp_path,
+        PRESET
+        + '[search.max_eps]\ntype = "float"\nlow = "2/255"\nhigh = "8px"\n'
+        + '[search.lr]\ntype = "log-float"\nlow = 1e-4\nhigh = 1e-2\n'
+        + '[search.epochs]\ntype = "int"\nlow = 2\nhigh = 8\nstep = 2\n'
+        + '[search.optimizer]\ntype = "categorical"\nchoices = ["adam", "sgd"]\n'
+        + "[study]\ntargets = [0.9, 0.8, 0.9]\n"
+        + "[study.smoke]\ntrials = 6\nasha = true\ngrace_period = 2\ntargets = [0.7]\n",
+    )
+    reads = []
+    loads = spec_module.tomllib.loads
+    monkeypatch.setattr(spec_module.tomllib, "loads", lambda text: reads.append(1) or loads(text))
+    spec = load_study_spec("synthetic", "smoke", path)
+    assert len(reads) == 1
+    assert spec.base == load_preset("synthetic", "smoke", path)
+    assert (spec.base.model, spec.base.epochs, spec.base.dataset) == ("mlp", 2, "synthetic")
+    assert (spec.trials, spec.asha, spec.grace_period, spec.targets) == (6, True, 2, (0.7,))
+    params = {p.name: p for p in spec.params}
+    assert (params["max_eps"].low, params["max_eps"].high) == (2 / 255, 8 / 255)
+    assert (params["lr"].type, params["epochs"].step) == ("log-float", 2)
+    assert params["optimizer"].choices == ("adam", "sgd")
+    assert spec.search_space["max_eps"] == {"type": "float", "low": 2 / 255, "high": 8 / 255}
+    quick = load_study_spec(
+        "synthetic",
+        "quick",
+        write(
+            tmp_path, PRESET.replace("smoke", "quick") + KAPPA + "[study]\ntargets = [0.9, 0.8]\n"
+        ),
+    )
+    assert quick.targets == (0.8, 0.9) and quick.trials is None and not quick.asha
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (
+            PRESET + KAPPA.replace("search", "serch"),
+            ["serch: unknown key (did you mean 'search'?)"],
+        ),
+        (
+            PRESET + KAPPA + "[stuff]\nx = 1\n",
+            ["stuff: unknown key", "known keys: presets, search, study"],
+        ),
+        (PRESET + KAPPA.replace("kappa", "kapa"), ["'kapa' is not a searchable", "'kappa'"]),
+        (PRESET + KAPPA.replace("high", "hgih"), ["search.kappa.hgih: unknown key", "'high'"]),
+        (PRESET + KAPPA.replace("high = 0.5", ""), ["search.kappa.high: missing"]),
+        (PRESET + KAPPA.replace("0.0", "0.6"), ["search.kappa: low (0.6) must be below high"]),
+        (PRESET + KAPPA.replace("0.5", "1.5"), ["search.kappa.high: ", "less than or equal to 1"]),
+        (PRESET + KAPPA.replace('"float"', '"uniform"'), ["search.kappa: ", "'uniform'"]),
+        (PRESET + KAPPA.replace("kappa", "epochs").replace("0.5", "4.0"), ["search.epochs.low"]),
+        (PRESET + '[search.epochs]\ntype = "float"\nlow = 1\nhigh = 4\n', ["epochs refuses"]),
+        (PRESET + '[search.lr]\ntype = "log-float"\nlow = 0\nhigh = 1\n', ["search.lr.low: "]),
+        (PRESET + '[search.max_eps]\ntype = "float"\nlow = "2/0"\nhigh = 0.1\n', ["cannot read"]),
+        (
+            PRESET + '[search.optimizer]\ntype = "categorical"\nchoices = ["adam", "rmsprop"]\n',
+            ["search.optimizer.choices: Input should be 'adam' or 'sgd'"],
+        ),
+        (PRESET + '[search.kappa]\ntype = "categorical"\nchoices = []\n', ["kappa.choices"]),
+        (PRESET + KAPPA + "[study.smoke]\ntrails = 3\n", ["study.smoke.trails", "'trials'"]),
+        (PRESET + KAPPA + "[study.smoke]\ntrials = 0\n", ["study.smoke.trials: ", "got 0"]),
+        (PRESET + KAPPA + "[study]\ntargets = [90]\n", ["study.targets: target 90.0 is outside"]),
+        (PRESET + KAPPA + "[study.huge]\ntrials = 3\n", ["study.huge: unknown key"]),
+        (PRESET.replace("mlp", "resnet") + KAPPA, ["presets.smoke.model: ", "'resnet'"]),
+        (PRESET + 'max_eps = "2/0"\n' + KAPPA, ["presets.smoke.max_eps: cannot read eps"]),
+        (PRESET + 'dataset = "mnist"\n' + KAPPA, ["is for 'mnist', not 'synthetic'"]),
+        (PRESET, ["has no [search] table"]),
+        ("[presets.smoke\n", ["cannot read"]),
+    ],
+)
+def test_a_bad_spec_file_is_one_line_naming_the_file_and_key(tmp_path, text, fragments):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_study_spec("synthetic", "smoke", path)
+    assert_one_line_error(info, str(path), *fragments)
+
+
+def test_targets_from_the_command_line_are_checked_like_the_file(tmp_path):
+    assert parse_targets([0.9, 0.5, 0.9], "--min-acc") == (0.5, 0.9)
+    with pytest.raises(UserError) as info:
+        parse_targets([0.9, 1.5], "--min-acc")
+    assert_one_line_error(info, "--min-acc: target 1.5 is outside (0, 1); write 0.9 for 90%")

@@ -1,0 +1,110 @@
+"""Resuming studies as schedulers and users do it: SIGTERM stops a study like Ctrl-C; after a
+SIGKILL, a resume trains no finished trial again; ``--resume --trials N`` extends a study."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from studyruns import finished_rows, journal_study, run_study_cli, study_cli, toy, toy_request
+
+from raycert.errors import UserError
+from raycert.study.run import run_study
+
+
+def _start_and_wait(args: list[str], cwd: Path, rows: int, **pipes) -> subprocess.Popen:
+    """A study CLI, once its trials table holds ``rows`` finished trials."""
+    process = study_cli(*args, cwd=cwd, **pipes)
+    study_dir = cwd / args[args.index("--name") + 1]
+    deadline = time.monotonic() + 180
+    while finished_rows(study_dir) < rows and time.monotonic() < deadline:
+        assert process.poll() is None, "the study ended before it could be stopped"
+        time.sleep(0.05)
+    return process
+
+
+def test_sigterm_stops_a_study_cleanly_with_a_resume_hint(tmp_path):
+    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
+    args += ["--storage", str(tmp_path), "--name", "termed", "--min-acc", "0.8"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = _start_and_wait(args, tmp_path, 1, **pipes)
+    try:
+        process.send_signal(signal.SIGTERM)  # to the driver only, as a batch scheduler may
+        out, err = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert "continue it with --resume" in out
+    assert "Traceback" not in err and "Fatal Python error" not in err and "SIGABRT" not in err
+    meta = json.loads((tmp_path / "termed" / "study.json").read_text())
+    assert meta["status"] == "interrupted"
+    assert not (tmp_path / ".termed.lock").exists()
+    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
+    assert code == 0, err
+    assert "trials: 6 (6 completed)" in out
+
+
+def test_after_a_sigkill_resume_trains_no_finished_trial_again(tmp_path):
+    """The driver is killed right after trials finish: Tune may not have saved their end yet
+    and restarts them on resume; each must report its run as it was, not train again (a run
+    trained again has another ``train_seconds``, a wall-clock measure)."""
+    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
+    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
+    devnull = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = _start_and_wait(args, tmp_path, 2, **devnull)
+    try:
+        process.kill()
+        process.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    study_dir = tmp_path / "killed"
+    before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
+    assert 2 <= len(before) < 6
+
+    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
+    assert code == 0, err
+    after = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
+    assert len(after) == 6 and set(after["status"]) == {"completed"}
+    kept = after.loc[before.index]
+    assert list(kept["train_seconds"]) == list(before["train_seconds"]), "trained again"
+    assert list(kept["acr"]) == list(before["acr"])
+    for trial_id, row in kept.iterrows():  # the checkpoint is the finished run's
+        lines = (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["train_seconds"] == before.loc[trial_id, "train_seconds"]
+
+
+def test_resume_with_more_trials_extends_a_finished_study(ray_local, tmp_path):
+    request = toy_request(tmp_path, "grow", (0.8,), trials=4)
+    first = run_study(request, trainable=toy, progress=False)
+    study_dir = Path(first.study_dir)
+    before = pd.read_parquet(study_dir / "trials.parquet")
+    assert first.status == "finished" and len(before) == 4
+
+    with pytest.raises(UserError, match="asked for 4 trials"):
+        run_study(dataclasses.replace(request, trials=3, resume=True), progress=False)
+    again = run_study(dataclasses.replace(request, trials=None, resume=True), progress=False)
+    assert again.status == "finished" and again.meta.trials_requested == 4  # nothing to do
+
+    more = run_study(
+        dataclasses.replace(request, trials=7, resume=True), trainable=toy, progress=False
+    )
+    after = pd.read_parquet(study_dir / "trials.parquet")
+    assert more.status == "finished" and len(after) == 7 and after["trial_id"].is_unique
+    assert sorted(after["number"]) == list(range(7))
+    kept = after.set_index("trial_id").loc[before["trial_id"]]
+    assert list(kept["acr"]) == list(before["acr"])  # the first four, not rerun
+    assert len(journal_study(study_dir, "grow").trials) == 7  # one Optuna study, extended
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert meta["trials_requested"] == 7 and meta["trial_counts"]["completed"] == 7
+    best = after[after["clean_acc"] >= 0.8].sort_values("acr").iloc[-1]
+    assert more.targets[0].trial_id == best["trial_id"]  # chosen again among all seven
