@@ -24,8 +24,7 @@ def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> No
         json.loads(data)
     except (OSError, ValueError):
         return  # not a complete state: keep the previous backup
-    root, _, study = study_uri.rpartition("/")
-    StudyDir(root, study).write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
+    StudyDir.at(study_uri).write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
 
 
 def repair_tune_state(store: StudyDir) -> list[str]:
