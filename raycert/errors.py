@@ -1,11 +1,8 @@
 """The one exception type that reaches users as a one-line message (exit code 2), and the
-helpers that fold other libraries' errors into such a line."""
+helper that folds another library's error into such a line (``raycert.validation`` does it for
+pydantic's)."""
 
 from __future__ import annotations
-
-import difflib
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
 
 
 class UserError(Exception):
@@ -19,83 +16,3 @@ def one_line(exc: BaseException) -> str:
     """An exception's message folded onto one line (its type's name when it has no message),
     for quoting a library's error inside a ``UserError``."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def validation_error(exc: Any, where: str, schema: Any = None) -> UserError:
-    """One line for a pydantic ``ValidationError``: ``where``, the dotted key of its first
-    problem (an unknown key first; ``presets.quick.lr``, without list positions and union tags)
-    and the problem.
-
-    An unknown key gets the closest known key of its table as a hint, and the known keys;
-    ``schema`` is the model (or type) that was validated, for finding them.
-    """
-    errors = exc.errors()  # a misspelt key explains the "missing" one beside it: name it first
-    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    keys, known = _locate(schema, error["loc"])
-    key = ".".join(keys)
-    prefix = f"{where}: {key}" if key else where
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(keys[-1], known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        listing = f"; known keys: {', '.join(known)}" if known else ""
-        return UserError(f"{prefix}: unknown key{hint}{listing}")
-    if error["type"] == "missing":
-        return UserError(f"{prefix}: missing; this key is required")
-    ctx = error.get("ctx", {})
-    if error["type"] == "union_tag_invalid":  # a tagged table with an unknown tag
-        tag_key = ctx["discriminator"].strip("'")
-        expected = ctx["expected_tags"].replace("'", "")
-        return UserError(f"{prefix}: {tag_key} must be one of {expected}; got {ctx['tag']!r}")
-    if error["type"] == "union_tag_not_found":
-        return UserError(f"{prefix}: missing its {ctx['discriminator']} key")
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] != "value_error" and not isinstance(error["input"], dict):
-        message += f", got {error['input']!r}"  # pydantic's own messages do not quote the value
-    return UserError(f"{prefix}: {message}")
-
-
-def _locate(schema: Any, loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
-    """The table keys along ``loc`` (without list positions and union tags) and the keys known
-    in the table holding the last one."""
-    keys: list[str] = []
-    known: list[str] = []
-    for part in loc:
-        schema = _unwrap(schema)
-        members = [m for m in get_args(schema) if m is not type(None)]
-        if get_origin(schema) in (Union, UnionType) and len(members) > 1:
-            tagged = [m for m in members if part in _tags(m)]
-            if tagged:  # pydantic names the member a tagged union picked: not a key
-                schema = tagged[0]
-                continue
-        if isinstance(part, int):
-            schema = next(iter(get_args(schema)), None)
-            continue
-        keys.append(str(part))
-        fields = getattr(schema, "model_fields", None)
-        if fields is not None:
-            known = list(fields)
-            schema = fields[part].annotation if part in fields else None
-        elif get_origin(schema) is dict:
-            known, schema = [], get_args(schema)[1]
-        else:
-            known, schema = [], None
-    return keys, known
-
-
-def _unwrap(schema: Any) -> Any:
-    """``X`` from ``Annotated[X, ...]`` and from ``X | None``."""
-    while True:
-        if get_origin(schema) is Annotated:
-            schema = get_args(schema)[0]
-            continue
-        members = [m for m in get_args(schema) if m is not type(None)]
-        if get_origin(schema) in (Union, UnionType) and len(members) == 1:
-            schema = members[0]
-            continue
-        return schema
-
-
-def _tags(model: Any) -> tuple[Any, ...]:
-    """The literal values of a model's ``type`` field (its tag in a tagged union)."""
-    field = getattr(model, "model_fields", {}).get("type")
-    return get_args(field.annotation) if field is not None else ()

@@ -1,10 +1,10 @@
 """The package's import graph runs one way, from lower concerns to higher ones, and the report
 path never loads torch or Ray.
 
-Layers, low to high: errors/units/files < data < cert < training < studyfolder < study < report
-< cli. A module may import its own layer and lower ones; ``report`` only the Ray-free base
-(errors, units, files, studyfolder); nothing imports ``cli``. Imports inside functions count
-too: a lazy import still runs when the function does.
+Layers, low to high: errors/units/files/paths/validation < data < cert < training < studyfolder
+< study < report < cli. A module may import its own layer and lower ones; ``report`` only the
+Ray-free base (errors, units, files, studyfolder); nothing imports ``cli``. Imports inside
+functions count too: a lazy import still runs when the function does.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ LAYERS = {
     "raycert.errors": 0,
     "raycert.units": 0,
     "raycert.files": 0,
+    "raycert.paths": 0,
+    "raycert.validation": 0,
     "raycert.data": 1,
     "raycert.cert": 2,
     "raycert.training": 3,

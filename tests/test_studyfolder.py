@@ -280,7 +280,7 @@ def test_the_journal_is_opened_only_by_studyfolder():
         for path in PACKAGE.rglob("*.py")
         if re.search(r"JournalStorage|JournalFileBackend", path.read_text())
     )
-    assert opening == ["studyfolder.py"]
+    assert opening == ["studyfolder/journal.py"]
 
 
 def _code_strings(tree: ast.AST) -> list[str]:

@@ -36,8 +36,9 @@ from pydantic import (
 )
 
 from raycert.data import dataset_info
-from raycert.errors import UserError, validation_error
-from raycert.training.config import STRICT, TrainConfig
+from raycert.errors import UserError
+from raycert.training.config import TrainConfig
+from raycert.validation import STRICT, validation_error
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("smoke", "quick", "paper")

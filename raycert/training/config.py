@@ -19,7 +19,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -27,15 +26,12 @@ from pydantic import (
 
 from raycert.cert.models import ARCHITECTURES
 from raycert.data import dataset_info
-from raycert.errors import UserError, validation_error
+from raycert.errors import UserError
 from raycert.units import parse_eps
+from raycert.validation import STRICT, validation_error
 
 Method = Literal["standard", "ibp", "acert"]
 METHODS: tuple[str, ...] = get_args(Method)
-
-# How every raycert record reads its values: exact types (no "3" for 3, no true for 1), finite
-# numbers, no unknown keys, and frozen once built.
-STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _eps(value: Any) -> float:
