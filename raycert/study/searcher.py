@@ -56,7 +56,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Save as Tune does, and back up Tune's just-written experiment state (see
-        ``raycert.studyfolder.back_up_tune_state``) so a driver killed mid-sync can resume."""
+        ``raycert.study.tune_state.back_up_tune_state``) so a driver killed mid-sync can resume."""
         super().save_to_dir(checkpoint_dir, session_str)
         if self._study_uri is not None:
             back_up_tune_state(self._study_uri, checkpoint_dir, session_str)
