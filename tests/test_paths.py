@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import raycert.study.cluster
 from raycert.cli import app
-from raycert.study.run import StudyRequest, resolve_paths
+from raycert.study.plan import StudyRequest, resolve_paths
 from raycert.study.storage import cluster_warning
 
 WIDE = {"COLUMNS": "200"}

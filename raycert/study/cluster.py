@@ -106,11 +106,12 @@ def plan_resources(
 ) -> Resources:
     """Check and complete a trial's resource request against the cluster.
 
-    ``gpus_per_trial="auto"`` is 0 without GPUs, else an equal share of the cluster's GPUs per
-    concurrent trial (at most one GPU). ``concurrency=None`` runs as many trials as fit.
+    The request is in range already (``cpus_per_trial > 0``, ``gpus_per_trial`` a finite
+    number >= 0 or ``"auto"``: ``raycert.study.plan`` checks it before Ray starts); here it must
+    fit one node, and GPUs must exist. ``gpus_per_trial="auto"`` is 0 without GPUs, else an
+    equal share of the cluster's GPUs per concurrent trial (at most one GPU).
+    ``concurrency=None`` runs as many trials as fit.
     """
-    if not cpus_per_trial > 0:
-        raise UserError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
     if cpus_per_trial > hw.node_cpus:
         raise UserError(
             f"--cpus-per-trial {cpus_per_trial:g} is more than any node of the Ray cluster has "
@@ -118,8 +119,6 @@ def plan_resources(
         )
     auto = gpus_per_trial == "auto"
     gpus = 0.0 if auto else float(gpus_per_trial)
-    if gpus < 0 or not math.isfinite(gpus):
-        raise UserError(f"--gpus-per-trial must be >= 0 or auto, got {gpus_per_trial}")
     if gpus > 0 and hw.gpus == 0:
         raise UserError(
             f"--gpus-per-trial {gpus:g} asks for GPUs but the Ray cluster has none; "

@@ -14,42 +14,35 @@ interrupted or stopped one from Ray Tune's experiment state and the pickled sear
 trials are kept, running ones go on from their last checkpoint, and the total reaches
 ``trials``; a larger ``trials`` extends a finished study.
 
-Before Ray starts, every path is made absolute against the working folder (trials run in Ray's
-folders), the storage is checked writable, and the study's lock is taken (one driver per study;
-``raycert.study.lock``). SIGTERM stops a study as Ctrl-C does. A ``UserError`` in a trial stops
-the study at once, without retries (``raycert.study.failures``), and ``--resume`` continues it
-once the problem is fixed.
+Before Ray starts, the request is checked and its paths made absolute (``raycert.study.plan``),
+the storage is checked writable (``raycert.study.storage``), and the study's lock is taken (one
+driver per study; ``raycert.study.lock``). SIGTERM stops a study as Ctrl-C does. A
+``UserError`` in a trial stops the study at once, without retries (``raycert.study.failures``),
+and ``--resume`` continues it once the problem is fixed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import os
-import platform
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import optuna
 import ray
-import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from raycert import __version__
-from raycert.data import dataset_info, load, resolve_root
+from raycert.data import load
 from raycert.errors import UserError
-from raycert.paths import absolute
 from raycert.study import cluster, failures
 from raycert.study.lock import StudyLock
+from raycert.study.plan import StudyRequest, check_resumable, plan, resolve_paths, timestamp
 from raycert.study.searcher import ConstrainedOptunaSearch, distributions
-from raycert.study.spec import StudySpec, load_study_spec, parse_targets
+from raycert.study.spec import StudySpec
 from raycert.study.storage import check_storage, cluster_warning
 from raycert.study.trial import FinishedRun, TrialSetup, certify_on_cluster, train_trial
 from raycert.study.tune_state import extend_tune_state, repair_tune_state
@@ -82,33 +75,10 @@ from raycert.studyfolder import (
     write_trials,
 )
 
-STUDY_METHODS = ("acert", "ibp")
-# Settings a resumed study must share with the one it continues (its trial count may grow).
-RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed")
+__all__ = ["StudyRequest", "StudyResult", "run_study"]  # StudyRequest: from raycert.study.plan
+
 # Trial statuses whose run is over: a restarted trial with one of them reports it, untrained.
 OVER = ("completed", "pruned", "diverged")
-
-
-@dataclass(frozen=True)
-class StudyRequest:
-    """A study as asked for on the command line; ``None`` means the spec file's default."""
-
-    dataset: str
-    targets: tuple[float, ...] = ()
-    method: str | None = None
-    preset: str = "quick"
-    trials: int | None = None
-    concurrency: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | str = "auto"
-    address: str | None = None
-    storage: str = "runs"
-    name: str | None = None
-    resume: bool = False
-    seed: int = 0
-    data_dir: str | None = None
-    spec: str | None = None
-    download: bool = True
 
 
 @dataclass
@@ -140,21 +110,10 @@ def run_study(
     ``KeyboardInterrupt`` (Ctrl-C, SIGTERM before the trials start) leaves a resumable study.
     """
     request = resolve_paths(request)
-    spec, meta = _plan(request)
+    spec, meta = plan(request)
     storage = check_storage(request.storage)
     with StudyLock(storage, meta.name):
         return _run_locked(request, spec, meta, StudyDir(storage, meta.name), trainable, progress)
-
-
-def resolve_paths(request: StudyRequest) -> StudyRequest:
-    """The request with its data root, storage and spec file absolute (URIs unchanged), as the
-    user meant them from their working folder: Ray's trials run in folders of their own."""
-    return dataclasses.replace(
-        request,
-        data_dir=str(resolve_root(request.data_dir)),
-        storage=absolute(request.storage),
-        spec=None if request.spec is None else absolute(request.spec),
-    )
 
 
 def _run_locked(
@@ -175,7 +134,7 @@ def _run_locked(
         if not store.has(STUDY_JSON):
             raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
         saved = read_meta(store)
-        _check_resumable(saved, meta, request.trials, store.uri)
+        check_resumable(saved, meta, request.trials, store.uri)
         more = meta.trials_requested > saved.trials_requested
         if saved.status == "finished" and not more:
             return _finished_result(store, saved)
@@ -266,75 +225,6 @@ def _stopped(store: StudyDir, meta: StudyMeta, trial_id: str, message: str) -> U
 def _trial_number(store: StudyDir, name: str, trial_id: str) -> int | str:
     """Optuna's number of a Tune trial (its id when the journal does not know it)."""
     return optuna_numbers(store, name).get(trial_id, trial_id)
-
-
-def _plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
-    """Check a request without Ray and describe the study it asks for (study.json's settings)."""
-    info = dataset_info(request.dataset)
-    spec = load_study_spec(info.name, request.preset, request.spec)
-    method = request.method or spec.base.method
-    if method not in STUDY_METHODS:
-        raise UserError(f"unknown study method {method!r}; choose {' or '.join(STUDY_METHODS)}")
-    targets = parse_targets(list(request.targets or spec.targets), "--min-acc")
-    if not targets:
-        raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
-    trials = request.trials if request.trials is not None else spec.trials
-    if trials is None and not request.resume:  # a resumed study has its count
-        raise UserError(f"no trial count: pass --trials or set [study.{spec.preset}] trials")
-    if (trials is not None and trials < 1) or (
-        request.concurrency is not None and request.concurrency < 1
-    ):
-        raise UserError("--trials and --concurrency must be at least 1")
-    if not request.cpus_per_trial > 0 or not math.isfinite(request.cpus_per_trial):
-        raise UserError(f"--cpus-per-trial must be a number > 0, got {request.cpus_per_trial}")
-    gpus = request.gpus_per_trial
-    if gpus != "auto" and not (isinstance(gpus, int | float) and 0 <= gpus < math.inf):
-        raise UserError(f"--gpus-per-trial must be a number >= 0 or auto, got {gpus}")
-    name = request.name or f"{info.name}-{method}-{spec.preset}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
-    base = spec.base.replace(method=method, seed=request.seed).resolve()
-    spec = dataclasses.replace(spec, base=base)
-    meta = StudyMeta(
-        name=name,
-        dataset=info.name,
-        preset=spec.preset,
-        method=method,
-        targets=list(targets),
-        trials_requested=trials if trials is not None else 0,  # resumed: the saved count
-        seed=request.seed,
-        search_space=spec.search_space,
-        asha=spec.asha,
-        base_config=base.to_dict(),
-        acr_cap=base.cert_cap,
-        eps_list=list(base.cert_eps or ()),
-        storage=request.storage,
-        address=request.address or "local",
-        spec_file=str(spec.path),
-        versions=_versions(),
-        started=_now(),
-        finished=None,
-        status="running",
-        trial_counts={},
-    )
-    return spec, meta
-
-
-def _check_resumable(saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str) -> None:
-    """Refuse to resume with other settings; ``trials`` (None: the saved count) may grow."""
-    changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
-    if changed:
-        diffs = "; ".join(
-            f"{k} was {getattr(saved, k)!r}, now {getattr(meta, k)!r}" for k in changed
-        )
-        raise UserError(f"cannot resume {where} with other settings ({diffs})")
-    before = saved.trials_requested
-    meta.trials_requested = before if trials is None else trials
-    if meta.trials_requested < before:
-        raise UserError(
-            f"cannot resume {where} with --trials {trials}: it asked for {before} trials; "
-            "pass the same or a larger count"
-        )
 
 
 def _tuner(
@@ -437,7 +327,7 @@ def _finish(
         results = _choose_and_certify(store, table, meta.targets, res, data_dir)
         write_results(store, results)
     meta.status = "finished" if finished else "interrupted"
-    meta.finished = _now() if finished else None
+    meta.finished = timestamp() if finished else None
     write_meta(store, meta)
     return StudyResult(store.uri, meta.status, meta, results)
 
@@ -498,17 +388,3 @@ def _is_run(checkpoint: tune.Checkpoint) -> bool:
 def _finished_result(store: StudyDir, meta: StudyMeta) -> StudyResult:
     """A finished study, read back (resuming it has nothing left to do)."""
     return StudyResult(store.uri, "finished", meta, read_results(store) or [])
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "raycert": __version__,
-        "ray": ray.__version__,
-        "optuna": optuna.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,163 @@
+"""A study as asked for, checked and described before Ray starts.
+
+``StudyRequest`` holds what the user typed (``None``: the spec file's default). ``resolve_paths``
+makes its paths absolute against the working folder, on the driver, because Ray runs trials in
+folders of its own; it is the one place that does so (the CLI passes paths as typed). ``plan``
+checks every setting that needs no cluster (method, targets, counts, the CPUs and GPUs a trial
+asks for, the study's name) and describes the study: its spec, and the settings study.json
+records. ``check_resumable`` refuses to continue a study with other settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import optuna
+import ray
+import torch
+
+from raycert import __version__
+from raycert.data import dataset_info, resolve_root
+from raycert.errors import UserError
+from raycert.paths import absolute
+from raycert.study.spec import StudySpec, load_study_spec, parse_targets
+from raycert.studyfolder import StudyMeta
+
+STUDY_METHODS = ("acert", "ibp")
+# Settings a resumed study must share with the one it continues (its trial count may grow).
+RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed")
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """A study as asked for on the command line; ``None`` means the spec file's default.
+
+    ``cpus_per_trial`` must be > 0 and ``gpus_per_trial`` a number >= 0 or ``"auto"``
+    (``plan`` checks); paths may be relative to the working folder (``resolve_paths``)."""
+
+    dataset: str
+    targets: tuple[float, ...] = ()
+    method: str | None = None
+    preset: str = "quick"
+    trials: int | None = None
+    concurrency: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | str = "auto"
+    address: str | None = None
+    storage: str = "runs"
+    name: str | None = None
+    resume: bool = False
+    seed: int = 0
+    data_dir: str | None = None
+    spec: str | None = None
+    download: bool = True
+
+
+def resolve_paths(request: StudyRequest) -> StudyRequest:
+    """The request with its data root, storage and spec file absolute (URIs unchanged), as the
+    user meant them from their working folder: Ray's trials run in folders of their own."""
+    return dataclasses.replace(
+        request,
+        data_dir=str(resolve_root(request.data_dir)),
+        storage=absolute(request.storage),
+        spec=None if request.spec is None else absolute(request.spec),
+    )
+
+
+def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
+    """Check a request without Ray and describe the study it asks for (study.json's settings).
+
+    Raises a ``UserError`` naming the option at fault. A resumed study without ``trials`` gets
+    ``trials_requested=0`` here; ``check_resumable`` sets the saved count."""
+    info = dataset_info(request.dataset)
+    spec = load_study_spec(info.name, request.preset, request.spec)
+    method = request.method or spec.base.method
+    if method not in STUDY_METHODS:
+        raise UserError(f"unknown study method {method!r}; choose {' or '.join(STUDY_METHODS)}")
+    targets = parse_targets(list(request.targets or spec.targets), "--min-acc")
+    if not targets:
+        raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
+    trials = request.trials if request.trials is not None else spec.trials
+    if trials is None and not request.resume:  # a resumed study has its count
+        raise UserError(f"no trial count: pass --trials or set [study.{spec.preset}] trials")
+    if (trials is not None and trials < 1) or (
+        request.concurrency is not None and request.concurrency < 1
+    ):
+        raise UserError("--trials and --concurrency must be at least 1")
+    _check_resources(request.cpus_per_trial, request.gpus_per_trial)
+    name = request.name or f"{info.name}-{method}-{spec.preset}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
+    base = spec.base.replace(method=method, seed=request.seed).resolve()
+    spec = dataclasses.replace(spec, base=base)
+    meta = StudyMeta(
+        name=name,
+        dataset=info.name,
+        preset=spec.preset,
+        method=method,
+        targets=list(targets),
+        trials_requested=trials if trials is not None else 0,  # resumed: the saved count
+        seed=request.seed,
+        search_space=spec.search_space,
+        asha=spec.asha,
+        base_config=base.to_dict(),
+        acr_cap=base.cert_cap,
+        eps_list=list(base.cert_eps or ()),
+        storage=request.storage,
+        address=request.address or "local",
+        spec_file=str(spec.path),
+        versions=_versions(),
+        started=timestamp(),
+        finished=None,
+        status="running",
+        trial_counts={},
+    )
+    return spec, meta
+
+
+def check_resumable(saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str) -> None:
+    """Refuse to resume with other settings; ``trials`` (None: the saved count) may grow.
+
+    Sets ``meta.trials_requested`` to the count the resumed study runs to."""
+    changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
+    if changed:
+        diffs = "; ".join(
+            f"{k} was {getattr(saved, k)!r}, now {getattr(meta, k)!r}" for k in changed
+        )
+        raise UserError(f"cannot resume {where} with other settings ({diffs})")
+    before = saved.trials_requested
+    meta.trials_requested = before if trials is None else trials
+    if meta.trials_requested < before:
+        raise UserError(
+            f"cannot resume {where} with --trials {trials}: it asked for {before} trials; "
+            "pass the same or a larger count"
+        )
+
+
+def timestamp() -> str:
+    """Now, in UTC, as ISO 8601 to the second (study.json's ``started`` and ``finished``)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _check_resources(cpus: float, gpus: float | str) -> None:
+    """The range of a trial's CPUs (> 0) and GPUs (>= 0, or auto); whether the cluster holds
+    them is ``raycert.study.cluster.plan_resources``' question, once Ray runs."""
+    if not (isinstance(cpus, int | float) and 0 < cpus < math.inf):
+        raise UserError(f"--cpus-per-trial must be a number > 0, got {cpus}")
+    if gpus != "auto" and not (isinstance(gpus, int | float) and 0 <= gpus < math.inf):
+        raise UserError(f"--gpus-per-trial must be a number >= 0 or auto, got {gpus}")
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "raycert": __version__,
+        "ray": ray.__version__,
+        "optuna": optuna.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
