@@ -14,7 +14,7 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from raycert.errors import UserError
+from raycert.errors import UserError, one_line
 from raycert.paths import absolute, is_uri, writable_dir
 
 
@@ -35,9 +35,9 @@ def check_storage(storage: str) -> str:
             stream.write(b"")
         fs.delete_file(f"{root.rstrip('/')}/{probe}")
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise UserError(
-            f"--storage {uri} cannot be written ({reason}); check the URI and its credentials"
+            f"--storage {uri} cannot be written ({one_line(exc)}); check the URI and its"
+            " credentials"
         ) from None
     return uri
 
