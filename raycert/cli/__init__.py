@@ -1,0 +1,36 @@
+"""The ``raycert`` command line: validates input, calls library functions, prints results.
+
+``app`` is the Typer application (``raycert.cli:app`` is the console script; ``python -m
+raycert.cli`` runs it too). Its commands, one module per group: ``data`` (check, download),
+``report``, ``train`` and ``certify`` (``raycert.cli.train``), ``study``; ``raycert.cli.root``
+holds the application itself and ``raycert.cli.output`` the tables and lines they print.
+
+Start-up stays fast (``raycert --help`` well under a second): these modules import only Typer and
+Rich at the top, and each command imports the library it needs (torch, Ray, the report) at the
+top of its body, so ``raycert report`` never loads torch or Ray.
+
+Error handling, shared by every command: a ``UserError`` raised anywhere below a command prints
+``error: <message>`` as one line on stderr and exits with code 2, without a traceback (the root
+group catches it, so new commands and sub-apps get this for free). Usage errors from Typer
+(unknown option, bad value) are one ``error:`` line with exit code 2 as well. Any other
+exception is a bug and keeps its traceback.
+
+Paths mean what they say: every path option and ``RAYCERT_DATA`` is resolved against the
+working folder the command was typed in, and every output is checked writable before any work
+starts (``raycert.paths``). ``study`` exits 0 when it finished with at least one completed trial,
+2 on bad input or when a trial hit one (the study stops at once), 1 when no trial completed, and
+130 when stopped by Ctrl-C or SIGTERM (continue it with ``--resume``).
+"""
+
+from __future__ import annotations
+
+from raycert.cli import data, report, study, train
+from raycert.cli.root import app
+
+app.add_typer(data.app, name="data")
+app.command("report")(report.report)
+app.command("train")(train.train_command)
+app.command("certify")(train.certify_command)
+app.command("study")(study.study_command)
+
+__all__ = ["app"]

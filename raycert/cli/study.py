@@ -1,0 +1,133 @@
+"""``raycert study``: a hyperparameter search, its chosen models, and its report.
+
+The command parses what the user typed and hands it over as typed: ``raycert.study.plan``
+checks every value and resolves every path, before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from raycert.cli.output import console, counts_text, print_chosen, trials_summary
+from raycert.cli.root import (
+    DataDirOption,
+    DatasetArgument,
+    NoDownloadOption,
+    PresetOption,
+)
+from raycert.errors import UserError
+
+
+def study_command(
+    dataset: DatasetArgument,
+    min_acc: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--min-acc",
+            help="Clean-accuracy target in (0, 1); repeat for several. Default: the spec's.",
+            metavar="ACC",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="acert or ibp (default: the preset's).")
+    ] = None,
+    preset: PresetOption = "quick",
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials in all (default: the spec's; with --resume, more extends it)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
+    ] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs each trial asks Ray for.")] = 1.0,
+    gpus_per_trial: Annotated[
+        str, typer.Option(help="GPUs each trial asks Ray for (0.25 shares a GPU by four), or auto.")
+    ] = "auto",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster HOST:PORT, or auto (default: a local cluster).")
+    ] = None,
+    storage: Annotated[str, typer.Option(help="Folder (shared on a cluster) or URI.")] = "runs",
+    name: Annotated[
+        str | None, typer.Option(help="Study folder name (default DATASET-METHOD-PRESET).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the interrupted, stopped or finished study --name.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial.")] = 0,
+    data_dir: DataDirOption = None,
+    no_download: NoDownloadOption = False,
+    spec: Annotated[
+        Path | None, typer.Option(help="Spec file instead of raycert/study/presets/DATASET.toml.")
+    ] = None,
+) -> None:
+    """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
+    from raycert.paths import is_uri
+    from raycert.report.page import build_report
+    from raycert.study.run import StudyRequest, run_study  # Ray loads for this command only
+
+    request = StudyRequest(
+        dataset=dataset,
+        targets=tuple(_accuracy(value) for value in min_acc or ()),
+        method=method,
+        preset=preset,
+        trials=trials,
+        concurrency=concurrency,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=_gpus(gpus_per_trial),
+        address=address,
+        storage=storage,
+        name=name,
+        resume=resume,
+        seed=seed,
+        data_dir=None if data_dir is None else str(data_dir),
+        spec=None if spec is None else str(spec),
+        download=not no_download,
+    )
+    try:
+        result = run_study(request)
+    except KeyboardInterrupt:
+        result = None
+    if result is None or result.status != "finished":
+        where = f" {result.study_dir}" if result is not None else ""
+        console.print(f"study interrupted:{where}; continue it with --resume")
+        raise typer.Exit(130)
+    for chosen in result.targets:
+        print_chosen(chosen, result.meta.acr_cap)
+    console.print(trials_summary(result.meta))
+    console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
+    if is_uri(result.study_dir):
+        console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
+    else:
+        console.print(f"report: {build_report([Path(result.study_dir)])}")
+    counts = result.meta.trial_counts
+    if not counts.get("completed"):
+        errors = result.meta.errors
+        why = (
+            f"; the first failure (trial {errors[0].trial}): {errors[0].message}" if errors else ""
+        )
+        typer.echo(
+            f"error: no trial of {result.study_dir} completed ({counts_text(counts)}){why}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _accuracy(text: str) -> float:
+    """One ``--min-acc`` value as a number (its range is checked with the spec's targets)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--min-acc: {text!r} is not a number; write 0.9 for 90%") from None
+
+
+def _gpus(text: str) -> float | str:
+    """``--gpus-per-trial`` as a number, or ``"auto"`` (its range is checked with the plan)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--gpus-per-trial must be a number >= 0 or auto, got {text!r}") from None
