@@ -26,8 +26,8 @@ def trial_rows(
     ending: dict[str, bool] | None = None,
 ) -> list[TrialRow]:
     """Rows of the finished trials (and of those in ``ending``: trial id -> errored), numbered
-    as Optuna numbered them: the order the searcher created them, kept across resumes. A
-    failed trial's row says why in ``error``."""
+    as Optuna numbered them (the order the searcher created them, kept across resumes) and
+    sorted by that number. A failed trial's row says why in ``error``."""
     ending = ending or {}
     numbers = optuna_numbers(store, name)
     rows = []
@@ -46,7 +46,7 @@ def trial_rows(
         rows.append(
             trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir, error)
         )
-    return rows
+    return sorted(rows, key=lambda row: row.number)
 
 
 def _location(store: StudyDir, path: str) -> str:
