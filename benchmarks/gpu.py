@@ -14,7 +14,7 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    prints, the acert search's bound passes per step, and each method's peak device memory.
 2. Certification. Images/s of ``raycert.cert.certify.certify`` in float32 and float64 on 10k
    images at the CIFAR-10 cap 8.8/255 and the preset's ``eval_tol``, in the evaluation's batches
-   of 512, and the bound passes the radius search made (calls of ``certify.min_margin``, counted
+   of 512, and the bound passes the radius search made (calls of ``radius.min_margin``, counted
    as benchmarks/bounds.py counts them). A dtype that would take over ``--cert-budget`` seconds is
    stopped there and measured on the images it finished (the output says how many).
 3. Sharing one device. 1, 2 and 4 training processes at once (acert mid-ramp), each capping its
@@ -73,7 +73,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-import raycert.cert.certify as certify_module
+import raycert.cert.radius as radius_module
+from raycert.cert.certify import certify
 from raycert.data import dataset_info, synthetic_split
 from raycert.errors import UserError
 from raycert.study.spec import load_preset
@@ -133,21 +134,21 @@ def peak_memory_mib(device: torch.device) -> float | None:
 
 @contextlib.contextmanager
 def counting_bound_passes() -> Iterator[dict[str, int]]:
-    """Count the radius search's bound passes (calls of ``certify.min_margin``) and the
+    """Count the radius search's bound passes (calls of ``radius.min_margin``) and the
     samples they carried, as benchmarks/bounds.py does; the search looks it up at each call."""
     counts = {"passes": 0, "samples": 0}
-    original = certify_module.min_margin
+    original = radius_module.min_margin
 
     def counting(net, xs, *args, **kwargs):
         counts["passes"] += 1
         counts["samples"] += len(xs)
         return original(net, xs, *args, **kwargs)
 
-    certify_module.min_margin = counting
+    radius_module.min_margin = counting
     try:
         yield counts
     finally:
-        certify_module.min_margin = original
+        radius_module.min_margin = original
 
 
 def paper_config(sizes: Sizes, method: str, **changes: Any) -> TrainConfig:
@@ -281,12 +282,10 @@ def time_certification(
     """
     cap, batch = CIFAR.acr_cap, sizes.cert_batch
     run = dict(tol=tol, batch_size=batch, dtype=dtype, device=device)
-    certify_module.certify(model, images[:batch], labels[:batch], cap, **run)
+    certify(model, images[:batch], labels[:batch], cap, **run)
     with counting_bound_passes() as counts:
         tic = time.perf_counter()
-        certs = certify_module.certify(
-            model, images, labels, cap, **run, progress=within_budget(budget_s)
-        )
+        certs = certify(model, images, labels, cap, **run, progress=within_budget(budget_s))
         seconds = time.perf_counter() - tic
     done = len(certs.radii)
     radii = certs.radii

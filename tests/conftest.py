@@ -74,3 +74,24 @@ def ray_local() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module", params=[0, 1, 6])
+def random_case(request: pytest.FixtureRequest) -> tuple[Any, Any, Any]:
+    """A random float64 net, 48 inputs in [0, 1] and labels = its own predictions except the
+    first four (misclassified): ``(net, x, y)``, with over 20 IBP radii inside (0, 0.3)."""
+    import torch
+    from nets import random_net
+
+    from raycert.cert.radius import certified_radius
+
+    seed = request.param
+    net = random_net(seed=seed, channels=1, size=6, num_classes=3, conv_layers=1).eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(48, 1, 6, 6, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    y[:4] = (y[:4] + 1) % 3  # four misclassified samples
+    radius = certified_radius(net, x, y, 0.3, tol=1e-5)
+    assert ((radius > 0) & (radius < 0.3)).sum() > 20, "the net must give radii inside (0, cap)"
+    return net, x, y

@@ -11,16 +11,10 @@ from nets import exact_margins, frozen_copy, random_net
 from torch import nn
 
 from raycert.cert.bounds import clean_forward, input_box, margin_lower_bounds
-from raycert.cert.certify import (
-    REL_THRESHOLD,
-    certify,
-    margin_bounds,
-    parse_verifier,
-    search_radii,
-    summarize,
-)
+from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes, preactivation_bounds
 from raycert.cert.models import build_model
+from raycert.cert.radius import REL_THRESHOLD, margin_bounds, parse_verifier, search_radii
 from raycert.errors import UserError
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")

@@ -386,36 +386,6 @@ def _subset(net: _Network, rows: Tensor) -> _Network:
     return _Network(net.layers, net.shapes, net.affine, bounds)
 
 
-def crown_ibp_margin_bounds(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps: Tensor | float,
-    *,
-    bn_stats: BatchStats | None = None,
-    verify_above: Tensor | float | None = None,
-) -> Tensor:
-    """CROWN-IBP margin lower bounds (see ``linear_margin_bounds``): (batch, C-1)."""
-    return linear_margin_bounds(
-        model, x, y, eps, intermediate="ibp", bn_stats=bn_stats, verify_above=verify_above
-    )
-
-
-def crown_margin_bounds(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps: Tensor | float,
-    *,
-    bn_stats: BatchStats | None = None,
-    verify_above: Tensor | float | None = None,
-) -> Tensor:
-    """CROWN margin lower bounds (see ``linear_margin_bounds``): (batch, C-1)."""
-    return linear_margin_bounds(
-        model, x, y, eps, intermediate="crown", bn_stats=bn_stats, verify_above=verify_above
-    )
-
-
 def crown_rows_bytes(model: nn.Sequential, shape: tuple[int, ...], dtype=torch.float64) -> dict:
     """Memory of CROWN's backward rows for one sample with every neuron unstable (worst case).
 

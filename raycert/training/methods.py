@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats, clean_forward, input_box, margins_from_pass, propagate
-from raycert.cert.certify import certified_radius
 from raycert.cert.models import Normalize
+from raycert.cert.radius import certified_radius
 from raycert.training.config import METHODS, TrainConfig
 
 # Radius of the box the regularizers see while the scheduled eps is still 0 (and, for ACERT,

@@ -1,0 +1,149 @@
+"""The radius search: radii are verified, tight to ``tol``, bounded by their caps, and
+withstand attacks inside their box."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nets import random_net
+from torch import nn
+
+from raycert.cert.bounds import clean_forward, margin_lower_bounds
+from raycert.cert.radius import certified_radius
+
+CAP = 0.3  # the cap at which ``random_case`` (tests/conftest.py) has radii inside (0, CAP)
+
+
+def _min_bound(net, x, y, eps):
+    with torch.no_grad():
+        return margin_lower_bounds(net, x, y, eps).min(dim=1).values
+
+
+def test_every_reported_radius_was_verified(random_case):
+    net, x, y = random_case
+    radius = certified_radius(net, x, y, CAP, tol=1e-5)
+    assert (radius[:4] == 0).all(), "misclassified samples must get radius 0"
+    positive = radius > 0
+    assert positive.sum() > 20
+    assert (_min_bound(net, x[positive], y[positive], radius[positive]) > 0).all()
+    assert (radius <= CAP).all()
+
+
+def test_radius_is_within_tol_of_the_crossing_found_by_a_dense_scan(random_case):
+    net, x, y = random_case
+    tol = 1e-4
+    radius = certified_radius(net, x, y, CAP, tol=tol)
+    open_ = (radius > 0) & (radius < CAP)
+    assert open_.sum() > 10
+    xs, ys, rs = x[open_], y[open_], radius[open_]
+    coarse = torch.linspace(0, CAP, 601, dtype=torch.float64)
+    fails = torch.stack([_min_bound(net, xs, ys, float(e)) <= 0 for e in coarse], dim=1)
+    first = fails.float().argmax(dim=1)  # first coarse grid point where the bound fails
+    lo, hi = coarse[first - 1], coarse[first]
+    fractions = torch.linspace(0, 1, 401, dtype=torch.float64)
+    fine_fails = torch.stack([_min_bound(net, xs, ys, lo + f * (hi - lo)) <= 0 for f in fractions])
+    crossing = lo + fractions[fine_fails.float().argmax(dim=0)] * (hi - lo)
+    step = (hi - lo) / 400
+    assert (rs < crossing).all(), "a verified radius lies before the crossing"
+    assert (crossing - rs <= tol + step).all()
+    assert (step < tol / 4).all()
+
+
+def test_samples_verified_at_the_cap_get_exactly_the_cap(random_case):
+    net, x, y = random_case
+    small_cap = 1e-4
+    radius = certified_radius(net, x, y, small_cap, tol=1e-6)
+    at_cap = _min_bound(net, x, y, small_cap) > 0
+    assert at_cap.any()
+    assert (radius[at_cap] == small_cap).all()
+    assert (radius[~at_cap] < small_cap).all()
+
+
+def test_per_sample_caps_are_respected(random_case):
+    net, x, y = random_case
+    caps = torch.linspace(0, 0.05, len(x), dtype=torch.float64)
+    radius = certified_radius(net, x, y, caps, tol=1e-5)
+    assert (radius <= caps).all()
+    assert radius[0] == 0
+
+
+def test_few_steps_still_give_verified_radii(random_case):
+    """Training uses a handful of steps: radii get looser, never unsound."""
+    net, x, y = random_case
+    coarse = certified_radius(net, x, y, CAP, tol=1e-6, max_iter=2)
+    fine = certified_radius(net, x, y, CAP, tol=1e-6)
+    positive = coarse > 0
+    assert (_min_bound(net, x[positive], y[positive], coarse[positive]) > 0).all()
+    assert (coarse <= fine + 1e-12).all()
+
+
+def test_train_mode_search_uses_the_whole_batch_statistics():
+    net = random_net(seed=4, channels=1, size=6, num_classes=3, bn_train=True)
+    x = torch.rand(32, 1, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        logits, stats = clean_forward(net, x)
+    y = logits.argmax(dim=1)
+    radius = certified_radius(net, x, y, CAP, tol=1e-5, bn_stats=stats)
+    positive = radius > 0
+    assert positive.sum() > 10
+    with torch.no_grad():
+        bound = margin_lower_bounds(net, x, y, radius, bn_stats=stats).min(dim=1).values
+    assert (bound[positive] > 0).all()
+
+
+def _pgd_flips(net, x, y, eps, steps=40, restarts=4, seed=0):
+    """Projected gradient attack on the largest wrong logit, inside the clipped eps-box."""
+    gen = torch.Generator().manual_seed(seed)
+    eps = eps.view(-1, 1, 1, 1)
+    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    flipped = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(restarts):
+        adv = lower + (upper - lower) * torch.rand(x.shape, generator=gen, dtype=x.dtype)
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            logits = net(adv)
+            wrong = logits.clone()
+            wrong[torch.arange(len(y)), y] = -torch.inf
+            objective = (wrong.max(dim=1).values - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            (grad,) = torch.autograd.grad(objective, adv)
+            with torch.no_grad():
+                adv = torch.minimum(torch.maximum(adv + eps / 4 * grad.sign(), lower), upper)
+        with torch.no_grad():
+            flipped |= net(adv).argmax(dim=1) != y
+    return flipped
+
+
+def test_attacks_inside_the_certified_box_never_flip_a_prediction(random_case):
+    net, x, y = random_case
+    radius = certified_radius(net, x, y, CAP, tol=1e-5)
+    positive = radius > 0
+    assert not _pgd_flips(net, x[positive], y[positive], radius[positive]).any()
+    # Control: the same attack does flip predictions once it may leave the certified box.
+    assert _pgd_flips(net, x[positive], y[positive], 20 * radius[positive] + 0.05).any()
+
+
+def test_the_search_still_searches_below_a_cap_smaller_than_tol(random_case):
+    """Training caps radii by a scheduled eps that starts far below ``search_tol``."""
+    net, x, y = random_case
+    full = certified_radius(net, x, y, CAP, tol=1e-5)
+    cap = float(full[full > 0].median())  # about half the samples are not verified at the cap
+    radius = certified_radius(net, x, y, cap, tol=10 * cap)
+    inside = (radius > 0) & (radius < cap)
+    assert inside.any(), "samples not verified at the cap must not all get radius 0"
+    assert (_min_bound(net, x[inside], y[inside], radius[inside]) > 0).all()
+    with pytest.raises(ValueError, match="tol"):
+        certified_radius(net, x, y, cap, tol=0.0)
+
+
+def test_float64_certificates_clear_a_threshold_relative_to_the_logits():
+    """Margins of 1e-4 on logits of 1e6 are rounding noise, not a certificate; margins of 1 are."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[1].weight.zero_()  # constant logits: the bound equals the margin at every eps
+    x = torch.rand(2, 1, 2, 2, dtype=torch.float64)
+    y = torch.zeros(2, dtype=torch.long)
+    for margin, expected in ((1e-4, 0.0), (1.0, CAP)):
+        with torch.no_grad():
+            net[1].bias.copy_(torch.tensor([1e6 + margin, 1e6], dtype=torch.float64))
+        radius = certified_radius(net, x, y, CAP, tol=1e-5)
+        assert (radius == expected).all(), (margin, radius)
