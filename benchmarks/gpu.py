@@ -6,7 +6,7 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
 
 1. Training. Seconds per epoch of ``standard``, ``ibp`` and ``acert`` (10 search steps) mid-ramp
    of the CIFAR-10 ``paper`` preset, taken by the trainer's own epoch function
-   (``raycert.training.loop._train_epoch``: batches indexed from uint8 images on the device,
+   (``raycert.training.loop.train_epoch``: batches indexed from uint8 images on the device,
    augmentation, the eps schedule, the loss of ``raycert.training.methods.LOSSES``, clipping,
    the one sync per step). Each method is timed over 60 steps after 5 untimed ones and
    extrapolated to an epoch of 50k images (391 steps); the output says so. Also: acert in
@@ -167,10 +167,10 @@ def run_epoch(
     The schedule is in epochs, so a short epoch of a few steps sees the eps (and regularizer
     weight) that a full epoch sees at the same point of the run.
     """
-    optimizer = loop._optimizer(cfg, model)
+    optimizer = loop.build_optimizer(cfg, model)
     steps = batches_per_epoch(len(labels), cfg.batch_size)
-    scheduler = loop._lr_scheduler(cfg, optimizer, steps)
-    summary = loop._train_epoch(
+    scheduler = loop.build_lr_scheduler(cfg, optimizer, steps)
+    summary = loop.train_epoch(
         model, optimizer, scheduler, LOSSES[cfg.method], images, labels, cfg, epoch, lambda: None
     )
     if isinstance(summary, str):

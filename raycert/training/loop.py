@@ -137,8 +137,8 @@ def _train_loop(
     train_split = load(cfg.dataset, "train", **data, limit=cfg.train_limit)
     val_split = load(cfg.dataset, "val", **data, limit=cfg.val_limit)
     steps_per_epoch = batches_per_epoch(len(train_split), cfg.batch_size)
-    optimizer = _optimizer(cfg, model)
-    scheduler = _lr_scheduler(cfg, optimizer, steps_per_epoch)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer, steps_per_epoch)
     metrics: list[Metrics] = []
     train_seconds = 0.0
     if saved is not None:
@@ -154,7 +154,7 @@ def _train_loop(
     with _progress_bar(progress, (cfg.epochs - len(metrics)) * steps_per_epoch) as advance:
         for epoch in range(len(metrics), cfg.epochs):
             tic = time.perf_counter()
-            summary = _train_epoch(
+            summary = train_epoch(
                 model, optimizer, scheduler, loss_fn, images, labels, cfg, epoch, advance
             )
             if isinstance(summary, str):
@@ -194,7 +194,7 @@ def _mark_ended(out: Path, status: str, message: str, cfg: TrainConfig) -> None:
         write_status(out, status, epochs, cfg.epochs, message)
 
 
-def _train_epoch(
+def train_epoch(
     model: nn.Sequential,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -275,7 +275,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``model``'s parameters: Adam, or SGD with momentum 0.9, at
+    ``cfg.lr`` with ``cfg.weight_decay``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -283,7 +285,7 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     )
 
 
-def _lr_scheduler(
+def build_lr_scheduler(
     cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per batch. ``onecycle``: PyTorch's three-phase OneCycleLR as ACERT configures
