@@ -95,3 +95,21 @@ def random_case(request: pytest.FixtureRequest) -> tuple[Any, Any, Any]:
     radius = certified_radius(net, x, y, 0.3, tol=1e-5)
     assert ((radius > 0) & (radius < 0.3)).sum() > 20, "the net must give radii inside (0, cap)"
     return net, x, y
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two persisted study folders (``acert-mnist``, ``ibp-mnist``) from tests/studyfiles.py.
+    Shared by the report tests: a test that damages or edits one works on a ``copy_study``."""
+    from studyfiles import write_study
+
+    root = tmp_path_factory.mktemp("storage")
+    return [write_study(root), write_study(root, name="ibp-mnist", method="ibp", seed=1)]
+
+
+@pytest.fixture(scope="session")
+def page(studies: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report page of both ``studies``."""
+    from raycert.report.page import build_report
+
+    return build_report(studies, tmp_path_factory.mktemp("reports") / "acert+ibp.html")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,13 @@ def readme_main_job() -> str:
     job = re.search(r"<!-- main job -->\s*\n\s+(\S.*)\n", _readme())
     assert job, "README.md needs the main job's command, indented, after <!-- main job -->"
     return job.group(1).strip()
+
+
+def copy_study(study: Path, tmp_path: Path) -> Path:
+    """A copy of the study folder ``study`` under ``tmp_path``, free to damage or edit."""
+    return Path(shutil.copytree(study, tmp_path / study.name))
+
+
+def metadata_cell(page_text: str, label: str) -> str:
+    """The value cell of the report page's metadata row ``label``."""
+    return re.search(rf"<tr><th>{label}</th><td>(.*?)</td>", page_text).group(1)
