@@ -50,3 +50,8 @@ def format_eps(eps: float) -> str:
 def cert_acc_key(eps: float) -> str:
     """Metric name of certified accuracy at ``eps``, e.g. ``cert_acc@2/255`` or ``cert_acc@0.3``."""
     return f"cert_acc@{format_eps(eps)}"
+
+
+def pgd_acc_key(eps: float) -> str:
+    """Metric name of PGD accuracy at ``eps``, e.g. ``pgd_acc@0.1`` or ``pgd_acc@2/255``."""
+    return f"pgd_acc@{format_eps(eps)}"

@@ -224,11 +224,62 @@ def test_records_read_back_as_written(tmp_path: Path, scheme: str):
     assert read_results(store) == results
     write_test(store, "chosen/0.8", results[0].test, "radius,correct\n0.1,1\n0.0,0\n0.2,1\n")
     assert read_test_metrics(store, "chosen/0.8") == results[0].test
-    radii, correct = read_test_radii(store, "chosen/0.8")
-    assert radii.tolist() == [0.1, 0.0, 0.2] and correct.tolist() == [True, False, True]
+    radii = read_test_radii(store, "chosen/0.8")
+    assert radii.radius.tolist() == [0.1, 0.0, 0.2] and radii.correct.tolist() == [1, 0, 1]
+    assert radii.stages == {} and radii.pgd is None  # a CSV of an older study
     write_trials(store, table)
     read = read_trials(store, written.targets)
     assert read.drop(columns="run_dir").equals(table.drop(columns="run_dir"))
+
+
+def test_test_radii_read_back_per_stage_and_pgd_from_the_real_csv(tmp_path: Path):
+    """``Certificates.to_csv`` writes what the study stores; every radius reads back exactly."""
+    import torch
+
+    from raycert.cert.certify import Certificates
+
+    certs = Certificates(
+        labels=torch.tensor([0, 1, 2, 1]),
+        predictions=torch.tensor([0, 0, 2, 1]),
+        radii=torch.tensor([0.25, 0.0, 0.1, 0.4], dtype=torch.float64),
+        cap=0.4,
+        verifier="ibp+crown-ibp",
+        verified_by=torch.tensor([1, -1, 0, 0]),
+        stage_radii={
+            "ibp": torch.tensor([1 / 30, 0.0, 0.1, 0.4], dtype=torch.float64),
+            "crown-ibp": torch.tensor([0.25, 0.0, 0.1, 0.4], dtype=torch.float64),
+        },
+        empirical_radii=torch.tensor([0.3 + 1e-9, 0.0, 0.1 + 2 / 255, np.inf]).double(),
+    )
+    store = StudyDir(tmp_path, "s")
+    write_test(store, "chosen/0.8", {"clean_acc": 0.75}, certs.to_csv())
+    radii = read_test_radii(store, "chosen/0.8")
+    assert radii.radius.tolist() == certs.radii.tolist()
+    assert radii.correct.tolist() == [True, False, True, True]
+    assert list(radii.stages) == ["ibp", "crown-ibp"]  # in cascade order
+    for name, stage in certs.stage_radii.items():
+        assert radii.stages[name].tolist() == stage.tolist()
+    assert list(radii.cascades()) == ["ibp", "ibp+crown-ibp"]
+    assert radii.cascades()["ibp+crown-ibp"] is radii.stages["crown-ibp"]
+    assert radii.pgd.tolist() == certs.empirical_radii.tolist() and radii.pgd[3] == np.inf
+
+    certs.empirical_radii = None  # certified without --attack: no pgd_radius column
+    write_test(store, "chosen/0.8", {"clean_acc": 0.75}, certs.to_csv())
+    assert read_test_radii(store, "chosen/0.8").pgd is None
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("pgd_radius", "-0.1"), ("pgd_radius", "nan"), ("radius_ibp", "inf"), ("radius", "x")],
+)
+def test_a_bad_radius_column_is_one_line_naming_it(tmp_path: Path, column: str, value: str):
+    store = StudyDir(tmp_path, "s")
+    rows = {"radius": "0.1", "correct": "1", "radius_ibp": "0.05", "pgd_radius": "0.2"}
+    rows[column] = value
+    write_test(store, "c", {}, f"{','.join(rows)}\n{','.join(rows.values())}\n")
+    with pytest.raises(UserError) as exc:
+        read_test_radii(store, "c")
+    assert_one_line_error(exc, f"{tmp_path}/s/c/{TEST_RADII_CSV}", f"column {column!r} needs")
 
 
 CORRUPT = {

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from raycert.units import format_eps
+from raycert.units import pgd_acc_key
 
 
 class CertificateViolation(RuntimeError):
@@ -165,11 +165,6 @@ class AttackResult:
 
     pgd_acc: dict[str, float]
     radii: Tensor | None  # (n,) float64, inf where no flip was found up to the cap
-
-
-def pgd_acc_key(eps: float) -> str:
-    """Metric name of PGD accuracy at ``eps``, e.g. ``pgd_acc@0.1`` or ``pgd_acc@2/255``."""
-    return f"pgd_acc@{format_eps(eps)}"
 
 
 def attack_split(

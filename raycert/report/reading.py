@@ -26,6 +26,7 @@ from raycert.studyfolder import (
     JOURNAL,
     PARETO,
     RESULTS_JSON,
+    SampleRadii,
     StudyDir,
     StudyMeta,
     TargetResult,
@@ -43,11 +44,21 @@ MIN_TRIALS_FOR_IMPORTANCE = 4
 
 @dataclass
 class ChosenModel:
-    """One accuracy target's result and, when met and certified, the chosen model's test radii."""
+    """One accuracy target's result and, when met and certified, the chosen model's test radii
+    (``samples``: certified radius, correctness, per-stage and PGD radii per test sample)."""
 
     result: TargetResult
-    radii: np.ndarray | None = None  # certified radius per test sample (pixel units)
-    correct: np.ndarray | None = None  # whether each test sample is classified correctly
+    samples: SampleRadii | None = None
+
+    @property
+    def radii(self) -> np.ndarray | None:
+        """The certified radius per test sample (pixel units), if certified."""
+        return None if self.samples is None else self.samples.radius
+
+    @property
+    def correct(self) -> np.ndarray | None:
+        """Whether each test sample is classified correctly, if certified."""
+        return None if self.samples is None else self.samples.correct
 
 
 @dataclass
@@ -117,7 +128,7 @@ def load_study(directory: Path) -> StudyResults:
 def _chosen(store: StudyDir, result: TargetResult) -> ChosenModel:
     if not (result.met and result.run_dir):
         return ChosenModel(result)
-    return ChosenModel(result, *read_test_radii(store, result.run_dir))
+    return ChosenModel(result, read_test_radii(store, result.run_dir))
 
 
 # ---------------------------------------------------------------------------------------------

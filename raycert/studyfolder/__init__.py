@@ -9,7 +9,8 @@ them and the report that reads them.
 - ``results.json`` (``TargetResult`` per target): the chosen trial with its val and test
   metrics, or ``met: false`` and the closest trial.
 - ``chosen/<target>/``: the chosen run, ``test_metrics.json`` (``Metrics``) and
-  ``test_radii.csv`` (one certified radius per test sample).
+  ``test_radii.csv`` (``SampleRadii``: per test sample the certified radius, the radius after
+  each verifier stage and, when the study attacked, PGD's empirical radius).
 - ``optuna.journal`` (Optuna's journal, opened only by ``journal_storage``) and
   ``tune/`` (Ray Tune's experiment).
 
@@ -59,12 +60,15 @@ from raycert.studyfolder.pareto import pareto_mask
 from raycert.studyfolder.records import (
     METRIC_COLUMNS,
     PARETO,
+    PGD_COLUMN,
     RADII_COLUMNS,
+    STAGE_PREFIX,
     TRIAL_COLUMNS,
     TRIAL_STATUSES,
     ClosestTrial,
     Hardware,
     Metrics,
+    SampleRadii,
     StudyMeta,
     TargetResult,
     TrialError,
@@ -91,8 +95,10 @@ __all__ = [
     "JOURNAL",
     "METRIC_COLUMNS",
     "PARETO",
+    "PGD_COLUMN",
     "RADII_COLUMNS",
     "RESULTS_JSON",
+    "STAGE_PREFIX",
     "STUDY_JSON",
     "TEST_METRICS_JSON",
     "TEST_RADII_CSV",
@@ -105,6 +111,7 @@ __all__ = [
     "ClosestTrial",
     "Hardware",
     "Metrics",
+    "SampleRadii",
     "StudyDir",
     "StudyMeta",
     "TargetResult",

@@ -22,7 +22,16 @@ import pydantic
 from raycert.errors import UserError, one_line
 from raycert.files import atomic_path, cache_dir
 from raycert.paths import absolute, is_uri
-from raycert.studyfolder.records import RADII_COLUMNS, Metrics, Results, StudyMeta, TargetResult
+from raycert.studyfolder.records import (
+    PGD_COLUMN,
+    RADII_COLUMNS,
+    STAGE_PREFIX,
+    Metrics,
+    Results,
+    SampleRadii,
+    StudyMeta,
+    TargetResult,
+)
 from raycert.validation import record_error
 
 STUDY_JSON = "study.json"
@@ -173,9 +182,11 @@ def read_test_metrics(store: StudyDir, run_dir: str) -> Metrics:
     return _read_record(store, f"{run_dir}/{TEST_METRICS_JSON}", Metrics)
 
 
-def read_test_radii(store: StudyDir, run_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """A chosen run's certified radius (pixel units) per test sample, and whether each sample is
-    classified correctly."""
+def read_test_radii(store: StudyDir, run_dir: str) -> SampleRadii:
+    """A chosen run's radii per test sample (pixel units): the certified radius, whether each
+    sample is classified correctly and, where the CSV has them, the radius after each verifier
+    stage (``radius_<stage>``) and PGD's empirical radius (``pgd_radius``). Older CSVs without
+    those columns read as ``SampleRadii`` without stages or PGD radii."""
     rel = f"{run_dir}/{TEST_RADII_CSV}"
     where = store.where(rel)
     if not store.has(rel):
@@ -187,13 +198,28 @@ def read_test_radii(store: StudyDir, run_dir: str) -> tuple[np.ndarray, np.ndarr
     missing = [c for c in RADII_COLUMNS if c not in table]
     if missing:
         raise UserError(f"{where} lacks the column(s) {', '.join(missing)}")
-    radii = pd.to_numeric(table["radius"], errors="coerce").to_numpy(dtype=float)
-    if len(radii) == 0 or np.isnan(radii).any() or (radii < 0).any():
+    if len(table) == 0:
         raise UserError(f"{where}: needs one radius >= 0 per test sample")
     correct = table["correct"].map(_truth)
     if correct.isna().any():
         raise UserError(f"{where}: 'correct' must be true/false or 1/0")
-    return radii, correct.to_numpy(dtype=bool)
+    stages = {
+        str(c).removeprefix(STAGE_PREFIX): _radii(table, c, where)
+        for c in table.columns
+        if str(c).startswith(STAGE_PREFIX)
+    }
+    pgd = _radii(table, PGD_COLUMN, where, infinite=True) if PGD_COLUMN in table else None
+    return SampleRadii(_radii(table, "radius", where), correct.to_numpy(dtype=bool), stages, pgd)
+
+
+def _radii(table: pd.DataFrame, column: str, where: str, infinite: bool = False) -> np.ndarray:
+    """A column of radii: numbers >= 0, finite unless ``infinite`` (PGD found no flip)."""
+    radii = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(radii) | (radii < 0) | (~np.isfinite(radii) & (not infinite))
+    if bad.any():
+        kind = "a radius >= 0 or inf" if infinite else "one radius >= 0"
+        raise UserError(f"{where}: column {column!r} needs {kind} per test sample")
+    return radii
 
 
 def _truth(value: Any) -> bool | None:

@@ -24,6 +24,8 @@ METRIC_COLUMNS = ("clean_acc", "acr", "acr_cap", "acr_pct", "epoch", "train_seco
 PARAM_PREFIX = "param."
 PARETO = "pareto"
 RADII_COLUMNS = ("radius", "correct")
+STAGE_PREFIX = "radius_"  # test_radii.csv: the radius after each verifier stage of a cascade
+PGD_COLUMN = "pgd_radius"  # test_radii.csv: the smallest eps where PGD flipped the prediction
 
 
 def target_label(target: float) -> str:
@@ -196,6 +198,30 @@ class TrialRow:
             run_dir=_plain(row.get("run_dir")),
             error=_plain(row.get("error")),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRadii:
+    """A chosen model's radii per test sample (``test_radii.csv``), in pixel units.
+
+    ``radius`` is the certified radius (of the whole verifier cascade; 0 where misclassified)
+    and ``correct`` whether each sample is classified correctly. ``stages`` holds the radius
+    after each stage of the cascade, by verifier name in cascade order (``radius_<stage>``
+    columns; empty in studies written before cascades). ``pgd`` is the empirical radius, the
+    smallest eps at which PGD flipped the prediction (``pgd_radius``: ``inf`` where no flip was
+    found up to the cap, 0 where misclassified); ``None`` when the study did not attack.
+    """
+
+    radius: np.ndarray
+    correct: np.ndarray
+    stages: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    pgd: np.ndarray | None = None
+
+    def cascades(self) -> dict[str, np.ndarray]:
+        """The radius after each stage, named by the cascade up to it (``ibp``, then
+        ``ibp+crown-ibp``): a later stage only searches above an earlier one's radius."""
+        names = list(self.stages)
+        return {"+".join(names[: i + 1]): self.stages[name] for i, name in enumerate(names)}
 
 
 def _plain(value: Any) -> Any:
