@@ -4,6 +4,7 @@ search logic is under test; they still report through ``tune.report``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
+from raycert.study.plan import check_resumable, plan
 from raycert.study.run import StudyRequest, run_study
 from raycert.study.tune_state import repair_tune_state
 from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, pareto_mask
@@ -50,6 +52,7 @@ STUDY_KEYS = {
     "finished",
     "status",
     "trial_counts",
+    "attack",
 }
 SMOKE_TRIALS = 4
 
@@ -91,6 +94,7 @@ def test_a_smoke_study_writes_study_json(smoke_study):
     assert set(meta["versions"]) == {"raycert", "ray", "optuna", "torch", "python"}
     assert meta["started"] <= meta["finished"]
     assert sum(meta["trial_counts"].values()) == SMOKE_TRIALS
+    assert meta["attack"] is False  # PGD only when asked: it costs time
 
 
 def test_a_smoke_study_writes_the_trials_table(smoke_study):
@@ -204,6 +208,9 @@ def test_an_existing_study_without_resume_is_refused(smoke_study):
     changed = StudyRequest(**{**request.__dict__, "resume": True, "seed": 5})
     with pytest.raises(UserError, match="seed was 0, now 5"):
         run_study(changed, progress=False)
+    attacked = StudyRequest(**{**request.__dict__, "resume": True, "attack": True})
+    with pytest.raises(UserError, match="attack was False, now True"):
+        run_study(attacked, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,3 +339,33 @@ def test_a_truncated_tune_state_is_restored_from_its_backup(smoke_study):
     with pytest.raises(UserError, match="unreadable and has no backup"):
         repair_tune_state(store)
     state.write_bytes(intact)
+
+
+@pytest.mark.parametrize(
+    ("flag", "attack"), [([], None), (["--attack"], True), (["--no-attack"], False)]
+)
+def test_the_cli_hands_attack_to_the_study_as_typed(monkeypatch, flag, attack):
+    """``None`` (not typed) lets ``plan`` choose: off for a new study, the saved one on resume."""
+    asked = []
+
+    def run(request: StudyRequest) -> None:
+        asked.append(request)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("raycert.study.run.run_study", run)
+    result = runner.invoke(app, ["study", "synthetic", *flag])
+    assert result.exit_code == 130 and [r.attack for r in asked] == [attack]
+    assert plan(asked[0])[1].attack is bool(attack)
+
+
+def test_a_resumed_study_keeps_its_attack_setting_unless_told_otherwise():
+    request = StudyRequest(dataset="synthetic", targets=(0.8,), preset="smoke", attack=True)
+    saved = plan(request)[1]
+    resumed = plan(dataclasses.replace(request, attack=None))[1]
+    assert saved.attack and not resumed.attack  # a new study without --attack: off
+    check_resumable(saved, resumed, None, "s", attack=None)
+    assert resumed.attack and resumed.trials_requested == saved.trials_requested
+    with pytest.raises(UserError, match=r"cannot resume s .*attack was True, now False"):
+        check_resumable(
+            saved, plan(dataclasses.replace(request, attack=False))[1], None, "s", False
+        )

@@ -38,7 +38,8 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 def print_chosen(chosen: TargetResult, cap: float) -> None:
-    """One target's winner: hyperparameters, val and test accuracy and ACR (or the closest)."""
+    """One target's winner: hyperparameters, val and test accuracy and ACR, test PGD accuracy
+    when the study attacked (or the closest trial)."""
     goal = f"clean accuracy >= {chosen.target:g}"
     if not chosen.met:
         near = chosen.closest
@@ -61,6 +62,8 @@ def print_chosen(chosen: TargetResult, cap: float) -> None:
     table.add_row("clean accuracy", *cells("clean_acc", "{:.2%}"))
     table.add_row(f"ACR (cap {format_eps(cap)})", *cells("acr", "{:.5f}"))
     table.add_row("ACR % of cap", *cells("acr_pct", "{:.1f}%"))
+    for key in (k for k in chosen.test or {} if k.startswith("pgd_acc@")):  # study --attack
+        table.add_row(f"PGD accuracy at {key.removeprefix('pgd_acc@')}", *cells(key, "{:.2%}"))
     console.print(table)
 
 

@@ -62,6 +62,15 @@ def study_command(
     spec: Annotated[
         Path | None, typer.Option(help="Spec file instead of raycert/study/presets/DATASET.toml.")
     ] = None,
+    attack: Annotated[
+        bool | None,
+        typer.Option(
+            "--attack/--no-attack",
+            help="Also attack the chosen models with PGD on the test split (pgd_acc@eps, "
+            "pgd_radius; slower). Default: off, or as the resumed study ran.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
     from raycert.paths import is_uri
@@ -85,6 +94,7 @@ def study_command(
         data_dir=None if data_dir is None else str(data_dir),
         spec=None if spec is None else str(spec),
         download=not no_download,
+        attack=attack,
     )
     try:
         result = run_study(request)

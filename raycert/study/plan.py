@@ -5,7 +5,8 @@ makes its paths absolute against the working folder, on the driver, because Ray 
 folders of its own; it is the one place that does so (the CLI passes paths as typed). ``plan``
 checks every setting that needs no cluster (method, targets, counts, the CPUs and GPUs a trial
 asks for, the study's name) and describes the study: its spec, and the settings study.json
-records. ``check_resumable`` refuses to continue a study with other settings.
+records. ``check_resumable`` refuses to continue a study with other settings; a setting left
+unsaid on resume (``trials``, ``attack``: ``None``) is the saved study's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from raycert.studyfolder import StudyMeta
 
 STUDY_METHODS = ("acert", "ibp")
 # Settings a resumed study must share with the one it continues (its trial count may grow).
-RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed")
+RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed", "attack")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class StudyRequest:
     """A study as asked for on the command line; ``None`` means the spec file's default.
 
     ``cpus_per_trial`` must be > 0 and ``gpus_per_trial`` a number >= 0 or ``"auto"``
-    (``plan`` checks); paths may be relative to the working folder (``resolve_paths``)."""
+    (``plan`` checks); paths may be relative to the working folder (``resolve_paths``).
+    ``attack``: PGD on the chosen models' test split too (it costs time); ``None`` is off for a
+    new study and the saved setting for a resumed one."""
 
     dataset: str
     targets: tuple[float, ...] = ()
@@ -56,6 +59,7 @@ class StudyRequest:
     data_dir: str | None = None
     spec: str | None = None
     download: bool = True
+    attack: bool | None = None
 
 
 def resolve_paths(request: StudyRequest) -> StudyRequest:
@@ -116,14 +120,20 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
         finished=None,
         status="running",
         trial_counts={},
+        attack=bool(request.attack),
     )
     return spec, meta
 
 
-def check_resumable(saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str) -> None:
+def check_resumable(
+    saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str, attack: bool | None = None
+) -> None:
     """Refuse to resume with other settings; ``trials`` (None: the saved count) may grow.
 
-    Sets ``meta.trials_requested`` to the count the resumed study runs to."""
+    Sets ``meta.trials_requested`` to the count the resumed study runs to, and ``meta.attack``
+    to the saved one when ``attack`` is ``None`` (not asked for either way)."""
+    if attack is None:
+        meta.attack = saved.attack
     changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
     if changed:
         diffs = "; ".join(

@@ -7,7 +7,8 @@ constraint (``trial.set_constraint``), never as a penalty. One target: single-ob
 front, so that every target's best trial gets searched (a single objective at the lowest target
 crowds every trial near it). Winners are picked afterwards from the persisted trials table,
 never by Tune's ``get_best_result``, which knows nothing of the constraint. Each winner is then
-certified on the test split, once, as a Ray task with a trial's resources.
+certified on the test split, once, as a Ray task with a trial's resources; with ``attack`` (a
+setting study.json keeps for ``--resume``) PGD attacks it there too.
 
 A study lives in ``<storage>/<name>/`` (see ``raycert.studyfolder``). ``resume=True`` continues an
 interrupted or stopped one from Ray Tune's experiment state and the pickled searcher: finished
@@ -134,7 +135,7 @@ def _run_locked(
         if not store.has(STUDY_JSON):
             raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
         saved = read_meta(store)
-        check_resumable(saved, meta, request.trials, store.uri)
+        check_resumable(saved, meta, request.trials, store.uri, request.attack)
         more = meta.trials_requested > saved.trials_requested
         if saved.status == "finished" and not more:
             return _finished_result(store, saved)
@@ -324,7 +325,7 @@ def _finish(
     results: list[TargetResult] = []
     if finished:
         fail_stale_trials(store, meta.name)
-        results = _choose_and_certify(store, table, meta.targets, res, data_dir)
+        results = _choose_and_certify(store, table, meta.targets, res, data_dir, meta.attack)
         write_results(store, results)
     meta.status = "finished" if finished else "interrupted"
     meta.finished = timestamp() if finished else None
@@ -338,8 +339,10 @@ def _choose_and_certify(
     targets: list[float],
     res: cluster.Resources,
     data_dir: str | None,
+    attack: bool,
 ) -> list[TargetResult]:
-    """Per target: the winner (certified on test, copied to ``chosen/<target>``) or the closest."""
+    """Per target: the winner (certified on test, with ``attack`` attacked by PGD too, copied to
+    ``chosen/<target>``) or the closest."""
     results, runs = [], {}
     for target in targets:
         winner, closest = choose(table, target)
@@ -352,7 +355,9 @@ def _choose_and_certify(
         if checkpoint is not None and _is_run(checkpoint):
             runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
-    certified = certify_on_cluster(runs, data_dir, res.cpus_per_trial, res.gpus_per_trial)
+    certified = certify_on_cluster(
+        runs, data_dir, res.cpus_per_trial, res.gpus_per_trial, attack=attack
+    )
     for result in results:
         if result.run_dir is None:
             continue

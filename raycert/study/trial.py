@@ -35,6 +35,7 @@ import ray
 import torch
 from ray import tune
 
+from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
@@ -148,26 +149,38 @@ def _report_again(
 
 
 def certify_test(
-    checkpoint: tune.Checkpoint, data_dir: str | None, gpu_fraction: float
+    checkpoint: tune.Checkpoint, data_dir: str | None, gpu_fraction: float, attack: bool = False
 ) -> tuple[Certificates, Metrics]:
     """Certify a trial's saved model on the test split in float64 (run it as a Ray task): the
-    per-sample certificates and their summary at the run's standard radii."""
+    per-sample certificates and their summary at the run's standard radii. With ``attack``,
+    PGD too (default ``AttackSettings``): ``pgd_acc@<eps>`` and per-sample empirical radii; a
+    flip inside a certified radius raises ``CertificateViolation``."""
     device = pick_device(gpu_fraction)
+    settings = AttackSettings() if attack else None
     with checkpoint.as_directory() as run_dir:
-        return certify_run(run_dir, "test", data_dir=data_dir, download=False, device=str(device))
+        return certify_run(
+            run_dir, "test", data_dir=data_dir, download=False, attack=settings, device=str(device)
+        )
 
 
 def certify_on_cluster(
-    runs: dict[str, tune.Checkpoint], data_dir: str | None, cpus: float, gpus: float
+    runs: dict[str, tune.Checkpoint],
+    data_dir: str | None,
+    cpus: float,
+    gpus: float,
+    *,
+    attack: bool = False,
 ) -> dict[str, tuple[Certificates, Metrics]]:
     """``certify_test`` each run (by trial id) at once, as Ray tasks with a trial's resources."""
     task = ray.remote(certify_test).options(num_cpus=cpus, num_gpus=gpus)
-    refs = {trial_id: task.remote(ckpt, data_dir, gpus) for trial_id, ckpt in runs.items()}
+    refs = {trial_id: task.remote(ckpt, data_dir, gpus, attack) for trial_id, ckpt in runs.items()}
     out = {}
     for trial_id, ref in refs.items():
         try:
             out[trial_id] = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, CertificateViolation):  # a bug in the bounds: no user error
+                raise exc.cause from None
             cause = exc.cause if isinstance(exc.cause, UserError) else exc
             raise UserError(f"test certification of trial {trial_id} failed: {cause}") from None
     return out

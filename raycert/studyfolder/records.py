@@ -90,7 +90,8 @@ class StudyMeta:
     named in ``error``) or ``finished``; ``trial_counts`` (trials per status of
     ``TRIAL_STATUSES``) and ``errors`` (one ``TrialError`` per failed trial) are filled when the
     study stops (empty while it runs); ``resources``, ``concurrency`` and ``hardware`` once Ray
-    is up. ``acr_cap`` and ``eps_list`` are in pixel units.
+    is up. ``acr_cap`` and ``eps_list`` are in pixel units. ``attack``: the chosen models' test
+    certification also runs PGD (``pgd_acc@<eps>``, ``pgd_radius``); false in older studies.
     """
 
     name: str
@@ -113,6 +114,7 @@ class StudyMeta:
     finished: str | None
     status: str
     trial_counts: dict[str, int]
+    attack: bool = False
     resources: TrialResources | None = None
     concurrency: int | None = None
     hardware: Hardware | None = None
