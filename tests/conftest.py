@@ -99,12 +99,14 @@ def random_case(request: pytest.FixtureRequest) -> tuple[Any, Any, Any]:
 
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two persisted study folders (``acert-mnist``, ``ibp-mnist``) from tests/studyfiles.py.
-    Shared by the report tests: a test that damages or edits one works on a ``copy_study``."""
+    """Two persisted study folders (``acert-mnist``, ``ibp-mnist``) from tests/studyfiles.py;
+    ``ibp-mnist`` as an older raycert wrote it (no radius per verifier stage, no PGD). Shared by
+    the report tests: a test that damages or edits one works on a ``copy_study``."""
     from studyfiles import write_study
 
     root = tmp_path_factory.mktemp("storage")
-    return [write_study(root), write_study(root, name="ibp-mnist", method="ibp", seed=1)]
+    older = write_study(root, name="ibp-mnist", method="ibp", seed=1, older=True)
+    return [write_study(root), older]
 
 
 @pytest.fixture(scope="session")

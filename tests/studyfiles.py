@@ -3,11 +3,13 @@ and rules as ``raycert.study`` (so a writer/reader mismatch fails the report tes
 
 ``write_study`` makes ``<root>/<name>/`` with study.json, trials.parquet + trials.csv,
 results.json (target 0.8 met, target 0.995 unmet), chosen/0.8/test_radii.csv +
-test_metrics.json (real ``Certificates`` and ``summarize``) and an optuna.journal with metric
-names as the study's searcher sets them. Trials are random but plausible: an accuracy/ACR
-trade-off driven by ``kappa``, some infeasible, two pruned, one diverged and one error row (no
-metrics). Only Ray Tune is left out: the rows come from the Tune-style last results that
-``trial_row`` reads.
+test_metrics.json (real ``Certificates`` and ``summarize``: the ``ibp+crown-ibp`` cascade's
+radius per stage and PGD's empirical radii with ``pgd_acc@<eps>``, as ``study --attack`` writes
+them; with ``older=True`` only the final radius, as studies before cascades and attacks wrote
+it) and an optuna.journal with metric names as the study's searcher sets them. Trials are
+random but plausible: an accuracy/ACR trade-off driven by ``kappa``, some infeasible, two
+pruned, one diverged and one error row (no metrics). Only Ray Tune is left out: the rows come
+from the Tune-style last results that ``trial_row`` reads.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from raycert.studyfolder import (
     write_test,
     write_trials,
 )
-from raycert.units import cert_acc_key
+from raycert.units import cert_acc_key, pgd_acc_key
 
 ACR_CAP = 0.4
 EPS_LIST = (0.1, 0.3)
@@ -109,8 +111,13 @@ def _rows(rng: np.random.Generator, n_trials: int, acr_scale: float) -> list[Tri
     return rows
 
 
-def _certificates(rng: np.random.Generator, clean_acc: float, acr: float) -> Certificates:
-    """Test-split certificates near a trial's val numbers, some verified at the cap."""
+def _certificates(
+    rng: np.random.Generator, clean_acc: float, acr: float, older: bool
+) -> Certificates:
+    """Test-split certificates near a trial's val numbers, some verified at the cap. Unless
+    ``older``: IBP alone verifies a smaller radius for some samples (CROWN-IBP the rest of
+    it), and PGD flips each correct sample above its certified radius (never where it is
+    certified at the cap: ``inf``)."""
     labels = rng.integers(0, 10, TEST_SAMPLES)
     correct = rng.random(TEST_SAMPLES) < clean_acc
     predictions = np.where(correct, labels, (labels + 1) % 10)
@@ -118,21 +125,39 @@ def _certificates(rng: np.random.Generator, clean_acc: float, acr: float) -> Cer
     radii = np.minimum(rng.exponential(mean_correct, TEST_SAMPLES), ACR_CAP)
     radii[rng.random(TEST_SAMPLES) < 0.1] = ACR_CAP
     radii = np.where(correct, radii, 0.0)
-    return Certificates(
+    certs = Certificates(
         torch.from_numpy(labels), torch.from_numpy(predictions), torch.from_numpy(radii), ACR_CAP
     )
+    if older:
+        return certs
+    ibp = np.where(
+        rng.random(TEST_SAMPLES) < 0.6, radii * rng.uniform(0.3, 1.0, TEST_SAMPLES), radii
+    )
+    pgd = radii + rng.exponential(0.05, TEST_SAMPLES) + 1e-3
+    pgd = np.where(correct, np.where((pgd > ACR_CAP) | (radii == ACR_CAP), np.inf, pgd), 0.0)
+    certs.verifier = "ibp+crown-ibp"
+    certs.verified_by = torch.from_numpy(np.select([radii == 0, ibp == radii], [-1, 0], 1))
+    certs.stage_radii = {"ibp": torch.from_numpy(ibp), "crown-ibp": torch.from_numpy(radii)}
+    certs.empirical_radii = torch.from_numpy(pgd)
+    return certs
 
 
 def _result(
-    store: StudyDir, rng: np.random.Generator, table: pd.DataFrame, target: float
+    store: StudyDir, rng: np.random.Generator, table: pd.DataFrame, target: float, older: bool
 ) -> TargetResult:
     """A target's result as the study makes it: chosen by ``choose``, certified, written."""
     winner, closest = choose(table, target)
     if winner is None:
         return unmet(target, closest)
     result = won(target, winner)
-    certs = _certificates(rng, winner.metrics["clean_acc"] - 0.01, winner.metrics["acr"])
+    certs = _certificates(rng, winner.metrics["clean_acc"] - 0.01, winner.metrics["acr"], older)
     result.test = {**summarize(certs, EPS_LIST), "eval_split": "test", "dtype": "float64"}
+    if older:  # test metrics before verifiers had names
+        del result.test["verifier"], result.test["by_verifier"]
+    if certs.empirical_radii is not None:  # PGD accuracy as ``attack_split`` names it
+        for eps in EPS_LIST:
+            survives = certs.correct & (certs.empirical_radii > eps)
+            result.test[pgd_acc_key(eps)] = float(survives.double().mean())
     result.run_dir = f"{CHOSEN}/{target_label(target)}"
     write_test(store, result.run_dir, result.test, certs.to_csv())
     return result
@@ -183,16 +208,20 @@ def write_study(
     method: str = "acert",
     seed: int = 0,
     n_trials: int = 24,
+    older: bool = False,
 ) -> Path:
-    """Write a finished study ``<root>/<name>/`` in the persisted contract and return its path."""
+    """Write a finished study ``<root>/<name>/`` in the persisted contract and return its path
+    (``older``: as a study before verifier cascades and ``--attack`` wrote it)."""
     rng = np.random.default_rng(seed)
     store = StudyDir(root, name)
     table = trials_table(_rows(rng, n_trials, 0.5 if method == "acert" else 0.3), list(TARGETS))
     table[EXTRA_COLUMN] = "ignored"
     write_trials(store, table)
-    write_results(store, [_result(store, rng, table, t) for t in TARGETS])
+    write_results(store, [_result(store, rng, table, t, older) for t in TARGETS])
     write_journal(Path(store.path), name, table)
-    write_meta(store, _meta(root, name, method, seed, n_trials, trial_counts(table)))
+    meta = _meta(root, name, method, seed, n_trials, trial_counts(table))
+    meta.attack = not older
+    write_meta(store, meta)
     return Path(store.path)
 
 

@@ -26,11 +26,13 @@ CHROMIUM_ARGS = [
 ]
 
 # Traces per figure for the two helper studies: the front has feasible, infeasible, stopped and
-# front per study; one curve per met target; progress has all trials plus one line per met
-# target; one importance series per study; one parallel-coordinates trace per study.
+# front per study; per met target, one curve per verifier stage and PGD (acert-mnist: two
+# stages and PGD; ibp-mnist, an older study: its one radius); progress has all trials plus one
+# line per met target; one importance series per study; one parallel-coordinates trace per
+# study.
 EXPECTED_TRACES = {
     "fig-front": 8,
-    "fig-curves": 2,
+    "fig-curves": 4,
     "fig-progress": 4,
     "fig-importance": 2,
     "fig-parallel-0": 1,

@@ -1,8 +1,10 @@
 """The report's figures and importances: fronts, the ACR-as-area identity of the certified
-accuracy curves, parameter importances, and a real tiny study drawn end to end."""
+accuracy curves, a curve per verifier stage beside PGD's, parameter importances, and a real tiny
+study (attacked by PGD) drawn end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,7 +15,14 @@ import pytest
 from helpers import copy_study, metadata_cell
 from studyfiles import MET_TARGET, SEARCH_SPACE, TARGETS, write_journal, write_study
 
-from raycert.report.figures import cert_acc_curve, curve_area, curves_figure, front_figure
+from raycert.errors import UserError
+from raycert.report.figures import (
+    cert_acc_curve,
+    curve_area,
+    curves_figure,
+    front_figure,
+    pgd_acc_curve,
+)
 from raycert.report.page import build_report
 from raycert.report.reading import load_study
 from raycert.study.run import StudyRequest, run_study
@@ -63,7 +72,7 @@ def test_area_under_the_certified_accuracy_curve_is_the_acr(studies: list[Path])
     test_acr = next(r for r in results if r["met"])["test"]["acr"]
     cap = json.loads((study / "study.json").read_text())["acr_cap"]
 
-    (trace,) = curves_figure([load_study(study)]).data
+    (trace,) = [t for t in curves_figure([load_study(study)]).data if t.line.dash == "solid"]
     eps, accuracy = np.asarray(trace.x), np.asarray(trace.y)
     radius, correct = radii["radius"].to_numpy(), radii["correct"].to_numpy(dtype=bool)
     assert trace.line.shape == "vh" and eps[0] == 0 and eps[-1] == cap
@@ -85,6 +94,47 @@ def test_cert_acc_curve_of_a_hand_made_case():
     np.testing.assert_allclose(eps, [0.0, 0.1, 0.3, 0.4])
     np.testing.assert_allclose(accuracy, [0.8, 0.8, 0.4, 0.2])
     assert curve_area(eps, accuracy) == pytest.approx((0.1 + 0.1 + 0.3 + 0.4) / 5)
+
+
+def test_each_model_has_a_curve_per_verifier_stage_and_pgd_when_attacked(studies: list[Path]):
+    """acert-mnist stores radii per stage and PGD's; ibp-mnist, an older study, one radius."""
+    traces = curves_figure([load_study(d) for d in studies]).data
+    model = f"acert-mnist @ {MET_TARGET:g}"
+    assert [(t.name.split(" (")[0], t.line.dash, t.line.shape) for t in traces] == [
+        (f"{model}: ibp+crown-ibp", "solid", "vh"),
+        (f"{model}: ibp", "dash", "vh"),
+        (f"{model}: PGD", "dot", "hv"),
+        (f"ibp-mnist @ {MET_TARGET:g}: certified", "solid", "vh"),
+    ]
+    assert (
+        len({t.line.color for t in traces[:3]}) == 1
+        and traces[3].line.color != traces[0].line.color
+    )
+    # Every point from the CSV the study wrote: certified at eps = correct and radius >= eps;
+    # PGD at eps = correct and pgd_radius > eps (a flip was found at the pgd radius itself).
+    csv = pd.read_csv(studies[0] / "chosen" / f"{MET_TARGET:g}" / "test_radii.csv")
+    correct = csv["correct"].to_numpy(dtype=bool)
+    columns = {0: "radius_crown-ibp", 1: "radius_ibp"}
+    for index, column in columns.items():
+        radius = csv[column].to_numpy()
+        expected = [(correct & (radius >= e)).mean() for e in traces[index].x]
+        np.testing.assert_allclose(traces[index].y, expected, rtol=0, atol=1e-15)
+    pgd = csv["pgd_radius"].to_numpy()
+    pgd_eps, pgd_acc = np.asarray(traces[2].x), np.asarray(traces[2].y)
+    np.testing.assert_allclose(pgd_acc, [(correct & (pgd > e)).mean() for e in pgd_eps], atol=1e-15)
+    assert np.isinf(pgd).any() and pgd_eps[-1] == 0.4 and pgd_acc[-1] == np.isinf(pgd).mean()
+    # The attack bounds the guarantee from above: PGD accuracy >= certified accuracy everywhere.
+    cascade = csv["radius"].to_numpy()
+    assert (pgd_acc >= [(correct & (cascade >= e)).mean() for e in pgd_eps]).all()
+    assert (csv["radius_ibp"] <= csv["radius"]).all() and (csv["radius_ibp"] < csv["radius"]).any()
+
+
+def test_pgd_acc_curve_of_a_hand_made_case():
+    """Strict: a sample whose flip PGD found at 0.1 no longer counts at eps = 0.1."""
+    pgd = np.array([0.0, 0.1, 0.1, 0.3, 0.4, np.inf])
+    eps, accuracy = pgd_acc_curve(pgd, np.array([False, True, True, True, True, True]), cap=0.4)
+    np.testing.assert_allclose(eps, [0.0, 0.1, 0.3, 0.4])
+    np.testing.assert_allclose(accuracy, [5 / 6, 3 / 6, 2 / 6, 1 / 6])
 
 
 def test_importances_from_the_journal_else_from_the_trials_table(studies: list[Path], tmp_path):
@@ -139,9 +189,10 @@ def test_report_of_a_real_tiny_study(ray_local, tmp_path: Path):
         trials=3,
         concurrency=2,
         storage=str(tmp_path),
+        attack=True,
     )
     result = run_study(request, progress=False)
-    assert result.status == "finished"
+    assert result.status == "finished" and result.meta.attack
     study_dir = Path(result.study_dir)
     text = build_report([study_dir], tmp_path / "real.html").read_text()
 
@@ -149,10 +200,24 @@ def test_report_of_a_real_tiny_study(ray_local, tmp_path: Path):
     assert [float(t) for _, t in rows] == [r.target for r in result.targets]
     study = load_study(study_dir)
     met = [c for c in study.chosen if c.result.met and c.radii is not None]
-    assert len(met) == text.count("(ACR ") and 'data-figure="front"' in text
+    assert met and 'data-figure="front"' in text
+    # Per chosen model: IBP alone and the cascade, then PGD (the study ran with attack on).
+    assert text.count("(ACR ") == 2 * len(met) and text.count(": PGD") == len(met)
     for chosen in met:
         eps, accuracy = cert_acc_curve(chosen.radii, chosen.correct, study.acr_cap)
         assert curve_area(eps, accuracy) == pytest.approx(chosen.result.test["acr"], rel=1e-12)
+        # PGD's empirical radius bounds the certified one from above, sample by sample.
+        csv = pd.read_csv(study_dir / chosen.result.run_dir / "test_radii.csv")
+        assert list(csv.columns[-3:]) == ["radius_ibp", "radius_crown-ibp", "pgd_radius"]
+        assert (csv["pgd_radius"] >= csv["radius"]).all()
+        assert (csv.loc[csv["correct"] == 1, "pgd_radius"] > 0).all()
+        assert set(chosen.result.test) >= {"pgd_acc@0.05", "cert_acc@0.05"}
+        assert chosen.result.test["pgd_acc@0.05"] >= chosen.result.test["cert_acc@0.05"]
+    # Resuming keeps the attack setting; asking for another one is refused.
+    again = run_study(dataclasses.replace(request, resume=True, attack=None), progress=False)
+    assert again.meta.attack and json.loads((study_dir / "study.json").read_text())["attack"]
+    with pytest.raises(UserError, match="attack was True, now False"):
+        run_study(dataclasses.replace(request, resume=True, attack=False), progress=False)
 
     # The counts the study wrote to study.json are the ones on the page, and they add up.
     counts = json.loads((study_dir / "study.json").read_text())["trial_counts"]

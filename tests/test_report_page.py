@@ -39,6 +39,7 @@ def test_targets_table_has_one_row_per_target_and_study(page: Path):
     ] * 2
     assert all("closest: t0" in cells for status, _, cells in rows if status == "unmet")
     assert "test cert acc@0.1" in table and "test cert acc@0.3" in table
+    assert "test pgd acc@0.1" in table and "test pgd acc@0.3" in table  # acert-mnist attacked
     assert "chosen/0.8" in table
 
 
@@ -48,7 +49,7 @@ def test_summary_metadata_and_importances_are_on_the_page(page: Path):
         assert needle in text
     assert 'data-figure="importance" data-traces="2"' in text
     assert 'data-figure="parallel-0"' in text and 'data-figure="parallel-1"' in text
-    assert "The area under each curve" in text
+    assert "The area under each certified curve" in text
 
 
 def test_the_trial_counts_are_those_study_json_recorded(studies: list[Path], tmp_path: Path):

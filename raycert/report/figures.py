@@ -2,7 +2,10 @@
 
 Every trial-level number here is on the validation split the search optimised; the certified
 accuracy curves are the chosen models' test-split radii. Several studies share each figure: one
-colour per study; within a study, the line dash tells the accuracy targets apart.
+colour per study; within a study, the line dash tells the accuracy targets apart. The curves
+figure is the exception: one colour per chosen model, and the dash tells its curves apart (each
+verifier stage's guarantee, solid for the whole cascade, and dotted the PGD attack's accuracy),
+so the gap between what is proved and what an attack breaks shows per model.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from raycert.report.reading import StudyResults, is_log_scale
+from raycert.report.reading import ChosenModel, StudyResults, is_log_scale
 from raycert.studyfolder import is_completed
 from raycert.units import format_eps
 
 COLORS = qualitative.Plotly
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+STAGE_DASHES = ("dash", "longdash", "dashdot", "longdashdot")  # earlier stages of a cascade
+PGD_DASH = "dot"
 TEMPLATE = "plotly_white"
 STOPPED_STATUSES = ("pruned", "diverged", "error")
 
@@ -44,6 +49,24 @@ def cert_acc_curve(
     radii = np.where(correct, np.minimum(np.asarray(radii, dtype=float), cap), -1.0)
     eps = np.unique(np.concatenate([[0.0, cap], radii[radii >= 0]]))
     accuracy = (radii[None, :] >= eps[:, None]).mean(axis=1)
+    return eps, accuracy
+
+
+def pgd_acc_curve(
+    pgd_radii: np.ndarray, correct: np.ndarray, cap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """PGD accuracy at eps = 0, at each distinct empirical radius below the cap, and at the cap.
+
+    A sample withstands the attack at eps when it is classified correctly and its empirical
+    radius is *strictly* greater than eps: at that radius PGD found a flip (``inf``: none up to
+    the cap). Between two listed radii the curve keeps its value at the left end (draw it with
+    the ``hv`` line shape). Since every empirical radius is >= the certified one, this curve
+    lies on or above ``cert_acc_curve``: the gap between them is what neither bound decides.
+    """
+    pgd = np.where(correct, np.asarray(pgd_radii, dtype=float), -1.0)
+    inside = pgd[(pgd >= 0) & (pgd < cap)]
+    eps = np.unique(np.concatenate([[0.0, cap], inside]))
+    accuracy = (pgd[None, :] > eps[:, None]).mean(axis=1)
     return eps, accuracy
 
 
@@ -164,26 +187,27 @@ def _accuracy_range(studies: list[StudyResults]) -> list[float] | None:
 
 
 def curves_figure(studies: list[StudyResults]) -> go.Figure:
-    """Certified accuracy vs eps on the test split, one curve per chosen model."""
+    """Certified accuracy vs eps on the test split of each chosen model: one curve per verifier
+    stage of its cascade (only the final radius for studies that did not record stages), and
+    PGD accuracy when the study attacked. One colour per model, one dash per kind of curve."""
     fig = go.Figure()
-    for i, study in enumerate(studies):
-        for j, chosen in enumerate(study.chosen):
-            if chosen.radii is None or chosen.correct is None:
-                continue
-            target = chosen.result.target
-            eps, accuracy = cert_acc_curve(chosen.radii, chosen.correct, study.acr_cap)
-            acr = curve_area(eps, accuracy)
+    models = [(s, c) for s in studies for c in s.chosen if c.samples is not None]
+    for k, (study, chosen) in enumerate(models):
+        samples, cap = chosen.samples, study.acr_cap
+        model = f"{study.name} @ {chosen.result.target:g}"
+        cascades = samples.cascades() or {_verifier(chosen): samples.radius}
+        for n, (verifier, radii) in enumerate(reversed(cascades.items())):
+            eps, accuracy = cert_acc_curve(radii, samples.correct, cap)
+            dash = "solid" if n == 0 else STAGE_DASHES[(n - 1) % len(STAGE_DASHES)]
             fig.add_trace(
-                go.Scatter(
-                    x=eps,
-                    y=accuracy,
-                    mode="lines",
-                    line={"color": color(i), "shape": "vh", "dash": DASHES[j % len(DASHES)]},
-                    name=f"{study.name} @ {target:g} (ACR {acr:.4g})",
-                    hovertemplate="eps %{x:.5g}<br>certified acc %{y:.3f}<extra>%{fullData.name}"
-                    "</extra>",
+                _curve(eps, accuracy, k, model, dash, "vh", "certified acc").update(
+                    name=f"{model}: {verifier} (ACR {curve_area(eps, accuracy):.4g})"
                 )
             )
+        if samples.pgd is not None:
+            eps, accuracy = pgd_acc_curve(samples.pgd, samples.correct, cap)
+            trace = _curve(eps, accuracy, k, model, PGD_DASH, "hv", "PGD acc")
+            fig.add_trace(trace.update(name=f"{model}: PGD (attack, upper bound)"))
     for eps in sorted({e for s in studies for e in s.eps_list}):
         fig.add_vline(
             x=eps,
@@ -194,10 +218,30 @@ def curves_figure(studies: list[StudyResults]) -> go.Figure:
     fig.update_yaxes(range=[0, 1.02])
     return _layout(
         fig,
-        "Certified accuracy vs radius of the chosen models (test split)",
+        "Certified and PGD accuracy vs radius of the chosen models (test split)",
         "eps (L-inf radius, pixel units)",
-        "certified accuracy",
+        "accuracy",
     )
+
+
+def _curve(
+    eps: np.ndarray, accuracy: np.ndarray, k: int, model: str, dash: str, shape: str, what: str
+) -> go.Scatter:
+    """A step curve of the ``k``-th chosen model, grouped with its other curves."""
+    return go.Scatter(
+        x=eps,
+        y=accuracy,
+        mode="lines",
+        line={"color": color(k), "shape": shape, "dash": dash},
+        legendgroup=model,
+        hovertemplate=f"eps %{{x:.5g}}<br>{what} %{{y:.3f}}<extra>%{{fullData.name}}</extra>",
+    )
+
+
+def _verifier(chosen: ChosenModel) -> str:
+    """The verifier of a chosen model's radii, as its test metrics name it (older: certified)."""
+    name = (chosen.result.test or {}).get("verifier")
+    return str(name) if name else "certified"
 
 
 def progress_figure(studies: list[StudyResults]) -> go.Figure:

@@ -2,9 +2,10 @@
 
 ``build_report`` reads only what studies persisted (``raycert.report.reading``) and writes a page
 with plotly.js inlined once and nothing fetched from a network. It shows each study's trials
-and Pareto front, the chosen model per accuracy target, their certified-accuracy curves, the
-search progress, hyperparameter importances, the search space and the study metadata.
-Several studies given together (say acert and ibp) are overlaid, one colour each.
+and Pareto front, the chosen model per accuracy target, their certified-accuracy curves (per
+verifier stage, beside PGD accuracy when the study ran ``--attack``), the search progress,
+hyperparameter importances, the search space and the study metadata. Several studies given
+together (say acert and ibp) are overlaid, one colour each.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from raycert.files import atomic_path
 from raycert.report import figures
 from raycert.report.reading import ChosenModel, StudyResults, load_study
 from raycert.studyfolder import CHOSEN, RESULTS_JSON, TEST_RADII_CSV, Metrics
-from raycert.units import cert_acc_key, format_eps
+from raycert.units import cert_acc_key, format_eps, pgd_acc_key
 
 REPORTS_DIR = Path("reports")
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -109,9 +110,14 @@ def render_page(studies: list[StudyResults], generated: datetime | None = None) 
     ]
     if any(c.radii is not None for s in studies for c in s.chosen):
         parts += [
-            '<p class="note">Fraction of test samples certified at each radius (from '
-            f"<code>{CHOSEN}/&lt;target&gt;/{TEST_RADII_CSV}</code>). The area under each curve, "
-            "from 0 to the cap, is the model's ACR (the mean certified radius).</p>",
+            '<p class="note">Fraction of test samples certified at each radius (correct, and '
+            f"certified radius &ge; eps; from <code>{CHOSEN}/&lt;target&gt;/{TEST_RADII_CSV}"
+            "</code>). One colour per chosen model: solid, its verifier cascade; dashed, the "
+            "cascade's earlier stages (IBP alone); dotted, when the study ran with "
+            "<code>--attack</code>, PGD accuracy (correct, and PGD found no flip up to eps: the "
+            "sample's empirical radius &gt; eps). The truth lies between a model's solid and "
+            "dotted curves. The area under each certified curve, from 0 to the cap, is its ACR "
+            "(the mean certified radius).</p>",
             _figure("curves", figures.curves_figure(studies)),
         ]
     else:
@@ -211,6 +217,9 @@ def _chosen_table(studies: list[StudyResults]) -> str:
     """One row per study and accuracy target (``tr[data-target]``); unmet rows show the
     closest trial's validation numbers."""
     eps_keys = list(dict.fromkeys(cert_acc_key(e) for s in studies for e in s.eps_list))
+    tests = [c.result.test or {} for s in studies for c in s.chosen]
+    pgd_keys = [pgd_acc_key(e) for s in studies for e in s.eps_list]  # studies run --attack
+    eps_keys += [k for k in dict.fromkeys(pgd_keys) if any(k in test for test in tests)]
     header = ["study", "target", "status", "trial", "hyperparameters", "val acc", "val ACR"]
     header += ["test acc", "test ACR"] + [f"test {k.replace('_', ' ')}" for k in eps_keys]
     header.append("run directory")
@@ -277,6 +286,7 @@ def _metadata_table(studies: list[StudyResults]) -> str:
         ("budget (trials requested)", lambda s: _text(s.meta.trials_requested)),
         ("trials", _counts),
         ("ACR cap / standard radii", _radii_line),
+        ("PGD attack (--attack)", lambda s: "on" if s.meta.attack else "off"),
         ("seed", lambda s: _text(s.meta.seed)),
         ("hardware", _hardware),
         ("cluster address / storage", _where),
