@@ -199,15 +199,12 @@ def curves_figure(studies: list[StudyResults]) -> go.Figure:
         for n, (verifier, radii) in enumerate(reversed(cascades.items())):
             eps, accuracy = cert_acc_curve(radii, samples.correct, cap)
             dash = "solid" if n == 0 else STAGE_DASHES[(n - 1) % len(STAGE_DASHES)]
-            fig.add_trace(
-                _curve(eps, accuracy, k, model, dash, "vh", "certified acc").update(
-                    name=f"{model}: {verifier} (ACR {curve_area(eps, accuracy):.4g})"
-                )
-            )
+            name = f"{model}: {verifier} (ACR {curve_area(eps, accuracy):.4g})"
+            fig.add_trace(_curve(eps, accuracy, k, model, name, dash, "vh", "certified acc"))
         if samples.pgd is not None:
             eps, accuracy = pgd_acc_curve(samples.pgd, samples.correct, cap)
-            trace = _curve(eps, accuracy, k, model, PGD_DASH, "hv", "PGD acc")
-            fig.add_trace(trace.update(name=f"{model}: PGD (attack, upper bound)"))
+            name = f"{model}: PGD (attack, upper bound)"
+            fig.add_trace(_curve(eps, accuracy, k, model, name, PGD_DASH, "hv", "PGD acc"))
     for eps in sorted({e for s in studies for e in s.eps_list}):
         fig.add_vline(
             x=eps,
@@ -225,13 +222,21 @@ def curves_figure(studies: list[StudyResults]) -> go.Figure:
 
 
 def _curve(
-    eps: np.ndarray, accuracy: np.ndarray, k: int, model: str, dash: str, shape: str, what: str
+    eps: np.ndarray,
+    accuracy: np.ndarray,
+    k: int,
+    model: str,
+    name: str,
+    dash: str,
+    shape: str,
+    what: str,
 ) -> go.Scatter:
     """A step curve of the ``k``-th chosen model, grouped with its other curves."""
     return go.Scatter(
         x=eps,
         y=accuracy,
         mode="lines",
+        name=name,
         line={"color": color(k), "shape": shape, "dash": dash},
         legendgroup=model,
         hovertemplate=f"eps %{{x:.5g}}<br>{what} %{{y:.3f}}<extra>%{{fullData.name}}</extra>",
