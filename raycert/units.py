@@ -1,11 +1,14 @@
-"""Radii in pixel units: parse ``0.0078``, ``2/255`` or ``2px`` and name them back consistently.
+"""Units people write: radii in pixel units (``0.0078``, ``2/255``, ``2px``) and wall-clock
+durations (``90s``, ``10m``, ``2h``, ``1.5d``), parsed and named back consistently.
 
 Every eps in raycert is an L-inf radius on images scaled to [0, 1], before normalization.
+Every duration is in seconds.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from raycert.errors import UserError
 
@@ -55,3 +58,29 @@ def cert_acc_key(eps: float) -> str:
 def pgd_acc_key(eps: float) -> str:
     """Metric name of PGD accuracy at ``eps``, e.g. ``pgd_acc@0.1`` or ``pgd_acc@2/255``."""
     return f"pgd_acc@{format_eps(eps)}"
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written as a number and a unit: ``90s``, ``10m``, ``2h``, ``1.5d``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd])\s*", text.lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise UserError(
+            f"cannot read duration {text!r}: write a positive number and a unit, "
+            "like 90s, 10m, 2h or 1.5d"
+        )
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration the way people say it: ``45s``, ``12m 5s``, ``2h 30m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s" if seconds else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -36,6 +37,15 @@ def toy(config: dict) -> None:
     """acc = 0.9 - 0.2 x, acr = x: the highest ACRs are the least accurate; none reaches 0.95."""
     x = config["kappa"]
     tune.report({"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": True, "epoch": 1})
+
+
+def slow_toy(config: dict) -> None:
+    """``toy`` that takes a minute: an epoch every half second, ``final`` at the 120th."""
+    x = config["kappa"]
+    for epoch in range(1, 121):
+        time.sleep(0.5)
+        metrics = {"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": epoch == 120, "epoch": epoch}
+        tune.report(metrics)
 
 
 def toy_request(tmp_path: Path, name: str, targets: tuple[float, ...], **changes) -> StudyRequest:

@@ -73,6 +73,12 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         (PRESET + KAPPA.replace("0.0", "0.6"), ["search.kappa: low (0.6) must be below high"]),
         (PRESET + KAPPA.replace("0.5", "1.5"), ["search.kappa.high: ", "less than or equal to 1"]),
         (PRESET + KAPPA.replace('"float"', '"uniform"'), ["search.kappa: ", "'uniform'"]),
+        (
+            PRESET + KAPPA + "[study.smoke]\nasha = true\ngrace_period = 1\n",
+            ["grace_period 1 lets ASHA rank trials before their radius ramp ends at epoch 2"],
+        ),
+        (PRESET + KAPPA + "[study.smoke]\nbudget = 10\n", ["budget: ", 'like "10m"']),
+        (PRESET + KAPPA + '[study.smoke]\nbudget = "10"\n', ["cannot read duration '10'"]),
         (PRESET + KAPPA.replace("kappa", "epochs").replace("0.5", "4.0"), ["search.epochs.low"]),
         (PRESET + '[search.epochs]\ntype = "float"\nlow = 1\nhigh = 4\n', ["epochs refuses"]),
         (PRESET + '[search.lr]\ntype = "log-float"\nlow = 0\nhigh = 1\n', ["search.lr.low: "]),

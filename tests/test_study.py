@@ -274,6 +274,8 @@ runner = CliRunner()
         (["synthetic", "--spec", "/no/such.toml"], "error: no spec file /no/such.toml"),
         (["synthetic", "--trials", "0"], "error: --trials and --concurrency must be at least 1"),
         (["synthetic", "--gpus-per-trial", "half"], "error: --gpus-per-trial must be a number"),
+        (["synthetic", "--budget", "10"], "error: cannot read duration '10': write a positive"),
+        (["synthetic", "--budget", "-5m"], "error: cannot read duration '-5m'"),
     ],
 )
 def test_bad_inputs_are_one_line_and_lose_nothing(smoke_study, args, message):

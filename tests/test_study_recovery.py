@@ -96,7 +96,9 @@ def epochs(config: dict) -> None:
 
 
 def test_asha_stops_trials_early_as_pruned(ray_local, tmp_path):
-    spec = toy_spec(tmp_path, study="[study.smoke]\nasha = true\ngrace_period = 1\n")
+    spec = toy_spec(tmp_path, study="[study.smoke]\nasha = true\ngrace_period = 2\n")
+    text = Path(spec).read_text()
+    Path(spec).write_text(text.replace("\nepochs = 2\n", "\nepochs = 4\n", 1))  # ramp ends at 2
     request = toy_request(tmp_path, "asha", (0.8,), trials=8, spec=spec)
     result = run_study(request, trainable=epochs, progress=False)
     table = pd.read_parquet(Path(result.study_dir) / "trials.parquet")

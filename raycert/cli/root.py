@@ -82,6 +82,9 @@ NoDownloadOption = Annotated[bool, typer.Option("--no-download", help="Never dow
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 PresetOption = Annotated[
     str,
-    typer.Option(help="smoke, quick or paper (the spec file raycert/study/presets/DATASET.toml)."),
+    typer.Option(
+        help="smoke (seconds: tries the tool), quick (a laptop CPU: MNIST's study is a 10-minute "
+        "budget) or paper (the ACERT paper's runs: GPU days); raycert/study/presets/DATASET.toml."
+    ),
 ]
 DatasetArgument = Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")]

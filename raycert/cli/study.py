@@ -18,6 +18,7 @@ from raycert.cli.root import (
     PresetOption,
 )
 from raycert.errors import UserError
+from raycert.units import format_duration, parse_duration
 
 
 def study_command(
@@ -38,6 +39,14 @@ def study_command(
     trials: Annotated[
         int | None,
         typer.Option(help="Trials in all (default: the spec's; with --resume, more extends it)."),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall clock for the whole study, like 10m, 2h or 1.5d; it ends on time with "
+            "what finished (default: the preset's).",
+            show_default=False,
+        ),
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
@@ -83,6 +92,7 @@ def study_command(
         method=method,
         preset=preset,
         trials=trials,
+        budget_s=None if budget is None else parse_duration(budget),
         concurrency=concurrency,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=_gpus(gpus_per_trial),
@@ -107,6 +117,9 @@ def study_command(
     for chosen in result.targets:
         print_chosen(chosen, result.meta.acr_cap)
     console.print(trials_summary(result.meta))
+    if result.meta.budget_s is not None:
+        spent, budget = format_duration(result.meta.spent_s), format_duration(result.meta.budget_s)
+        console.print(f"wall time: {spent} of the {budget} budget")
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if is_uri(result.study_dir):
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")

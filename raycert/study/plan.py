@@ -6,7 +6,11 @@ folders of its own; it is the one place that does so (the CLI passes paths as ty
 checks every setting that needs no cluster (method, targets, counts, the CPUs and GPUs a trial
 asks for, the study's name) and describes the study: its spec, and the settings study.json
 records. ``check_resumable`` refuses to continue a study with other settings; a setting left
-unsaid on resume (``trials``, ``attack``: ``None``) is the saved study's.
+unsaid on resume (``trials``, ``budget_s``, ``attack``: ``None``) is the saved study's.
+
+Trials and budget: ``--trials`` caps the trial count and ``--budget`` the wall time; a study
+ends at whichever comes first. A budget given without ``--trials`` lets the budget alone decide
+(up to ``MAX_TRIALS``); otherwise the spec's ``[study.<preset>]`` settings fill in.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from raycert.studyfolder import StudyMeta
 STUDY_METHODS = ("acert", "ibp")
 # Settings a resumed study must share with the one it continues (its trial count may grow).
 RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed", "attack")
+MAX_TRIALS = 10_000  # the trial count of a study that only its budget ends
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class StudyRequest:
     preset: str = "quick"
     trials: int | None = None
     concurrency: int | None = None
+    budget_s: float | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | str = "auto"
     address: str | None = None
@@ -86,9 +92,17 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     targets = parse_targets(list(request.targets or spec.targets), "--min-acc")
     if not targets:
         raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
-    trials = request.trials if request.trials is not None else spec.trials
+    budget_s = request.budget_s if request.budget_s is not None else spec.budget_s
+    if request.trials is not None:
+        trials = request.trials
+    elif request.budget_s is not None or (spec.trials is None and budget_s is not None):
+        trials = MAX_TRIALS
+    else:
+        trials = spec.trials
     if trials is None and not request.resume:  # a resumed study has its count
-        raise UserError(f"no trial count: pass --trials or set [study.{spec.preset}] trials")
+        raise UserError(
+            f"no trial count: pass --trials or --budget, or set [study.{spec.preset}] trials"
+        )
     if (trials is not None and trials < 1) or (
         request.concurrency is not None and request.concurrency < 1
     ):
@@ -121,17 +135,25 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
         status="running",
         trial_counts={},
         attack=bool(request.attack),
+        budget_s=budget_s,
     )
     return spec, meta
 
 
 def check_resumable(
-    saved: StudyMeta, meta: StudyMeta, trials: int | None, where: str, attack: bool | None = None
+    saved: StudyMeta,
+    meta: StudyMeta,
+    trials: int | None,
+    where: str,
+    attack: bool | None = None,
+    budget_s: float | None = None,
 ) -> None:
-    """Refuse to resume with other settings; ``trials`` (None: the saved count) may grow.
+    """Refuse to resume with other settings; ``trials`` and ``budget_s`` (None: the saved
+    ones) may grow.
 
-    Sets ``meta.trials_requested`` to the count the resumed study runs to, and ``meta.attack``
-    to the saved one when ``attack`` is ``None`` (not asked for either way)."""
+    Sets ``meta.trials_requested`` and ``meta.budget_s`` to what the resumed study runs to,
+    carries over the time spent so far (it counts against the budget), and sets
+    ``meta.attack`` to the saved one when ``attack`` is ``None`` (not asked for either way)."""
     if attack is None:
         meta.attack = saved.attack
     changed = [k for k in RESUME_KEYS if getattr(saved, k) != getattr(meta, k)]
@@ -147,6 +169,8 @@ def check_resumable(
             f"cannot resume {where} with --trials {trials}: it asked for {before} trials; "
             "pass the same or a larger count"
         )
+    meta.budget_s = saved.budget_s if budget_s is None else budget_s
+    meta.spent_s = saved.spent_s
 
 
 def timestamp() -> str:

@@ -15,6 +15,11 @@ interrupted or stopped one from Ray Tune's experiment state and the pickled sear
 trials are kept, running ones go on from their last checkpoint, and the total reaches
 ``trials``; a larger ``trials`` extends a finished study.
 
+A wall-clock ``budget_s`` (``--budget``) bounds the whole study, from start-up to the report
+(``raycert.study.budget``): trials stop starting when they would not finish in time, and the
+study then finishes with what completed. Time spent before an interruption counts on resume; a
+larger budget extends a finished study.
+
 Before Ray starts, the request is checked and its paths made absolute (``raycert.study.plan``),
 the storage is checked writable (``raycert.study.storage``), and the study's lock is taken (one
 driver per study; ``raycert.study.lock``). SIGTERM stops a study as Ctrl-C does. A
@@ -28,6 +33,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +43,9 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from raycert.data import load
+from raycert.data import dataset_info, load
 from raycert.errors import UserError
-from raycert.study import cluster, failures
+from raycert.study import budget, cluster, failures
 from raycert.study.lock import StudyLock
 from raycert.study.plan import StudyRequest, check_resumable, plan, resolve_paths, timestamp
 from raycert.study.searcher import ConstrainedOptunaSearch, distributions
@@ -110,11 +116,16 @@ def run_study(
     Raises ``UserError`` for bad input, a busy study, or a trial that raised one; a
     ``KeyboardInterrupt`` (Ctrl-C, SIGTERM before the trials start) leaves a resumable study.
     """
+    started = time.monotonic()
     request = resolve_paths(request)
     spec, meta = plan(request)
     storage = check_storage(request.storage)
+    store = StudyDir(storage, meta.name)
     with StudyLock(storage, meta.name):
-        return _run_locked(request, spec, meta, StudyDir(storage, meta.name), trainable, progress)
+        try:
+            return _run_locked(request, spec, meta, store, trainable, progress, started)
+        finally:
+            budget.forget(store.uri)
 
 
 def _run_locked(
@@ -124,8 +135,9 @@ def _run_locked(
     store: StudyDir,
     trainable: Callable[[dict[str, Any]], None] | None,
     progress: bool,
+    started: float,
 ) -> StudyResult:
-    """``run_study`` once the study's lock is held."""
+    """``run_study`` once the study's lock is held; ``started``: its ``time.monotonic()``."""
     saved = None
     if store.exists() and not request.resume:
         raise UserError(
@@ -135,11 +147,23 @@ def _run_locked(
         if not store.has(STUDY_JSON):
             raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
         saved = read_meta(store)
-        check_resumable(saved, meta, request.trials, store.uri, request.attack)
-        more = meta.trials_requested > saved.trials_requested
+        check_resumable(saved, meta, request.trials, store.uri, request.attack, request.budget_s)
+        more = meta.trials_requested > saved.trials_requested or (meta.budget_s or 0) > (
+            saved.budget_s or 0
+        )
         if saved.status == "finished" and not more:
             return _finished_result(store, saved)
         meta.started = saved.started
+    spent_before = meta.spent_s
+    clock = None
+    if meta.budget_s is not None:
+        test_size = dataset_info(meta.dataset).test_size
+        clock = budget.start(store.uri, meta.budget_s, spent_before, len(meta.targets), test_size)
+        clock.started = started - spent_before
+
+    def spend() -> None:
+        meta.spent_s = spent_before + time.monotonic() - started
+
     if trainable is None:  # missing data fails here, before Ray starts
         load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
 
@@ -164,6 +188,8 @@ def _run_locked(
             warning = cluster_warning(request.storage, hw.nodes)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
+            if clock is not None:
+                clock.final_runs = budget.final_runs(len(meta.targets), res.concurrency)
             meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
             meta.concurrency = res.concurrency
             meta.hardware = Hardware(**hw.to_dict())
@@ -176,12 +202,15 @@ def _run_locked(
                     tuner.fit()
             except KeyboardInterrupt:
                 meta.status = "interrupted"
+                spend()
                 write_meta(store, meta)
                 raise
             stopped = failures.user_error(store.uri)
             if stopped is not None:
+                spend()
                 raise _stopped(store, meta, *stopped)
-            return _finish(store, meta, res, request.data_dir)
+            spent = clock is not None and not budget.room_for_another_trial(store.uri)
+            return _finish(store, meta, res, request.data_dir, spent, spend)
     finally:
         failures.forget(store.uri)
         store.save_journal()
@@ -257,7 +286,8 @@ def _tuner(
     )
     if restore:
         repair_tune_state(store)
-        if meta.trials_requested > saved.trials_requested:
+        if meta.trials_requested > saved.trials_requested or meta.budget_s is not None:
+            # More trials, or a budget whose searcher may have said it was done: go on.
             extend_tune_state(store, meta.trials_requested)
         # A study a trial's UserError stopped gives its failed trials another go.
         stopped = saved.status == "stopped"
@@ -273,6 +303,7 @@ def _tuner(
         storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
+        points_to_evaluate=[spec.recipe],  # trial 0: the preset's own configuration
     )
     scheduler = None
     if spec.asha:
@@ -285,7 +316,7 @@ def _tuner(
         )
     writer = TrialsWriter(request.storage, meta.name, targets, [p.name for p in spec.params])
     writer.progress = progress
-    stop = failures.StopOnUserError(store.uri)
+    stop_on_user_error = failures.StopOnUserError(store.uri)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -302,16 +333,24 @@ def _tuner(
             # Two, not one: Tune copies its state into the study folder behind the trials, so a
             # driver killed mid-copy can leave a state naming the previous checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[writer, stop],
+            callbacks=[writer, stop_on_user_error],
+            stop=budget.BudgetStopper(store.uri),
             verbose=0,
         ),
     )
 
 
 def _finish(
-    store: StudyDir, meta: StudyMeta, res: cluster.Resources, data_dir: str | None
+    store: StudyDir,
+    meta: StudyMeta,
+    res: cluster.Resources,
+    data_dir: str | None,
+    budget_spent: bool,
+    spend: Callable[[], None],
 ) -> StudyResult:
-    """Write the final table; if every trial finished, choose, certify and write the results."""
+    """Write the final table; if every trial finished or the budget is spent, choose, certify
+    and write the results. ``spend`` records the driver's time in ``meta`` before it is
+    written."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
     params = list(meta.search_space)
     rows = trial_rows(analysis.trials, params, store, meta.name)
@@ -321,14 +360,16 @@ def _finish(
     meta.errors = [
         TrialError(row.number, row.trial_id, row.error) for row in rows if row.status == "error"
     ]
-    finished = len(table) >= meta.trials_requested
+    finished = len(table) >= meta.trials_requested or budget_spent
     results: list[TargetResult] = []
     if finished:
-        fail_stale_trials(store, meta.name)
+        stopped = {row.trial_id for row in rows if row.status == "pruned"}
+        fail_stale_trials(store, meta.name, stopped)
         results = _choose_and_certify(store, table, meta.targets, res, data_dir, meta.attack)
         write_results(store, results)
     meta.status = "finished" if finished else "interrupted"
     meta.finished = timestamp() if finished else None
+    spend()
     write_meta(store, meta)
     return StudyResult(store.uri, meta.status, meta, results)
 

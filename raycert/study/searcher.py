@@ -4,8 +4,10 @@ Ray Tune's ``OptunaSearch`` tells Optuna only the objective values; Optuna 5 rea
 from ``trial.set_constraint`` (feasible iff every value <= 0), and its samplers then keep
 infeasible trials out of the good group. ``ConstrainedOptunaSearch`` sets that constraint from
 each finished trial's ``clean_acc``, so an infeasible trial never wins and no penalty mixes
-accuracy into the ACR objective. It lives in its own importable module because Tune pickles
-it into the experiment state that ``--resume`` restores.
+accuracy into the ACR objective. It also keeps to the study's wall-clock budget
+(``raycert.study.budget``): it starts no trial that would not finish within it. It lives in its
+own importable module because Tune pickles it into the experiment state that ``--resume``
+restores.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from raycert.study import budget
 from raycert.study.spec import SearchParam
 from raycert.study.tune_state import back_up_tune_state
 
@@ -49,7 +53,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(metric)
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self._study_uri is not None and not budget.room_for_another_trial(self._study_uri):
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
         return config
@@ -83,6 +89,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 result, error = None, True
             else:
                 ot_trial.set_constraint(CONSTRAINT_KEY, self._cmin - float(values[-1]))
+                if self._study_uri is not None:
+                    budget.observe(self._study_uri, result)
         super().on_trial_complete(trial_id, result=result, error=error)
 
 

@@ -9,7 +9,8 @@ table and key with its rule:
   ``categorical`` (``choices``). Bounds and choices are read by the field's own rule, so eps
   fields accept ``"2/255"`` (pixel units).
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
-  ``targets``, ``asha`` and ``grace_period`` (epochs before ASHA may stop a trial).
+  ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
+  before ASHA may stop a trial).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
@@ -38,6 +39,7 @@ from pydantic import (
 from raycert.data import dataset_info
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
+from raycert.units import parse_duration
 from raycert.validation import STRICT, validation_error
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -123,13 +125,29 @@ Targets = Annotated[
 ]
 
 
+def _duration(value: Any) -> float:
+    """``parse_duration`` for pydantic: a wall-clock budget like ``"10m"``."""
+    if not isinstance(value, str):
+        raise ValueError(f'must be a duration like "10m" or "2h", got {value!r}')
+    try:
+        return parse_duration(value)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# Wall-clock seconds, written "90s", "10m", "2h" or "1.5d".
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class PresetStudy(BaseModel):
-    """``[study.<preset>]``: the preset's trial budget, its own targets, and whether ASHA stops
-    weak trials after ``grace_period`` epochs."""
+    """``[study.<preset>]``: the preset's trial count and wall-clock ``budget`` (a study ends at
+    whichever comes first), its own targets, and whether ASHA stops weak trials after
+    ``grace_period`` epochs."""
 
     model_config = STRICT
 
     trials: int | None = Field(None, ge=1)
+    budget: Duration | None = None
     targets: Targets | None = None
     asha: bool = False
     grace_period: int = Field(1, ge=1)
@@ -226,6 +244,8 @@ class StudySpec:
     accuracy targets and trial budget, and whether ASHA stops weak trials early.
 
     ``search_space`` is the ``[search]`` table as read (bounds parsed), for study.json.
+    ``recipe`` is the preset's own value of every searched field: the known-good
+    configuration a study tries first.
     """
 
     path: Path
@@ -235,8 +255,20 @@ class StudySpec:
     search_space: dict[str, Any]
     targets: tuple[float, ...]
     trials: int | None
+    budget_s: float | None = None
     asha: bool = False
     grace_period: int = 1
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The preset's value of each searched field (those a categorical search offers)."""
+        values = {p.name: getattr(self.base, p.name) for p in self.params}
+        return {
+            name: value
+            for name, value in values.items()
+            if self.search_space[name]["type"] != "categorical"
+            or value in self.search_space[name]["choices"]
+        }
 
 
 def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = None) -> StudySpec:
@@ -248,6 +280,12 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
     if not spec.search:
         raise UserError(f"{path} has no [search] table: a study needs hyperparameters to search")
     settings = getattr(spec.study, preset) if preset in PRESETS else PresetStudy()
+    ramp_end = min(base.warmup_epochs + base.ramp_epochs, base.epochs)
+    if settings.asha and settings.grace_period < ramp_end:
+        raise UserError(
+            f"{path}: study.{preset}.grace_period {settings.grace_period} lets ASHA rank trials "
+            f"before their radius ramp ends at epoch {ramp_end}; set it to {ramp_end} or more"
+        )
     return StudySpec(
         path=path,
         preset=preset,
@@ -259,6 +297,7 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
         },
         targets=spec.study.targets if settings.targets is None else settings.targets,
         trials=settings.trials,
+        budget_s=settings.budget,
         asha=settings.asha,
         grace_period=settings.grace_period,
     )

@@ -3,6 +3,8 @@ where it lies; on a URI, in a local cache copied back by ``StudyDir.save_journal
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import optuna
 from optuna.trial import TrialState
 
@@ -26,13 +28,16 @@ def optuna_study(store: StudyDir, name: str) -> optuna.Study | None:
         return None
 
 
-def fail_stale_trials(store: StudyDir, name: str) -> None:
-    """Fail Optuna trials left RUNNING by a killed driver (asked, then lost with Tune's state);
-    call it only once every Tune trial has finished."""
+def fail_stale_trials(store: StudyDir, name: str, stopped: Collection[str] = ()) -> None:
+    """End the Optuna trials left RUNNING: PRUNED for the Tune trial ids in ``stopped`` (stopped
+    mid-run when the study's budget ran out: Tune tells the searcher nothing then), FAIL for the
+    rest (asked by a killed driver, then lost with Tune's state). Call it only once every Tune
+    trial has finished."""
     study = optuna_study(store, name)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []
     for trial in running:
-        study.tell(trial.number, state=TrialState.FAIL)
+        pruned = trial.user_attrs.get("tune_trial_id") in stopped
+        study.tell(trial.number, state=TrialState.PRUNED if pruned else TrialState.FAIL)
 
 
 def optuna_numbers(store: StudyDir, name: str) -> dict[str, int]:

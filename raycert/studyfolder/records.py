@@ -87,11 +87,14 @@ class StudyMeta:
     """``study.json``: what a study was asked to do, where it ran and how far it got.
 
     ``status`` is ``running``, ``interrupted``, ``stopped`` (a trial raised a user error,
-    named in ``error``) or ``finished``; ``trial_counts`` (trials per status of
-    ``TRIAL_STATUSES``) and ``errors`` (one ``TrialError`` per failed trial) are filled when the
-    study stops (empty while it runs); ``resources``, ``concurrency`` and ``hardware`` once Ray
-    is up. ``acr_cap`` and ``eps_list`` are in pixel units. ``attack``: the chosen models' test
-    certification also runs PGD (``pgd_acc@<eps>``, ``pgd_radius``); false in older studies.
+    named in ``error``) or ``finished`` (every trial ran, or the budget was spent);
+    ``trial_counts`` (trials per status of ``TRIAL_STATUSES``) and ``errors`` (one
+    ``TrialError`` per failed trial) are filled when the study stops (empty while it runs);
+    ``resources``, ``concurrency`` and ``hardware`` once Ray is up. ``acr_cap`` and
+    ``eps_list`` are in pixel units. ``budget_s`` is the wall-clock budget of the whole study
+    (``--budget``; ``None``: none), ``spent_s`` the wall time its drivers have run, in seconds.
+    ``attack``: the chosen models' test certification also runs PGD (``pgd_acc@<eps>``,
+    ``pgd_radius``); false in older studies.
     """
 
     name: str
@@ -120,6 +123,8 @@ class StudyMeta:
     hardware: Hardware | None = None
     error: TrialError | None = None
     errors: list[TrialError] = dataclasses.field(default_factory=list)
+    budget_s: float | None = None
+    spent_s: float = 0.0
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""A study's wall-clock budget: when to stop starting trials, and when to stop them all.
+
+``--budget 10m`` is the wall time of the whole study, from the command's start to its report:
+Ray's start-up, the search, the test certification of the chosen models and the report. The
+end is kept in reserve: ``RESERVE_SHARE`` of the budget, or more once the completed trials
+show that certifying the chosen models on the test split takes longer (their last validation
+certification, scaled to the test split and to the cost of the final verifier cascade).
+
+The search ends at ``total - reserve``:
+- the searcher starts no trial that would end after it, judged by the longest completed trial
+  (``room_for``), so the budget goes to trials that finish;
+- ``BudgetStopper`` stops every running trial at that moment, a backstop for a wrong guess
+  (such a trial is PRUNED in Optuna and ``pruned`` in the trials table).
+
+Time spent by an earlier driver counts when the study is resumed (study.json's ``spent_s``,
+written when a driver ends, by Ctrl-C and SIGTERM included; a driver killed with SIGKILL
+cannot record its time, and that time is not counted).
+Tune pickles its searcher and stopper into its experiment state and a resumed run uses the
+unpickled copies, so the clock is kept per study in this module, as ``failures`` keeps errors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ray.tune.stopper import Stopper
+
+RESERVE_SHARE = 0.1  # of the budget, kept for test certification and the report at least
+# Test certification runs the default cascade in float64; the trials' validation passes run IBP
+# in float32. Measured on MNIST (benchmarks/bounds.py): the cascade costs 4.2-5.5x IBP.
+FINAL_CERT_COST = 6.0
+
+
+@dataclass
+class Clock:
+    """One study's budget as this driver sees it (``time.monotonic`` seconds)."""
+
+    total_s: float
+    started: float  # when this driver started, less the time spent by earlier drivers
+    final_runs: int  # rounds of test certification the end needs (targets / concurrency)
+    test_size: int
+    reserve_s: float = field(init=False)
+    longest_trial_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.reserve_s = RESERVE_SHARE * self.total_s
+
+    def search_left(self) -> float:
+        """Seconds the search may still run."""
+        return self.total_s - self.reserve_s - (time.monotonic() - self.started)
+
+    def spent(self) -> float:
+        """Seconds of the budget spent so far, earlier drivers included."""
+        return time.monotonic() - self.started
+
+
+_CLOCKS: dict[str, Clock] = {}
+
+
+def start(uri: str, total_s: float, spent_s: float, final_runs: int, test_size: int) -> Clock:
+    """Start the clock of study ``uri``: ``total_s`` in all, ``spent_s`` of it already spent."""
+    clock = Clock(total_s, time.monotonic() - spent_s, final_runs, test_size)
+    _CLOCKS[uri] = clock
+    return clock
+
+
+def forget(uri: str) -> None:
+    _CLOCKS.pop(uri, None)
+
+
+def observe(uri: str, result: dict) -> None:
+    """Learn from a completed trial's last result (Tune's ``time_total_s``, the trainer's
+    ``eval_seconds`` for ``eval_n`` validation samples): how long a trial takes, and how long
+    the end needs."""
+    clock = _CLOCKS.get(uri)
+    if clock is None:
+        return
+    clock.longest_trial_s = max(clock.longest_trial_s, float(result.get("time_total_s", 0.0)))
+    eval_s, eval_n = result.get("eval_seconds"), result.get("eval_n")
+    if eval_s and eval_n:
+        final_s = eval_s * clock.test_size / eval_n * FINAL_CERT_COST * clock.final_runs
+        clock.reserve_s = max(clock.reserve_s, min(final_s, 0.5 * clock.total_s))
+
+
+def room_for_another_trial(uri: str) -> bool:
+    """Whether a trial started now would end before the search does (always, without a budget
+    or before any trial completed)."""
+    clock = _CLOCKS.get(uri)
+    return clock is None or clock.longest_trial_s <= clock.search_left()
+
+
+class BudgetStopper(Stopper):
+    """Stops every trial once the search part of the study's budget is spent."""
+
+    def __init__(self, study_uri: str) -> None:
+        self.study_uri = study_uri
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        clock = _CLOCKS.get(self.study_uri)
+        return clock is not None and clock.search_left() <= 0
+
+
+def final_runs(targets: int, concurrency: int) -> int:
+    """Rounds of test certification: one model per target, ``concurrency`` at a time."""
+    return math.ceil(targets / max(1, concurrency))

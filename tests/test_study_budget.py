@@ -1,0 +1,107 @@
+"""A study under a wall-clock budget (``--budget``), with the real trainer on synthetic data:
+it ends on time with its results, tries the preset's recipe first, and counts the time spent
+before when it is resumed with a larger budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from studyruns import journal_study, slow_toy, toy_request
+
+from raycert.study.run import StudyRequest, run_study
+from raycert.study.spec import load_study_spec
+
+BUDGET_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def budgeted(ray_local, tmp_path_factory) -> tuple[StudyRequest, Path, float]:
+    """A 40-second study of the synthetic smoke preset (its own search space, no trial
+    count): the request, its study folder and the wall time it took."""
+    storage = tmp_path_factory.mktemp("runs")
+    request = StudyRequest(
+        dataset="synthetic",
+        preset="smoke",
+        targets=(0.5,),
+        budget_s=BUDGET_S,
+        concurrency=2,
+        gpus_per_trial=0,
+        storage=str(storage),
+        name="budget",
+    )
+    tic = time.monotonic()
+    result = run_study(request, progress=False)
+    elapsed = time.monotonic() - tic
+    assert result.status == "finished"
+    return request, Path(result.study_dir), elapsed
+
+
+def test_a_budgeted_study_ends_on_time_with_certified_results(budgeted):
+    _, study_dir, elapsed = budgeted
+    assert elapsed <= 1.1 * BUDGET_S, f"a {BUDGET_S:g} s study took {elapsed:.1f} s"
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert meta["status"] == "finished" and meta["budget_s"] == BUDGET_S
+    assert 0.5 * BUDGET_S < meta["spent_s"] <= elapsed + 0.5
+    table = pd.read_csv(study_dir / "trials.csv")
+    assert (table["status"] == "completed").sum() >= 3, "the budget held several trials"
+    (result,) = json.loads((study_dir / "results.json").read_text())["targets"]
+    assert result["met"] and result["test"]["clean_acc"] > 0.5
+    assert (study_dir / result["run_dir"] / "test_radii.csv").is_file()
+
+
+def test_the_first_trial_is_the_presets_recipe(budgeted):
+    _, study_dir, _ = budgeted
+    recipe = load_study_spec("synthetic", "smoke").recipe
+    assert set(recipe) == {"max_eps", "kappa", "lr"}
+    first = journal_study(study_dir, "budget").trials[0]
+    assert first.number == 0 and first.params == pytest.approx(recipe)
+
+
+def test_trials_the_budget_cut_short_are_pruned_in_optuna(budgeted):
+    _, study_dir, _ = budgeted
+    table = pd.read_csv(study_dir / "trials.csv")
+    states = {t.number: t.state for t in journal_study(study_dir, "budget").trials}
+    for number, status in zip(table["number"], table["status"], strict=True):
+        expected = {"completed": optuna.trial.TrialState.COMPLETE}.get(status)
+        assert expected is None or states[number] == expected
+        if status == "pruned":
+            assert states[number] == optuna.trial.TrialState.PRUNED
+
+
+def test_a_larger_budget_on_resume_counts_the_time_already_spent(budgeted):
+    request, study_dir, _ = budgeted
+    before = pd.read_csv(study_dir / "trials.csv")
+    spent = json.loads((study_dir / "study.json").read_text())["spent_s"]
+
+    same = run_study(dataclasses.replace(request, resume=True), progress=False)
+    assert same.status == "finished" and same.meta.spent_s == spent  # nothing left to do
+
+    tic = time.monotonic()
+    more = dataclasses.replace(request, resume=True, budget_s=spent + 25.0)
+    result = run_study(more, progress=False)
+    elapsed = time.monotonic() - tic
+    assert result.status == "finished" and elapsed <= 1.1 * 25.0 + 5.0
+    after = pd.read_csv(study_dir / "trials.csv")
+    assert len(after) > len(before) and after["number"].is_unique
+    kept = after.set_index("trial_id").loc[before["trial_id"], "status"]
+    assert list(kept) == list(before["status"]), "a finished trial changed on resume"
+    assert result.meta.spent_s == pytest.approx(spent + elapsed, abs=2.0)
+
+
+def test_trials_still_running_when_the_budget_ends_are_stopped_and_pruned(ray_local, tmp_path):
+    request = toy_request(tmp_path, "cut", (0.8,), trials=None, budget_s=30.0)
+    tic = time.monotonic()
+    result = run_study(request, trainable=slow_toy, progress=False)
+    elapsed = time.monotonic() - tic
+    assert result.status == "finished" and elapsed <= 1.1 * 30.0
+    table = pd.read_csv(Path(result.study_dir) / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) == {"pruned"}  # two ran at once
+    states = {t.state for t in journal_study(Path(result.study_dir), "cut").trials}
+    assert states == {optuna.trial.TrialState.PRUNED}
+    assert not result.targets[0].met
