@@ -38,7 +38,7 @@ task=${1:-}
 case "$task" in
 study)
     venv
-    exec "$VENV/bin/raycert" study mnist --preset quick --min-acc 0.9 --data-dir ../shared/data "$@"
+    exec "$VENV/bin/raycert" study mnist --preset quick --min-acc 0.95 --data-dir ../shared/data "$@"
     ;;
 test)
     if [ ! -x /usr/bin/chromium ]; then

@@ -111,3 +111,13 @@ def test_targets_from_the_command_line_are_checked_like_the_file(tmp_path):
     with pytest.raises(UserError) as info:
         parse_targets([0.9, 1.5], "--min-acc")
     assert_one_line_error(info, "--min-acc: target 1.5 is outside (0, 1); write 0.9 for 90%")
+
+
+def test_the_recipe_is_the_presets_values_that_the_search_space_holds(tmp_path):
+    search = (
+        KAPPA
+        + '[search.lr]\ntype = "log-float"\nlow = 1e-2\nhigh = 1e-1\n'
+        + '[search.optimizer]\ntype = "categorical"\nchoices = ["adam"]\n'
+    )
+    spec = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + "lr = 5e-3\n" + search))
+    assert spec.recipe == {"kappa": 0.0, "optimizer": "adam"}  # lr 5e-3 is outside: sampled

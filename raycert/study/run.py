@@ -303,7 +303,7 @@ def _tuner(
         storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
-        points_to_evaluate=[spec.recipe],  # trial 0: the preset's own configuration
+        points_to_evaluate=[spec.recipe] if spec.recipe else None,  # trial 0: the preset's
     )
     scheduler = None
     if spec.asha:

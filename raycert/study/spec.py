@@ -244,8 +244,8 @@ class StudySpec:
     accuracy targets and trial budget, and whether ASHA stops weak trials early.
 
     ``search_space`` is the ``[search]`` table as read (bounds parsed), for study.json.
-    ``recipe`` is the preset's own value of every searched field: the known-good
-    configuration a study tries first.
+    ``recipe`` is the preset's own value of the searched fields: the known-good configuration
+    a study tries first.
     """
 
     path: Path
@@ -261,14 +261,18 @@ class StudySpec:
 
     @property
     def recipe(self) -> dict[str, Any]:
-        """The preset's value of each searched field (those a categorical search offers)."""
-        values = {p.name: getattr(self.base, p.name) for p in self.params}
-        return {
-            name: value
-            for name, value in values.items()
-            if self.search_space[name]["type"] != "categorical"
-            or value in self.search_space[name]["choices"]
-        }
+        """The preset's value of each searched field that the search space holds (inside a
+        range, or one of the choices); a field whose preset value lies outside is sampled."""
+        recipe = {}
+        for param in self.params:
+            value = getattr(self.base, param.name)
+            if param.type == "categorical":
+                inside = value in param.choices
+            else:
+                inside = param.low <= value <= param.high
+            if inside:
+                recipe[param.name] = value
+        return recipe
 
 
 def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = None) -> StudySpec:
