@@ -119,7 +119,9 @@ def study_command(
     console.print(trials_summary(result.meta))
     if result.meta.budget_s is not None:
         spent, budget = format_duration(result.meta.spent_s), format_duration(result.meta.budget_s)
-        console.print(f"wall time: {spent} of the {budget} budget")
+        over = result.meta.spent_s > 1.1 * result.meta.budget_s
+        why = "; no trial completed within it, so the study waited for one" if over else ""
+        console.print(f"wall time: {spent} of the {budget} budget{why}")
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if is_uri(result.study_dir):
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")

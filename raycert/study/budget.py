@@ -8,9 +8,11 @@ certification, scaled to the test split and to the cost of the final verifier ca
 
 The search ends at ``total - reserve``:
 - the searcher starts no trial that would end after it, judged by the longest completed trial
-  (``room_for``), so the budget goes to trials that finish;
+  (``room_for_another_trial``), so the budget goes to trials that finish;
 - ``BudgetStopper`` stops every running trial at that moment, a backstop for a wrong guess
-  (such a trial is PRUNED in Optuna and ``pruned`` in the trials table).
+  (such a trial is PRUNED in Optuna and ``pruned`` in the trials table). A study without a
+  completed trial would end with nothing to show, so until one completes the stopper waits for
+  it: a budget too small for one trial of the preset overruns, and says so.
 
 Time spent by an earlier driver counts when the study is resumed (study.json's ``spent_s``,
 written when a driver ends, by Ctrl-C and SIGTERM included; a driver killed with SIGKILL
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ray.tune.stopper import Stopper
@@ -44,6 +47,7 @@ class Clock:
     test_size: int
     reserve_s: float = field(init=False)
     longest_trial_s: float = 0.0
+    completed: int = 0  # trials that ran to their end, earlier drivers' included
 
     def __post_init__(self) -> None:
         self.reserve_s = RESERVE_SHARE * self.total_s
@@ -60,9 +64,19 @@ class Clock:
 _CLOCKS: dict[str, Clock] = {}
 
 
-def start(uri: str, total_s: float, spent_s: float, final_runs: int, test_size: int) -> Clock:
-    """Start the clock of study ``uri``: ``total_s`` in all, ``spent_s`` of it already spent."""
+def start(
+    uri: str,
+    total_s: float,
+    spent_s: float,
+    final_runs: int,
+    test_size: int,
+    completed_s: Sequence[float] = (),
+) -> Clock:
+    """Start the clock of study ``uri``: ``total_s`` in all, ``spent_s`` of it already spent,
+    ``completed_s`` the durations of the trials completed before (on resume)."""
     clock = Clock(total_s, time.monotonic() - spent_s, final_runs, test_size)
+    clock.completed = len(completed_s)
+    clock.longest_trial_s = max(completed_s, default=0.0)
     _CLOCKS[uri] = clock
     return clock
 
@@ -78,6 +92,7 @@ def observe(uri: str, result: dict) -> None:
     clock = _CLOCKS.get(uri)
     if clock is None:
         return
+    clock.completed += 1
     clock.longest_trial_s = max(clock.longest_trial_s, float(result.get("time_total_s", 0.0)))
     eval_s, eval_n = result.get("eval_seconds"), result.get("eval_n")
     if eval_s and eval_n:
@@ -93,7 +108,8 @@ def room_for_another_trial(uri: str) -> bool:
 
 
 class BudgetStopper(Stopper):
-    """Stops every trial once the search part of the study's budget is spent."""
+    """Stops every trial once the search part of the study's budget is spent and at least one
+    trial has completed."""
 
     def __init__(self, study_uri: str) -> None:
         self.study_uri = study_uri
@@ -103,7 +119,7 @@ class BudgetStopper(Stopper):
 
     def stop_all(self) -> bool:
         clock = _CLOCKS.get(self.study_uri)
-        return clock is not None and clock.search_left() <= 0
+        return clock is not None and clock.completed > 0 and clock.search_left() <= 0
 
 
 def final_runs(targets: int, concurrency: int) -> int:

@@ -158,7 +158,14 @@ def _run_locked(
     clock = None
     if meta.budget_s is not None:
         test_size = dataset_info(meta.dataset).test_size
-        clock = budget.start(store.uri, meta.budget_s, spent_before, len(meta.targets), test_size)
+        clock = budget.start(
+            store.uri,
+            meta.budget_s,
+            spent_before,
+            len(meta.targets),
+            test_size,
+            _completed_seconds(store, meta.targets) if saved is not None else (),
+        )
         clock.started = started - spent_before
 
     def spend() -> None:
@@ -421,6 +428,15 @@ def _finished_runs(store: StudyDir, targets: list[float]) -> dict[str, FinishedR
         str(row["trial_id"]): FinishedRun(str(row["run_dir"]), str(row["status"]))
         for row in over.to_dict("records")
     }
+
+
+def _completed_seconds(store: StudyDir, targets: list[float]) -> list[float]:
+    """How long each trial the trials table records as completed ran (resuming a budget)."""
+    try:
+        table = read_trials(store, targets)
+    except UserError:  # no table yet, or a damaged one: nothing is known
+        return []
+    return [float(s) for s in table.loc[table["status"] == "completed", "seconds"].dropna()]
 
 
 def _is_run(checkpoint: tune.Checkpoint) -> bool:
