@@ -79,6 +79,7 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         ),
         (PRESET + KAPPA + "[study.smoke]\nbudget = 10\n", ["budget: ", 'like "10m"']),
         (PRESET + KAPPA + '[study.smoke]\nbudget = "10"\n', ["cannot read duration '10'"]),
+        (PRESET + KAPPA + '[study.smoke]\nsampler = "grid"\n', ["study.smoke.sampler", "'tpe'"]),
         (PRESET + KAPPA.replace("kappa", "epochs").replace("0.5", "4.0"), ["search.epochs.low"]),
         (PRESET + '[search.epochs]\ntype = "float"\nlow = 1\nhigh = 4\n', ["epochs refuses"]),
         (PRESET + '[search.lr]\ntype = "log-float"\nlow = 0\nhigh = 1\n', ["search.lr.low: "]),
@@ -121,3 +122,11 @@ def test_the_recipe_is_the_presets_values_that_the_search_space_holds(tmp_path):
     )
     spec = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + "lr = 5e-3\n" + search))
     assert spec.recipe == {"kappa": 0.0, "optimizer": "adam"}  # lr 5e-3 is outside: sampled
+
+
+def test_a_baseline_study_names_its_sampler_and_skips_the_recipe(tmp_path):
+    study = '[study.smoke]\nsampler = "random"\nrecipe_first = false\n'
+    spec = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA + study))
+    assert (spec.sampler, spec.recipe_first) == ("random", False)
+    default = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA))
+    assert (default.sampler, default.recipe_first) == ("tpe", True)

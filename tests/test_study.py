@@ -17,7 +17,7 @@ import ray
 import ray.cloudpickle
 from helpers import assert_one_line_error
 from ray import tune
-from studyruns import journal_study, toy, toy_request
+from studyruns import journal_study, toy, toy_request, toy_spec
 from typer.testing import CliRunner
 
 from raycert.cli import app
@@ -211,6 +211,14 @@ def test_an_existing_study_without_resume_is_refused(smoke_study):
     attacked = StudyRequest(**{**request.__dict__, "resume": True, "attack": True})
     with pytest.raises(UserError, match="attack was False, now True"):
         run_study(attacked, progress=False)
+
+
+def test_a_study_without_recipe_first_samples_trial_0(ray_local, tmp_path):
+    spec = toy_spec(tmp_path, study='[study.smoke]\nsampler = "random"\nrecipe_first = false\n')
+    request = toy_request(tmp_path, "random", (0.8,), trials=4, spec=spec)
+    result = run_study(request, trainable=toy, progress=False)
+    trials = journal_study(Path(result.study_dir), "random").trials
+    assert len(trials) == 4 and trials[0].params["kappa"] != 0.0  # the recipe's kappa is 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -305,12 +305,13 @@ def _tuner(
         space=distributions(spec.params),
         metric=["clean_acc", "acr"] if several else "acr",
         mode=["max", "max"] if several else "max",
-        sampler=optuna.samplers.TPESampler(seed=request.seed),
+        sampler=_sampler(spec.sampler, request.seed),
         study_name=meta.name,
         storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
-        points_to_evaluate=[spec.recipe] if spec.recipe else None,  # trial 0: the preset's
+        # Trial 0: the preset's own configuration.
+        points_to_evaluate=[spec.recipe] if spec.recipe and spec.recipe_first else None,
     )
     scheduler = None
     if spec.asha:
@@ -345,6 +346,13 @@ def _tuner(
             verbose=0,
         ),
     )
+
+
+def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The spec's Optuna sampler: TPE, or random search (a baseline for benchmarks)."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _finish(

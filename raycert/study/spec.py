@@ -10,7 +10,8 @@ table and key with its rule:
   fields accept ``"2/255"`` (pixel units).
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
-  before ASHA may stop a trial).
+  before ASHA may stop a trial), ``sampler`` (``tpe``, or ``random`` for a baseline) and
+  ``recipe_first`` (default true: trial 0 is the preset's own configuration).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
@@ -141,8 +142,9 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 
 class PresetStudy(BaseModel):
     """``[study.<preset>]``: the preset's trial count and wall-clock ``budget`` (a study ends at
-    whichever comes first), its own targets, and whether ASHA stops weak trials after
-    ``grace_period`` epochs."""
+    whichever comes first), its own targets, whether ASHA stops weak trials after
+    ``grace_period`` epochs, the Optuna ``sampler`` (``random`` is a baseline), and whether the
+    preset's recipe is tried first (``recipe_first``)."""
 
     model_config = STRICT
 
@@ -151,6 +153,8 @@ class PresetStudy(BaseModel):
     targets: Targets | None = None
     asha: bool = False
     grace_period: int = Field(1, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    recipe_first: bool = True
 
 
 class StudyTable(BaseModel):
@@ -258,6 +262,8 @@ class StudySpec:
     budget_s: float | None = None
     asha: bool = False
     grace_period: int = 1
+    sampler: str = "tpe"
+    recipe_first: bool = True
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -304,6 +310,8 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
         budget_s=settings.budget,
         asha=settings.asha,
         grace_period=settings.grace_period,
+        sampler=settings.sampler,
+        recipe_first=settings.recipe_first,
     )
 
 
