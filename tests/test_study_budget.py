@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from studyruns import journal_study, slow_toy, toy_request, toy_spec
 
+from raycert.study import budget
 from raycert.study.run import StudyRequest, run_study
 from raycert.study.spec import load_study_spec
 
@@ -121,3 +122,23 @@ def test_a_budget_too_small_for_one_trial_waits_for_the_first_to_complete(ray_lo
     assert result.status == "finished" and result.meta.spent_s > 30.0
     table = pd.read_csv(Path(result.study_dir) / "trials.csv")
     assert (table["status"] == "completed").sum() >= 1 and result.targets[0].met
+
+
+def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
+    uri = "memory://stopper"
+    stopper = budget.BudgetStopper(uri, epochs=12)
+    clock = budget.start(uri, total_s=100.0, spent_s=0.0, final_runs=1, test_size=1)
+    try:
+        clock.reserve_s = 0.0
+        clock.started = time.monotonic() - 101.0  # the search ended a second ago
+        nearly_done = {"epoch": 11, "time_total_s": 55.0}  # 5 s to go: within 8 s of slack
+        slow = {"epoch": 11, "time_total_s": 110.0}  # 10 s to go
+        assert not stopper("t", nearly_done)  # no trial completed yet: nothing stops
+        clock.completed = 1
+        assert not stopper("t", nearly_done) and stopper("t", slow)
+        assert stopper("t", {"epoch": 12, "time_total_s": 60.0})  # past its length: no pace
+        assert not stopper.stop_all()
+        clock.started -= 8.0  # now 9 s past the search's end: every trial stops
+        assert stopper.stop_all()
+    finally:
+        budget.forget(uri)

@@ -45,13 +45,15 @@ def print_chosen(chosen: TargetResult, cap: float) -> None:
         near = chosen.closest
         detail = "no trial completed"
         if near:
-            detail = f"closest: trial {near.trial_id}, val clean {near.val['clean_acc']:.2%}"
+            name = near.trial_id if near.number is None else near.number
+            detail = f"closest: trial {name}, val clean {near.val['clean_acc']:.2%}"
         console.print(f"{goal}: not met by any trial ({detail})")
         return
     params = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.params.items()
     )
-    table = Table("", "val", "test", title=goal, caption=f"trial {chosen.trial_id}: {params}")
+    name = chosen.trial_id if chosen.number is None else chosen.number
+    table = Table("", "val", "test", title=goal, caption=f"trial {name}: {params}")
 
     def cells(key: str, fmt: str) -> list[str]:
         return [

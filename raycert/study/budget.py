@@ -9,8 +9,10 @@ certification, scaled to the test split and to the cost of the final verifier ca
 The search ends at ``total - reserve``:
 - the searcher starts no trial that would end after it, judged by the longest completed trial
   (``room_for_another_trial``), so the budget goes to trials that finish;
-- ``BudgetStopper`` stops every running trial at that moment, a backstop for a wrong guess
-  (such a trial is PRUNED in Optuna and ``pruned`` in the trials table). A study without a
+- ``BudgetStopper`` then stops each running trial at its next epoch, unless its pace says it
+  ends within ``SLACK_SHARE`` of the budget past that moment (cutting a trial one epoch short
+  of its end wastes all of it), and every trial ``SLACK_SHARE`` later whatever its pace. A
+  trial stopped so is PRUNED in Optuna and ``pruned`` in the trials table. A study without a
   completed trial would end with nothing to show, so until one completes the stopper waits for
   it: a budget too small for one trial of the preset overruns, and says so.
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from ray.tune.stopper import Stopper
 
 RESERVE_SHARE = 0.1  # of the budget, kept for test certification and the report at least
+SLACK_SHARE = 0.08  # of the budget: how far past the search's end a nearly done trial may run
 # Test certification runs the default cascade in float64; the trials' validation passes run IBP
 # in float32. Measured on MNIST: the cascade costs 4.2-5.5x IBP (benchmarks/bounds.py); the
 # README's main job certified its test split in 3.5x its trials' validation time per image.
@@ -108,18 +111,27 @@ def room_for_another_trial(uri: str) -> bool:
 
 
 class BudgetStopper(Stopper):
-    """Stops every trial once the search part of the study's budget is spent and at least one
-    trial has completed."""
+    """Stops the trials once the search part of the study's budget is spent and at least one
+    trial has completed (see the module note); ``epochs`` is every trial's length."""
 
-    def __init__(self, study_uri: str) -> None:
-        self.study_uri = study_uri
+    def __init__(self, study_uri: str, epochs: int | None = None) -> None:
+        self.study_uri, self.epochs = study_uri, epochs
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
+        clock = _CLOCKS.get(self.study_uri)
+        if clock is None or clock.completed == 0 or clock.search_left() > 0:
+            return False
+        epoch, seconds = result.get("epoch"), result.get("time_total_s")
+        if not (self.epochs and epoch and seconds) or epoch >= self.epochs:
+            return True  # no pace to judge by
+        to_go = (self.epochs - epoch) * seconds / epoch
+        return to_go > clock.search_left() + SLACK_SHARE * clock.total_s
 
     def stop_all(self) -> bool:
         clock = _CLOCKS.get(self.study_uri)
-        return clock is not None and clock.completed > 0 and clock.search_left() <= 0
+        if clock is None or clock.completed == 0:
+            return False
+        return clock.search_left() <= -SLACK_SHARE * clock.total_s
 
 
 def final_runs(targets: int, concurrency: int) -> int:

@@ -81,6 +81,7 @@ from raycert.studyfolder import (
     write_test,
     write_trials,
 )
+from raycert.units import format_duration
 
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # StudyRequest: from raycert.study.plan
 
@@ -197,6 +198,8 @@ def _run_locked(
                 print(warning, file=sys.stderr, flush=True)
             if clock is not None:
                 clock.final_runs = budget.final_runs(len(meta.targets), res.concurrency)
+            if progress:
+                print(_start_line(store, meta, res), file=sys.stderr, flush=True)
             meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
             meta.concurrency = res.concurrency
             meta.hardware = Hardware(**hw.to_dict())
@@ -324,6 +327,7 @@ def _tuner(
         )
     writer = TrialsWriter(request.storage, meta.name, targets, [p.name for p in spec.params])
     writer.progress = progress
+    writer.epochs = spec.base.epochs
     stop_on_user_error = failures.StopOnUserError(store.uri)
     return tune.Tuner(
         trainable,
@@ -342,10 +346,23 @@ def _tuner(
             # driver killed mid-copy can leave a state naming the previous checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[writer, stop_on_user_error],
-            stop=budget.BudgetStopper(store.uri),
+            stop=budget.BudgetStopper(store.uri, spec.base.epochs),
             verbose=0,
         ),
     )
+
+
+def _start_line(store: StudyDir, meta: StudyMeta, res: cluster.Resources) -> str:
+    """What the study is about to do, in one line."""
+    each = f"{res.cpus_per_trial:g} CPU"
+    if res.gpus_per_trial:
+        each += f" + {res.gpus_per_trial:g} GPU"
+    line = f"study {store.uri}: {res.concurrency} trial(s) at a time, {each} each"
+    if meta.budget_s is not None:
+        line += f", within {format_duration(meta.budget_s)}"
+        if meta.spent_s:
+            line += f" ({format_duration(meta.spent_s)} spent before)"
+    return line + "; Ctrl-C stops it, --resume continues it"
 
 
 def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -134,6 +134,7 @@ class ClosestTrial:
     trial_id: str
     params: dict[str, Any]
     val: Metrics
+    number: int | None = None  # Optuna's trial number (None in studies written before it)
 
 
 @dataclass
@@ -153,6 +154,7 @@ class TargetResult:
     test: Metrics | None = None
     run_dir: str | None = None
     closest: ClosestTrial | None = None
+    number: int | None = None  # the winner's Optuna trial number (None before it was recorded)
 
 
 @dataclass

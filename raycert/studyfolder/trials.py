@@ -168,12 +168,16 @@ def choose(table: pd.DataFrame, target: float) -> tuple[TrialRow | None, TrialRo
 
 def won(target: float, winner: TrialRow) -> TargetResult:
     """A met target's result before test certification (no ``test`` or ``run_dir`` yet)."""
-    return TargetResult(target, True, winner.trial_id, winner.params, winner.metrics)
+    return TargetResult(
+        target, True, winner.trial_id, winner.params, winner.metrics, number=winner.number
+    )
 
 
 def unmet(target: float, closest: TrialRow | None) -> TargetResult:
     """An unmet target's result, naming the closest trial when one completed."""
-    near = closest and ClosestTrial(closest.trial_id, closest.params, closest.metrics)
+    near = closest and ClosestTrial(
+        closest.trial_id, closest.params, closest.metrics, number=closest.number
+    )
     return TargetResult(target, False, closest=near)
 
 
