@@ -95,7 +95,7 @@ def test_a_fresh_clone_runs_the_readme_main_job_with_its_relative_paths(tmp_path
     table = pd.read_csv(study_dir / "trials.csv")
     assert len(table) == 2 and set(table["status"]) == {"completed"}
     results = json.loads((study_dir / "results.json").read_text())
-    assert [entry["target"] for entry in results["targets"]] == [0.9]
+    assert [entry["target"] for entry in results["targets"]] == [0.95]  # the main job's target
     meta = json.loads((study_dir / "study.json").read_text())
     assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 2
     report = clone / "reports" / "mnist-acert-smoke.html"

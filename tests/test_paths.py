@@ -71,7 +71,8 @@ def test_a_relative_raycert_data_is_reported_as_the_folder_it_means(tmp_path, mo
     one_error_line(result, "mnist not found", str(tmp_path / "nodata" / "MNIST"))
 
 
-def test_study_no_download_refuses_to_download(tmp_path, mirror, no_ray):
+def test_study_no_download_refuses_to_download(tmp_path, mirror, no_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository, whose runs/ may hold the main job's study
     (mirror.folder / "train-images-idx3-ubyte.gz").write_bytes(b"would be fetched")
     env = {"RAYCERT_MIRROR": mirror.url}
     root = tmp_path / "empty"
