@@ -127,10 +127,10 @@ def test_a_budget_too_small_for_one_trial_waits_for_the_first_to_complete(ray_lo
 def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
     uri = "memory://stopper"
     stopper = budget.BudgetStopper(uri, epochs=12)
-    clock = budget.start(uri, total_s=100.0, spent_s=0.0, final_runs=1, test_size=1)
+    started = time.monotonic() - 101.0  # with no reserve, the search ended a second ago
+    clock = budget.start(uri, total_s=100.0, started=started, final_runs=1, test_size=1)
     try:
         clock.reserve_s = 0.0
-        clock.started = time.monotonic() - 101.0  # the search ended a second ago
         nearly_done = {"epoch": 11, "time_total_s": 55.0}  # 5 s to go: within 8 s of slack
         slow = {"epoch": 11, "time_total_s": 110.0}  # 10 s to go
         assert not stopper("t", nearly_done)  # no trial completed yet: nothing stops

@@ -117,11 +117,14 @@ def study_command(
     for chosen in result.targets:
         print_chosen(chosen, result.meta.acr_cap)
     console.print(trials_summary(result.meta))
-    if result.meta.budget_s is not None:
-        spent, budget = format_duration(result.meta.spent_s), format_duration(result.meta.budget_s)
-        over = result.meta.spent_s > 1.1 * result.meta.budget_s
-        why = "; no trial completed within it, so the study waited for one" if over else ""
-        console.print(f"wall time: {spent} of the {budget} budget{why}")
+    meta = result.meta
+    if meta.budget_s is not None:
+        line = f"wall time: {format_duration(meta.spent_s)} of the "
+        line += f"{format_duration(meta.budget_s)} budget"
+        if meta.spent_s > 1.1 * meta.budget_s:
+            line += " (over it: the study waits for a first completed trial, and certifying on "
+            line += "test took longer than the trials foretold)"
+        console.print(line)
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if is_uri(result.study_dir):
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")

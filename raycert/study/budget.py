@@ -59,10 +59,6 @@ class Clock:
         """Seconds the search may still run."""
         return self.total_s - self.reserve_s - (time.monotonic() - self.started)
 
-    def spent(self) -> float:
-        """Seconds of the budget spent so far, earlier drivers included."""
-        return time.monotonic() - self.started
-
 
 _CLOCKS: dict[str, Clock] = {}
 
@@ -70,14 +66,15 @@ _CLOCKS: dict[str, Clock] = {}
 def start(
     uri: str,
     total_s: float,
-    spent_s: float,
+    started: float,
     final_runs: int,
     test_size: int,
     completed_s: Sequence[float] = (),
 ) -> Clock:
-    """Start the clock of study ``uri``: ``total_s`` in all, ``spent_s`` of it already spent,
-    ``completed_s`` the durations of the trials completed before (on resume)."""
-    clock = Clock(total_s, time.monotonic() - spent_s, final_runs, test_size)
+    """Start the clock of study ``uri``: ``total_s`` in all, counted from ``started`` (a
+    ``time.monotonic()`` moved back by the time earlier drivers spent); ``completed_s`` are the
+    durations of the trials completed before (on resume)."""
+    clock = Clock(total_s, started, final_runs, test_size)
     clock.completed = len(completed_s)
     clock.longest_trial_s = max(completed_s, default=0.0)
     _CLOCKS[uri] = clock
@@ -85,6 +82,7 @@ def start(
 
 
 def forget(uri: str) -> None:
+    """Drop the clock of study ``uri`` (its driver has ended)."""
     _CLOCKS.pop(uri, None)
 
 
@@ -104,8 +102,8 @@ def observe(uri: str, result: dict) -> None:
 
 
 def room_for_another_trial(uri: str) -> bool:
-    """Whether a trial started now would end before the search does (always, without a budget
-    or before any trial completed)."""
+    """Whether a trial started now would end before the search does: always without a budget;
+    before any trial completed, while the search has time left."""
     clock = _CLOCKS.get(uri)
     return clock is None or clock.longest_trial_s <= clock.search_left()
 

@@ -162,12 +162,11 @@ def _run_locked(
         clock = budget.start(
             store.uri,
             meta.budget_s,
-            spent_before,
+            started - spent_before,
             len(meta.targets),
             test_size,
             _completed_seconds(store, meta.targets) if saved is not None else (),
         )
-        clock.started = started - spent_before
 
     def spend() -> None:
         meta.spent_s = spent_before + time.monotonic() - started
@@ -219,8 +218,8 @@ def _run_locked(
             if stopped is not None:
                 spend()
                 raise _stopped(store, meta, *stopped)
-            spent = clock is not None and not budget.room_for_another_trial(store.uri)
-            return _finish(store, meta, res, request.data_dir, spent, spend)
+            budget_spent = clock is not None and not budget.room_for_another_trial(store.uri)
+            return _finish(store, meta, res, request.data_dir, budget_spent, spend)
     finally:
         failures.forget(store.uri)
         store.save_journal()
