@@ -5,10 +5,8 @@ constraint (``trial.set_constraint``), never as a penalty. One target: single-ob
 ``acr`` constrained at that target. Several targets from one set of trials: two-objective TPE on
 ``(clean_acc, acr)`` constrained at the lowest target, which spreads trials along the whole
 front, so that every target's best trial gets searched (a single objective at the lowest target
-crowds every trial near it). Winners are picked afterwards from the persisted trials table,
-never by Tune's ``get_best_result``, which knows nothing of the constraint. Each winner is then
-certified on the test split, once, as a Ray task with a trial's resources; with ``attack`` (a
-setting study.json keeps for ``--resume``) PGD attacks it there too.
+crowds every trial near it). Winners are picked and certified on the test split by
+``raycert.study.outcome``.
 
 A study lives in ``<storage>/<name>/`` (see ``raycert.studyfolder``). ``resume=True`` continues an
 interrupted or stopped one from Ray Tune's experiment state and the pickled searcher: finished
@@ -35,7 +33,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -45,62 +42,32 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
-from raycert.study import budget, cluster, failures
+from raycert.study import budget, cluster, failures, outcome
 from raycert.study.lock import StudyLock
-from raycert.study.plan import StudyRequest, check_resumable, plan, resolve_paths, timestamp
+from raycert.study.outcome import StudyResult
+from raycert.study.plan import StudyRequest, check_resumable, plan, resolve_paths
 from raycert.study.searcher import ConstrainedOptunaSearch, distributions
 from raycert.study.spec import StudySpec
 from raycert.study.storage import check_storage, cluster_warning
-from raycert.study.trial import FinishedRun, TrialSetup, certify_on_cluster, train_trial
+from raycert.study.trial import TrialSetup, train_trial
 from raycert.study.tune_state import extend_tune_state, repair_tune_state
-from raycert.study.tune_trials import TrialsWriter, trial_rows
+from raycert.study.tune_trials import TrialsWriter
 from raycert.studyfolder import (
-    CHOSEN,
     STUDY_JSON,
     TUNE_DIR,
     Hardware,
     StudyDir,
     StudyMeta,
-    TargetResult,
     TrialError,
     TrialResources,
-    choose,
-    fail_stale_trials,
     journal_storage,
     optuna_numbers,
     read_meta,
-    read_results,
-    read_trials,
-    target_label,
-    trial_counts,
-    trials_table,
-    unmet,
-    won,
     write_meta,
-    write_results,
-    write_test,
-    write_trials,
 )
 from raycert.units import format_duration
 
-__all__ = ["StudyRequest", "StudyResult", "run_study"]  # StudyRequest: from raycert.study.plan
-
-# Trial statuses whose run is over: a restarted trial with one of them reports it, untrained.
-OVER = ("completed", "pruned", "diverged")
-
-
-@dataclass
-class StudyResult:
-    """How a study ended; ``study_dir`` holds everything (the report reads it from there).
-
-    ``status`` is ``finished`` or ``interrupted``; ``meta`` is study.json, whose
-    ``trial_counts`` and ``errors`` (one entry per failed trial: number, trial id, message)
-    say how the trials went."""
-
-    study_dir: str
-    status: str
-    meta: StudyMeta
-    targets: list[TargetResult]
+__all__ = ["StudyRequest", "StudyResult", "run_study"]  # from raycert.study.plan, .outcome
 
 
 def run_study(
@@ -153,7 +120,7 @@ def _run_locked(
             saved.budget_s or 0
         )
         if saved.status == "finished" and not more:
-            return _finished_result(store, saved)
+            return outcome.finished_result(store, saved)
         meta.started = saved.started
     spent_before = meta.spent_s
     clock = None
@@ -165,7 +132,7 @@ def _run_locked(
             started - spent_before,
             len(meta.targets),
             test_size,
-            _completed_seconds(store, meta.targets) if saved is not None else (),
+            outcome.completed_seconds(store, meta.targets) if saved is not None else (),
         )
 
     def spend() -> None:
@@ -219,7 +186,7 @@ def _run_locked(
                 spend()
                 raise _stopped(store, meta, *stopped)
             budget_spent = clock is not None and not budget.room_for_another_trial(store.uri)
-            return _finish(store, meta, res, request.data_dir, budget_spent, spend)
+            return outcome.finish(store, meta, res, request.data_dir, budget_spent, spend)
     finally:
         failures.forget(store.uri)
         store.save_journal()
@@ -287,7 +254,7 @@ def _tuner(
             request.data_dir,
             res.gpus_per_trial,
             min(targets),
-            finished=_finished_runs(store, targets) if restore else {},
+            finished=outcome.finished_runs(store, targets) if restore else {},
         )
         trainable = tune.with_parameters(train_trial, setup=setup)
     trainable = tune.with_resources(
@@ -369,108 +336,3 @@ def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
-
-
-def _finish(
-    store: StudyDir,
-    meta: StudyMeta,
-    res: cluster.Resources,
-    data_dir: str | None,
-    budget_spent: bool,
-    spend: Callable[[], None],
-) -> StudyResult:
-    """Write the final table; if every trial finished or the budget is spent, choose, certify
-    and write the results. ``spend`` records the driver's time in ``meta`` before it is
-    written."""
-    analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
-    params = list(meta.search_space)
-    rows = trial_rows(analysis.trials, params, store, meta.name)
-    table = trials_table(rows, meta.targets)
-    write_trials(store, table)
-    meta.trial_counts = trial_counts(table)
-    meta.errors = [
-        TrialError(row.number, row.trial_id, row.error) for row in rows if row.status == "error"
-    ]
-    finished = len(table) >= meta.trials_requested or budget_spent
-    results: list[TargetResult] = []
-    if finished:
-        stopped = {row.trial_id for row in rows if row.status == "pruned"}
-        fail_stale_trials(store, meta.name, stopped)
-        results = _choose_and_certify(store, table, meta.targets, res, data_dir, meta.attack)
-        write_results(store, results)
-    meta.status = "finished" if finished else "interrupted"
-    meta.finished = timestamp() if finished else None
-    spend()
-    write_meta(store, meta)
-    return StudyResult(store.uri, meta.status, meta, results)
-
-
-def _choose_and_certify(
-    store: StudyDir,
-    table: Any,
-    targets: list[float],
-    res: cluster.Resources,
-    data_dir: str | None,
-    attack: bool,
-) -> list[TargetResult]:
-    """Per target: the winner (certified on test, with ``attack`` attacked by PGD too, copied to
-    ``chosen/<target>``) or the closest."""
-    results, runs = [], {}
-    for target in targets:
-        winner, closest = choose(table, target)
-        if winner is None:
-            results.append(unmet(target, closest))
-            continue
-        result = won(target, winner)
-        results.append(result)
-        checkpoint = tune.Checkpoint(winner.run_dir) if winner.run_dir else None
-        if checkpoint is not None and _is_run(checkpoint):
-            runs[winner.trial_id] = checkpoint
-            result.run_dir = f"{CHOSEN}/{target_label(target)}"
-    certified = certify_on_cluster(
-        runs, data_dir, res.cpus_per_trial, res.gpus_per_trial, attack=attack
-    )
-    for result in results:
-        if result.run_dir is None:
-            continue
-        checkpoint, (certs, summary) = runs[result.trial_id], certified[result.trial_id]
-        result.test = summary
-        store.copy_in(checkpoint.filesystem, checkpoint.path, result.run_dir)
-        write_test(store, result.run_dir, summary, certs.to_csv())
-    return results
-
-
-def _finished_runs(store: StudyDir, targets: list[float]) -> dict[str, FinishedRun]:
-    """Trials the trials table records as over, with their run folders: a driver killed before
-    Tune saved their end restarts them on resume, and they must report, not train again."""
-    try:
-        table = read_trials(store, targets)
-    except UserError:  # no table yet, or a damaged one: nothing is known to be over
-        return {}
-    over = table[table["status"].isin(OVER) & table["run_dir"].notna()]
-    return {
-        str(row["trial_id"]): FinishedRun(str(row["run_dir"]), str(row["status"]))
-        for row in over.to_dict("records")
-    }
-
-
-def _completed_seconds(store: StudyDir, targets: list[float]) -> list[float]:
-    """How long each trial the trials table records as completed ran (resuming a budget)."""
-    try:
-        table = read_trials(store, targets)
-    except UserError:  # no table yet, or a damaged one: nothing is known
-        return []
-    return [float(s) for s in table.loc[table["status"] == "completed", "seconds"].dropna()]
-
-
-def _is_run(checkpoint: tune.Checkpoint) -> bool:
-    """Whether a checkpoint holds a raycert run (a custom trainable's may not)."""
-    info = checkpoint.filesystem.get_file_info(
-        [f"{checkpoint.path}/config.json", f"{checkpoint.path}/model.pt"]
-    )
-    return all(i.is_file for i in info)
-
-
-def _finished_result(store: StudyDir, meta: StudyMeta) -> StudyResult:
-    """A finished study, read back (resuming it has nothing left to do)."""
-    return StudyResult(store.uri, "finished", meta, read_results(store) or [])
