@@ -36,7 +36,7 @@ RESERVE_SHARE = 0.1  # of the budget, kept for test certification and the report
 SLACK_SHARE = 0.08  # of the budget: how far past the search's end a nearly done trial may run
 # Test certification runs the default cascade in float64, alone on the machine; the trials'
 # validation passes run IBP in float32 beside other trials. Per image, the README's main job
-# certified its test split in 1.7x and 2.0x its last validation pass (two fresh-clone runs).
+# certified its test split in 1.7x and 2.0x its last validation pass (a fresh clone, a worktree).
 FINAL_CERT_COST = 2.5
 
 
