@@ -132,7 +132,7 @@ def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
         nearly_done = {"epoch": 11, "time_total_s": 55.0}  # 5 s to go: within 8 s of slack
         slow = {"epoch": 11, "time_total_s": 110.0}  # 10 s to go
         assert not stopper("t", nearly_done)  # no trial completed yet: nothing stops
-        clock.completed = 1
+        clock.runs.append((12, 60.0))
         assert not stopper("t", nearly_done) and stopper("t", slow)
         assert stopper("t", {"epoch": 12, "time_total_s": 60.0})  # past its length: no pace
         assert not stopper.stop_all()

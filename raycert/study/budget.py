@@ -3,12 +3,13 @@
 ``--budget 10m`` is the wall time of the whole study, from the command's start to its report:
 Ray's start-up, the search, the test certification of the chosen models and the report. The
 end is kept in reserve: ``RESERVE_SHARE`` of the budget, or more once the completed trials
-show that certifying the chosen models on the test split takes longer (their last validation
-certification, scaled to the test split and to the cost of the final verifier cascade).
+show that certifying the chosen models on the test split takes longer (each raycert trial
+times the final certification on a few validation images at its end).
 
 The search ends at ``total - reserve``:
-- the searcher starts no trial that would end after it, judged by the longest completed trial
-  (``room_for_another_trial``), so the budget goes to trials that finish;
+- the searcher starts no trial that would end after it, judged by the completed trials of the
+  same length, else by the slowest pace per epoch (``room_for_another_trial``), so the budget
+  goes to trials that finish;
 - ``BudgetStopper`` then stops each running trial at its next epoch, unless its pace says it
   ends within ``SLACK_SHARE`` of the budget past that moment (cutting a trial one epoch short
   of its end wastes all of it), and every trial ``SLACK_SHARE`` later whatever its pace. A
@@ -34,10 +35,14 @@ from ray.tune.stopper import Stopper
 
 RESERVE_SHARE = 0.1  # of the budget, kept for test certification and the report at least
 SLACK_SHARE = 0.08  # of the budget: how far past the search's end a nearly done trial may run
-# Test certification runs the default cascade in float64, alone on the machine; the trials'
-# validation passes run IBP in float32 beside other trials. Per image, the README's main job
-# certified its test split in 1.7x and 2.0x its last validation pass (a fresh clone, a worktree).
-FINAL_CERT_COST = 2.5
+# Each raycert trial measures the final test certification's cost per image on a few validation
+# images at its end (``final_cert_s_per_image``); the reserve takes that, with a margin for the
+# test split's harder samples and a busier machine.
+FINAL_CERT_SAFETY = 1.25
+# A trial that does not measure it (a custom trainable): its last validation pass, IBP in
+# float32, times this. The README's main job certified its test split with the cascade in
+# float64 at 1.7x and 2.0x that pass per image (kappa 0); a kappa-0.68 model at 3.3x.
+FINAL_CERT_COST = 3.5
 
 
 @dataclass
@@ -49,15 +54,32 @@ class Clock:
     final_runs: int  # rounds of test certification the end needs (targets / concurrency)
     test_size: int
     reserve_s: float = field(init=False)
-    longest_trial_s: float = 0.0
-    completed: int = 0  # trials that ran to their end, earlier drivers' included
+    runs: list[tuple[int, float]] = field(default_factory=list)  # completed: (epochs, seconds)
 
     def __post_init__(self) -> None:
         self.reserve_s = RESERVE_SHARE * self.total_s
 
+    @property
+    def completed(self) -> int:
+        """Trials that ran to their end, earlier drivers' included."""
+        return len(self.runs)
+
     def search_left(self) -> float:
         """Seconds the search may still run."""
         return self.total_s - self.reserve_s - (time.monotonic() - self.started)
+
+    def trial_seconds(self, epochs: int | None = None) -> float:
+        """How long a trial of ``epochs`` (``None``: the longest kind) takes, judged by the
+        completed ones: the slowest of that length, else the slowest pace per epoch; 0 before
+        any completed."""
+        if not self.runs:
+            return 0.0
+        if epochs is None:
+            return max(seconds for _, seconds in self.runs)
+        same = [seconds for n, seconds in self.runs if n == epochs]
+        if same:
+            return max(same)
+        return epochs * max(seconds / max(1, n) for n, seconds in self.runs)
 
 
 _CLOCKS: dict[str, Clock] = {}
@@ -69,14 +91,13 @@ def start(
     started: float,
     final_runs: int,
     test_size: int,
-    completed_s: Sequence[float] = (),
+    completed: Sequence[tuple[int, float]] = (),
 ) -> Clock:
     """Start the clock of study ``uri``: ``total_s`` in all, counted from ``started`` (a
-    ``time.monotonic()`` moved back by the time earlier drivers spent); ``completed_s`` are the
-    durations of the trials completed before (on resume)."""
+    ``time.monotonic()`` moved back by the time earlier drivers spent); ``completed`` are the
+    (epochs, seconds) of the trials completed before (on resume)."""
     clock = Clock(total_s, started, final_runs, test_size)
-    clock.completed = len(completed_s)
-    clock.longest_trial_s = max(completed_s, default=0.0)
+    clock.runs = [(int(n), float(s)) for n, s in completed]
     _CLOCKS[uri] = clock
     return clock
 
@@ -87,25 +108,29 @@ def forget(uri: str) -> None:
 
 
 def observe(uri: str, result: dict) -> None:
-    """Learn from a completed trial's last result (Tune's ``time_total_s``, the trainer's
-    ``eval_seconds`` for ``eval_n`` validation samples): how long a trial takes, and how long
-    the end needs."""
+    """Learn from a completed trial's last result how long a trial takes (Tune's
+    ``time_total_s`` for its ``epoch`` epochs), and how long the end needs: the trial's own
+    measure of the final certification (``final_cert_s_per_image``), else its last validation
+    pass (``eval_seconds`` for ``eval_n`` samples) times ``FINAL_CERT_COST``."""
     clock = _CLOCKS.get(uri)
     if clock is None:
         return
-    clock.completed += 1
-    clock.longest_trial_s = max(clock.longest_trial_s, float(result.get("time_total_s", 0.0)))
-    eval_s, eval_n = result.get("eval_seconds"), result.get("eval_n")
-    if eval_s and eval_n:
-        final_s = eval_s * clock.test_size / eval_n * FINAL_CERT_COST * clock.final_runs
+    clock.runs.append((int(result.get("epoch") or 0), float(result.get("time_total_s", 0.0))))
+    per_image = result.get("final_cert_s_per_image")
+    if not per_image:
+        eval_s, eval_n = result.get("eval_seconds"), result.get("eval_n")
+        per_image = eval_s / eval_n * FINAL_CERT_COST if eval_s and eval_n else None
+    if per_image:
+        final_s = per_image * FINAL_CERT_SAFETY * clock.test_size * clock.final_runs
         clock.reserve_s = max(clock.reserve_s, min(final_s, 0.5 * clock.total_s))
 
 
-def room_for_another_trial(uri: str) -> bool:
-    """Whether a trial started now would end before the search does: always without a budget;
-    before any trial completed, while the search has time left."""
+def room_for_another_trial(uri: str, epochs: int | None = None) -> bool:
+    """Whether a trial of ``epochs`` (``None``: the longest kind) started now would end before
+    the search does: always without a budget; before any trial completed, while the search has
+    time left."""
     clock = _CLOCKS.get(uri)
-    return clock is None or clock.longest_trial_s <= clock.search_left()
+    return clock is None or clock.trial_seconds(epochs) <= clock.search_left()
 
 
 class BudgetStopper(Stopper):
@@ -120,9 +145,10 @@ class BudgetStopper(Stopper):
         if clock is None or clock.completed == 0 or clock.search_left() > 0:
             return False
         epoch, seconds = result.get("epoch"), result.get("time_total_s")
-        if not (self.epochs and epoch and seconds) or epoch >= self.epochs:
+        epochs = result.get("epochs", self.epochs)  # a short trial's own length
+        if not (epochs and epoch and seconds) or epoch >= epochs:
             return True  # no pace to judge by
-        to_go = (self.epochs - epoch) * seconds / epoch
+        to_go = (epochs - epoch) * seconds / epoch
         return to_go > clock.search_left() + SLACK_SHARE * clock.total_s
 
     def stop_all(self) -> bool:

@@ -74,8 +74,7 @@ def finish(
     and write the results. ``spend`` records the driver's time in ``meta`` before it is
     written."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
-    params = list(meta.search_space)
-    rows = trial_rows(analysis.trials, params, store, meta.name)
+    rows = trial_rows(analysis.trials, meta.trial_params(), store, meta.name)
     table = trials_table(rows, meta.targets)
     write_trials(store, table)
     meta.trial_counts = trial_counts(table)
@@ -145,13 +144,15 @@ def finished_runs(store: StudyDir, targets: list[float]) -> dict[str, FinishedRu
     }
 
 
-def completed_seconds(store: StudyDir, targets: list[float]) -> list[float]:
-    """How long each trial the trials table records as completed ran (resuming a budget)."""
+def completed_runs(store: StudyDir, targets: list[float]) -> list[tuple[int, float]]:
+    """(epochs, seconds) of each trial the trials table records as completed (resuming a
+    budget)."""
     try:
         table = read_trials(store, targets)
     except UserError:  # no table yet, or a damaged one: nothing is known
         return []
-    return [float(s) for s in table.loc[table["status"] == "completed", "seconds"].dropna()]
+    done = table.loc[table["status"] == "completed", ["epoch", "seconds"]].dropna()
+    return [(int(epoch), float(seconds)) for epoch, seconds in done.itertuples(index=False)]
 
 
 def is_run(checkpoint: tune.Checkpoint) -> bool:

@@ -132,7 +132,7 @@ def _run_locked(
             started - spent_before,
             len(meta.targets),
             test_size,
-            outcome.completed_seconds(store, meta.targets) if saved is not None else (),
+            outcome.completed_runs(store, meta.targets) if saved is not None else (),
         )
 
     def spend() -> None:
@@ -255,6 +255,7 @@ def _tuner(
             res.gpus_per_trial,
             min(targets),
             finished=outcome.finished_runs(store, targets) if restore else {},
+            attack=meta.attack,
         )
         trainable = tune.with_parameters(train_trial, setup=setup)
     trainable = tune.with_resources(
@@ -279,7 +280,11 @@ def _tuner(
         storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
-        # Trial 0: the preset's own configuration.
+        rungs=spec.rungs,
+        eta=spec.eta,
+        epochs=spec.base.epochs,
+        val_size=_val_size(spec),
+        # Trial 0: the preset's own configuration (at the top rung).
         points_to_evaluate=[spec.recipe] if spec.recipe and spec.recipe_first else None,
     )
     scheduler = None
@@ -291,7 +296,7 @@ def _tuner(
             max_t=spec.base.epochs,
             grace_period=min(spec.grace_period, spec.base.epochs),
         )
-    writer = TrialsWriter(request.storage, meta.name, targets, [p.name for p in spec.params])
+    writer = TrialsWriter(request.storage, meta.name, targets, meta.trial_params())
     writer.progress = progress
     writer.epochs = spec.base.epochs
     stop_on_user_error = failures.StopOnUserError(store.uri)
@@ -329,6 +334,12 @@ def _start_line(store: StudyDir, meta: StudyMeta, res: cluster.Resources) -> str
         if meta.spent_s:
             line += f" ({format_duration(meta.spent_s)} spent before)"
     return line + "; Ctrl-C stops it, --resume continues it"
+
+
+def _val_size(spec: StudySpec) -> int:
+    """Validation images behind a trial's accuracy."""
+    size = dataset_info(spec.base.dataset).val_size
+    return size if spec.base.val_limit is None else min(size, spec.base.val_limit)
 
 
 def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

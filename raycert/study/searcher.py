@@ -5,9 +5,11 @@ from ``trial.set_constraint`` (feasible iff every value <= 0), and its samplers 
 infeasible trials out of the good group. ``ConstrainedOptunaSearch`` sets that constraint from
 each finished trial's ``clean_acc``, so an infeasible trial never wins and no penalty mixes
 accuracy into the ACR objective. It also keeps to the study's wall-clock budget
-(``raycert.study.budget``): it starts no trial that would not finish within it. It lives in its
-own importable module because Tune pickles it into the experiment state that ``--resume``
-restores.
+(``raycert.study.budget``): it starts no trial that would not finish within it. With several
+rungs it runs a multi-fidelity search over the length of the whole run
+(``raycert.study.fidelity``): it decides each new trial's fidelity, and re-runs the best short
+trials longer. It lives in its own importable module because Tune pickles it into the
+experiment state that ``--resume`` restores.
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raycert.study import budget
+from raycert.study.fidelity import (
+    PROMOTED_FROM,
+    RungRun,
+    accuracy_margin,
+    next_promotion,
+)
 from raycert.study.spec import SearchParam
 from raycert.study.tune_state import back_up_tune_state
+from raycert.studyfolder import FIDELITY
+from raycert.training.schedule import shortened_epochs
 
 CONSTRAINT_KEY = "min_acc"
 
@@ -32,8 +42,14 @@ class ConstrainedOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna ``clean_acc >= min_value`` as a constraint.
 
     A trial stopped early (``final`` false: scheduler stop or divergence) is PRUNED, one with a
-    non-finite objective FAILs; every Optuna trial records its Tune ``trial_id``. Lives in an
-    importable module because Tune pickles it into its experiment state for ``--resume``.
+    non-finite objective FAILs; every Optuna trial records its Tune ``trial_id``, its
+    ``fidelity`` and, when it completes, its ``clean_acc`` and ``acr``.
+
+    ``rungs`` (increasing fidelities ending at 1) and ``eta`` set the multi-fidelity search;
+    a trial's config then carries its ``fidelity``. ``epochs`` is the full run's length (to
+    judge what fits the budget) and ``val_size`` the validation images behind a trial's
+    accuracy (its noise margin when promoting). The first trial of ``points_to_evaluate`` (the
+    recipe) runs at the top rung.
     """
 
     def __init__(
@@ -43,22 +59,68 @@ class ConstrainedOptunaSearch(OptunaSearch):
         constraint_metric: str = "clean_acc",
         final_key: str = "final",
         study_uri: str | None = None,
+        rungs: tuple[float, ...] = (1.0,),
+        eta: int = 3,
+        epochs: int | None = None,
+        val_size: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._cmin, self._cmetric, self._final_key = min_value, constraint_metric, final_key
         self._study_uri = study_uri
+        self._rungs, self._eta, self._epochs = tuple(rungs), eta, epochs
+        self._margin = accuracy_margin(min_value, val_size) if val_size else 0.0
         metric = self._metric if isinstance(self._metric, list) else [self._metric]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(metric)
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self._study_uri is not None and not budget.room_for_another_trial(self._study_uri):
+        if trial_id in self._ot_trials:  # asked again (Tune retries a suggestion it deferred)
+            return self._config(trial_id, super().suggest(trial_id))
+        waiting = self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        promotion = None if waiting else self._promotion()
+        if promotion is not None and not self._fits(promotion[1]):
+            promotion = None  # too long for what is left: explore at the lowest rung instead
+        fidelity = self._rungs[-1] if waiting else self._rungs[0]
+        if promotion is not None:
+            run, fidelity = promotion
+            self._ot_study.enqueue_trial(run.params, user_attrs={PROMOTED_FROM: run.number})
+        elif not self._fits(fidelity):
             return Searcher.FINISHED
         config = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
-        return config
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("tune_trial_id", trial_id)
+        ot_trial.set_user_attr(FIDELITY, fidelity)
+        return self._config(trial_id, config)
+
+    def _config(self, trial_id: str, config: dict) -> dict:
+        """The trial's config: the sampled parameters, and its fidelity when there are rungs."""
+        if len(self._rungs) == 1:
+            return config
+        fidelity = self._ot_trials[trial_id].user_attrs.get(FIDELITY, self._rungs[-1])
+        return {**config, FIDELITY: fidelity}
+
+    def _fits(self, fidelity: float) -> bool:
+        """Whether a trial at ``fidelity`` started now ends before the budget's search does."""
+        if self._study_uri is None:
+            return True
+        epochs = None if self._epochs is None else shortened_epochs(self._epochs, fidelity)
+        return budget.room_for_another_trial(self._study_uri, epochs)
+
+    def _promotion(self) -> tuple[RungRun, float] | None:
+        """The completed run to re-run at the next rung now, and that rung (see ``fidelity``)."""
+        if len(self._rungs) == 1:
+            return None
+        completed, promoted = [], set()
+        for t in self._ot_study.get_trials(deepcopy=False):
+            attrs = t.user_attrs
+            if PROMOTED_FROM in attrs:
+                promoted.add(attrs[PROMOTED_FROM])
+            if t.state == TrialState.COMPLETE and {FIDELITY, "clean_acc", "acr"} <= attrs.keys():
+                run = RungRun(t.number, attrs[FIDELITY], attrs["clean_acc"], attrs["acr"], t.params)
+                completed.append(run)
+        return next_promotion(completed, promoted, self._rungs, self._eta, self._cmin, self._margin)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Save as Tune does, and back up Tune's just-written experiment state (see
@@ -89,6 +151,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 result, error = None, True
             else:
                 ot_trial.set_constraint(CONSTRAINT_KEY, self._cmin - float(values[-1]))
+                ot_trial.set_user_attr("clean_acc", float(values[-1]))
+                ot_trial.set_user_attr("acr", float(result["acr"]))
                 if self._study_uri is not None:
                     budget.observe(self._study_uri, result)
         super().on_trial_complete(trial_id, result=result, error=error)

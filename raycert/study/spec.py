@@ -10,7 +10,8 @@ table and key with its rule:
   fields accept ``"2/255"`` (pixel units).
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
-  before ASHA may stop a trial), ``sampler`` (``tpe``, or ``random`` for a baseline) and
+  before ASHA may stop a trial), ``rungs`` and ``eta`` (multi-fidelity search over the run's
+  length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline) and
   ``recipe_first`` (default true: trial 0 is the preset's own configuration).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
@@ -140,11 +141,24 @@ def _duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _rungs(rungs: tuple[float, ...]) -> tuple[float, ...]:
+    if list(rungs) != sorted(set(rungs)) or rungs[-1] != 1 or rungs[0] <= 0:
+        raise ValueError(
+            f"must be increasing shares of the run in (0, 1] ending at 1, got {list(rungs)}"
+        )
+    return rungs
+
+
+# A multi-fidelity study's rungs: increasing shares of the preset's run, the last one whole.
+Rungs = Annotated[tuple[float, ...], Field(strict=False, min_length=1), AfterValidator(_rungs)]
+
+
 class PresetStudy(BaseModel):
     """``[study.<preset>]``: the preset's trial count and wall-clock ``budget`` (a study ends at
     whichever comes first), its own targets, whether ASHA stops weak trials after
-    ``grace_period`` epochs, the Optuna ``sampler`` (``random`` is a baseline), and whether the
-    preset's recipe is tried first (``recipe_first``)."""
+    ``grace_period`` epochs, the ``rungs`` of a multi-fidelity search and its ``eta`` (a rung's
+    best ``1/eta`` are re-run at the next), the Optuna ``sampler`` (``random`` is a baseline),
+    and whether the preset's recipe is tried first (``recipe_first``)."""
 
     model_config = STRICT
 
@@ -153,8 +167,16 @@ class PresetStudy(BaseModel):
     targets: Targets | None = None
     asha: bool = False
     grace_period: int = Field(1, ge=1)
+    rungs: Rungs = (1.0,)
+    eta: int = Field(3, ge=2)
     sampler: Literal["tpe", "random"] = "tpe"
     recipe_first: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind_of_early_stop(self) -> PresetStudy:
+        if self.asha and len(self.rungs) > 1:
+            raise ValueError("asha and rungs are two ways to spend less on weak trials: pick one")
+        return self
 
 
 class StudyTable(BaseModel):
@@ -245,7 +267,8 @@ def _preset(spec: SpecFile, path: Path, preset: str) -> TrainConfig:
 @dataclass(frozen=True)
 class StudySpec:
     """What a study searches and how long: the preset's config, the search space, default
-    accuracy targets and trial budget, and whether ASHA stops weak trials early.
+    accuracy targets and trial budget, and how it spends less on weak trials (ASHA, or the
+    ``rungs`` of a multi-fidelity search with its ``eta``).
 
     ``search_space`` is the ``[search]`` table as read (bounds parsed), for study.json.
     ``recipe`` is the preset's own value of the searched fields: the known-good configuration
@@ -262,6 +285,8 @@ class StudySpec:
     budget_s: float | None = None
     asha: bool = False
     grace_period: int = 1
+    rungs: tuple[float, ...] = (1.0,)
+    eta: int = 3
     sampler: str = "tpe"
     recipe_first: bool = True
 
@@ -310,6 +335,8 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
         budget_s=settings.budget,
         asha=settings.asha,
         grace_period=settings.grace_period,
+        rungs=settings.rungs,
+        eta=settings.eta,
         sampler=settings.sampler,
         recipe_first=settings.recipe_first,
     )

@@ -4,10 +4,15 @@ certification (``certify_on_cluster`` launches it as Ray tasks).
 ``train_trial`` is the Ray Tune function trainable. It builds a ``TrainConfig`` from the study's
 base config and the sampled hyperparameters, trains on the device Ray assigned, and reports
 after every epoch with the run directory as a ``tune.Checkpoint``; a trial Tune restarts (a
-worker crash, ``--resume``) continues from that checkpoint. Every report carries the metrics the
-searcher and the scheduler need: ``clean_acc``, ``acr`` and ``sched_score`` (ACR when the epoch
-meets the lowest accuracy target, else minus the shortfall), plus ``final`` (a completed run's
-last epoch), ``diverged``, ``device`` and ``node``.
+worker crash, ``--resume``) continues from that checkpoint. A config's ``fidelity`` (a
+multi-fidelity study's short trial) shortens the whole run (``schedule.shortened``). Every
+report carries the metrics the searcher and the scheduler need: ``clean_acc``, ``acr`` and
+``sched_score`` (ACR when the epoch meets the lowest accuracy target, else minus the
+shortfall), plus ``epochs`` (the run's length), ``final`` (a completed run's last epoch),
+``diverged``, ``device`` and ``node``. The last report also carries
+``final_cert_s_per_image``: the chosen models' test certification (the default cascade in
+float64, PGD too with ``attack``) timed on the first ``FINAL_CERT_PROBE`` val images, which
+sizes the budget's reserve for it (``raycert.study.budget``).
 
 Workers never download data (concurrent trials would race): the driver fetches it before the
 study starts, and every node of a cluster needs it under the same data root (an absolute path:
@@ -38,10 +43,14 @@ from ray import tune
 from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates
 from raycert.errors import UserError
+from raycert.studyfolder import FIDELITY
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
 from raycert.training.rundir import Metrics, read_metrics
+from raycert.training.schedule import shortened
+
+FINAL_CERT_PROBE = 128  # val images a completed trial certifies as the final test pass would
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,15 @@ class FinishedRun:
 class TrialSetup:
     """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the
     absolute data root on the workers, the GPU share per trial, the lowest accuracy target,
-    and the runs already over by trial id (see the module note)."""
+    the runs already over by trial id (see the module note), and whether the chosen models'
+    test certification runs PGD too (``attack``)."""
 
     base: dict[str, Any]
     data_dir: str | None
     gpu_fraction: float
     min_target: float
     finished: dict[str, FinishedRun] = field(default_factory=dict)
+    attack: bool = False
 
 
 def pick_device(gpu_fraction: float) -> torch.device:
@@ -86,15 +97,22 @@ def sched_score(metrics: Metrics, min_target: float) -> float:
 
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Ray Tune function trainable: train ``setup.base`` with ``config`` and report each epoch."""
-    cfg = TrainConfig.from_dict({**setup.base, **config})
+    params = {k: v for k, v in config.items() if k != FIDELITY}
+    cfg = shortened(TrainConfig.from_dict({**setup.base, **params}), config.get(FIDELITY, 1.0))
     device = pick_device(setup.gpu_fraction)
-    extra = {"device": device.type, "node": ray.get_runtime_context().get_node_id()}
+    extra = {
+        "device": device.type,
+        "node": ray.get_runtime_context().get_node_id(),
+        "epochs": cfg.epochs,
+    }
     reported = False
 
     def report(metrics: Metrics, run_dir: Path | None) -> None:
         nonlocal reported
         row = {**metrics, **extra, "diverged": False}
         row["sched_score"] = sched_score(metrics, setup.min_target)
+        if metrics.get("final") and run_dir is not None:
+            row["final_cert_s_per_image"] = final_cert_seconds(run_dir, setup, device)
         checkpoint = tune.Checkpoint.from_directory(run_dir) if run_dir else None
         tune.report(row, checkpoint=checkpoint)
         reported = True
@@ -128,6 +146,22 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         tune.report(
             {**last, **extra, "diverged": False, "sched_score": sched_score(last, setup.min_target)}
         )
+
+
+def final_cert_seconds(run_dir: Path, setup: TrialSetup, device: torch.device) -> float:
+    """Seconds per image of the final test certification, timed on ``FINAL_CERT_PROBE`` val
+    images of the run in ``run_dir`` (the default cascade in float64; PGD with ``attack``)."""
+    settings = AttackSettings() if setup.attack else None
+    _, probe = certify_run(
+        run_dir,
+        "val",
+        data_dir=setup.data_dir,
+        download=False,
+        limit=FINAL_CERT_PROBE,
+        attack=settings,
+        device=str(device),
+    )
+    return probe["cert_seconds"] / probe["n"]
 
 
 def _report_again(

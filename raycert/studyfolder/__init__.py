@@ -58,6 +58,7 @@ from raycert.studyfolder.journal import (
 )
 from raycert.studyfolder.pareto import pareto_mask
 from raycert.studyfolder.records import (
+    FIDELITY,
     METRIC_COLUMNS,
     PARETO,
     PGD_COLUMN,
@@ -91,6 +92,7 @@ from raycert.studyfolder.trials import (
 )
 
 __all__ = [
+    "FIDELITY",
     "CHOSEN",
     "JOURNAL",
     "METRIC_COLUMNS",

@@ -22,6 +22,7 @@ TRIAL_STATUSES = ("completed", "pruned", "diverged", "error")
 TRIAL_COLUMNS = ("trial_id", "number", "status", "node", "seconds")
 METRIC_COLUMNS = ("clean_acc", "acr", "acr_cap", "acr_pct", "epoch", "train_seconds", "device")
 PARAM_PREFIX = "param."
+FIDELITY = "fidelity"  # a multi-fidelity study's trial config key: the share of the run trained
 PARETO = "pareto"
 RADII_COLUMNS = ("radius", "correct")
 STAGE_PREFIX = "radius_"  # test_radii.csv: the radius after each verifier stage of a cascade
@@ -94,7 +95,8 @@ class StudyMeta:
     ``eps_list`` are in pixel units. ``budget_s`` is the wall-clock budget of the whole study
     (``--budget``; ``None``: none), ``spent_s`` the wall time its drivers have run, in seconds.
     ``attack``: the chosen models' test certification also runs PGD (``pgd_acc@<eps>``,
-    ``pgd_radius``); false in older studies.
+    ``pgd_radius``); false in older studies. ``rungs``: the shares of the preset's run that
+    trials train (``[1.0]``: one length; more: a multi-fidelity study).
     """
 
     name: str
@@ -125,6 +127,12 @@ class StudyMeta:
     errors: list[TrialError] = dataclasses.field(default_factory=list)
     budget_s: float | None = None
     spent_s: float = 0.0
+    rungs: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+
+    def trial_params(self) -> list[str]:
+        """The trials table's parameter columns: the searched fields, and in a multi-fidelity
+        study each trial's ``fidelity``."""
+        return [*self.search_space, *([FIDELITY] if len(self.rungs) > 1 else [])]
 
 
 @dataclass

@@ -85,8 +85,8 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=2)  # BatchNorm needs two samples per batch
     max_eps: Eps | None = None  # pixel units; None: the dataset's ACR cap
-    warmup_epochs: int = Field(1, ge=0)
-    ramp_epochs: int = Field(5, ge=0)
+    warmup_epochs: float = Field(1, ge=0)  # fractions too: the schedule runs per batch
+    ramp_epochs: float = Field(5, ge=0)
     ramp_mid: float = Field(0.25, ge=0, le=1)
     ramp_power: float = Field(4.0, ge=2)
     kappa: float = Field(0.0, ge=0, le=1)

@@ -8,6 +8,7 @@ run's final certification uses the default cascade of ``raycert.cert.radius`` un
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,10 +85,12 @@ def certify_run(
     run's standard radii; the same per stage of the ``verifier`` cascade under
     ``by_verifier``). The val split is the run's own held-out one. With ``attack``, PGD runs
     too: ``pgd_acc@<eps>`` at the same radii and per-sample empirical radii (the CSV's
-    ``pgd_radius``); a flip inside a certified radius raises ``CertificateViolation``."""
+    ``pgd_radius``); a flip inside a certified radius raises ``CertificateViolation``.
+    ``cert_seconds`` is the wall time of the certification and the attack, loading excluded."""
     parse_verifier(verifier)  # a bad name fails before any data is loaded
     model, cfg = load_run(run_dir)
     data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
+    tic = time.perf_counter()
     certs = certify(
         model,
         data.images,
@@ -118,4 +121,5 @@ def certify_run(
         certs.empirical_radii = found.radii
         summary.update(found.pgd_acc)
         summary["attack"] = {"steps": attack.steps, "restarts": attack.restarts}
+    summary["cert_seconds"] = time.perf_counter() - tic
     return certs, summary

@@ -17,8 +17,7 @@ def scheduled_eps(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     the slope continuous where the two pieces meet. A slow start keeps early IBP bounds tame.
     """
     max_eps = cfg.max_eps or 0.0
-    start = cfg.warmup_epochs * steps_per_epoch
-    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
+    start, end = ramp_steps(steps_per_epoch, cfg)
     if max_eps == 0 or step <= start:
         return 0.0
     if step >= end:
@@ -32,6 +31,38 @@ def scheduled_eps(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return mid_eps + (max_eps - mid_eps) * (step - mid) / (end - mid)
 
 
+def ramp_steps(steps_per_epoch: int, cfg: TrainConfig) -> tuple[int, int]:
+    """The global steps where the warm-up ends and where the ramp ends (fractional epochs
+    round to the nearest step)."""
+    start = round(cfg.warmup_epochs * steps_per_epoch)
+    return start, start + round(cfg.ramp_epochs * steps_per_epoch)
+
+
+def shortened_epochs(epochs: int, fidelity: float) -> int:
+    """The epochs of a run ``fidelity`` times as long as one of ``epochs`` (at least one)."""
+    return max(1, round(epochs * fidelity))
+
+
+def shortened(cfg: TrainConfig, fidelity: float) -> TrainConfig:
+    """``cfg`` as a whole run ``fidelity`` (0 < f <= 1) times as long: ``round(f * epochs)``
+    epochs (at least one), with warm-up, ramp and step-LR milestones kept at the same fractions
+    of the run. A multi-fidelity study's short trials are such runs: complete trainings whose
+    ramp ends where the full run's does, relative to their length."""
+    if not 0 < fidelity <= 1:
+        raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+    if fidelity == 1:
+        return cfg
+    epochs = shortened_epochs(cfg.epochs, fidelity)
+    scale = epochs / cfg.epochs
+    milestones = sorted({max(1, round(m * scale)) for m in cfg.lr_milestones})
+    return cfg.replace(
+        epochs=epochs,
+        warmup_epochs=cfg.warmup_epochs * scale,
+        ramp_epochs=cfg.ramp_epochs * scale,
+        lr_milestones=[m for m in milestones if m <= epochs],
+    )
+
+
 def batches_per_epoch(n_train: int, batch_size: int) -> int:
     """Batches per epoch; a last batch of one sample is skipped (train-mode BatchNorm needs two)."""
     return n_train // batch_size + (n_train % batch_size > 1)
@@ -41,7 +72,7 @@ def regularizer_weight(
     step: int, steps_per_epoch: int, eps_pixel: float, cfg: TrainConfig
 ) -> float:
     """``reg_weight * (1 - eps / max_eps)`` during warm-up and ramp, else 0 (also if max_eps 0)."""
-    end = (cfg.warmup_epochs + cfg.ramp_epochs) * steps_per_epoch
+    _, end = ramp_steps(steps_per_epoch, cfg)
     if not cfg.max_eps or step >= end:
         return 0.0
     return cfg.reg_weight * (1.0 - eps_pixel / cfg.max_eps)
