@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
+from raycert.report.reading import load_study
 from raycert.study.plan import check_resumable, plan
 from raycert.study.run import StudyRequest, run_study
 from raycert.study.tune_state import repair_tune_state
@@ -221,6 +222,36 @@ def test_a_study_without_recipe_first_samples_trial_0(ray_local, tmp_path):
     assert len(trials) == 4 and trials[0].params["kappa"] != 0.0  # the recipe's kappa is 0
 
 
+def method_toy(config: dict) -> None:
+    """``toy`` where IBP trades 0.1 of accuracy for 0.1 more ACR than ACERT."""
+    x, ibp = config["kappa"], config["method"] == "ibp"
+    metrics = {"clean_acc": 0.9 - 0.2 * x - 0.1 * ibp, "acr": x + 0.1 * ibp}
+    tune.report({**metrics, "final": True, "epoch": 1})
+
+
+def test_a_study_searches_the_method_and_reports_a_front_per_method(ray_local, tmp_path):
+    request = toy_request(tmp_path, None, (0.6,), trials=6, method="acert,ibp")
+    result = run_study(request, trainable=method_toy, progress=False)
+    assert result.meta.name == "synthetic-acert-ibp-smoke" and result.meta.method == "acert,ibp"
+    assert result.meta.search_space["method"] == {
+        "type": "categorical",
+        "choices": ["acert", "ibp"],
+    }
+    trials = journal_study(Path(result.study_dir), result.meta.name).trials
+    assert trials[0].params == {"kappa": 0.0, "method": "acert"}  # the recipe's method first
+    assert {t.params["method"] for t in trials} == {"acert", "ibp"}
+    study = load_study(Path(result.study_dir))
+    fronts = study.fronts()
+    assert set(fronts) == {"acert", "ibp"}
+    for method, front in fronts.items():
+        assert set(front["param.method"]) == {method} and len(front) >= 1
+    with pytest.raises(UserError, match="pass one --method"):
+        plan(dataclasses.replace(request, spec=toy_spec(tmp_path, search=METHOD_SEARCH)))
+
+
+METHOD_SEARCH = '[search.method]\ntype = "categorical"\nchoices = ["acert", "ibp"]\n'
+
+
 # ---------------------------------------------------------------------------------------------
 # The accuracy constraint: infeasible trials are never chosen, whatever their ACR
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +310,7 @@ runner = CliRunner()
         (["synthetic", "--min-acc", "1.5"], "error: --min-acc: target 1.5 is outside (0, 1)"),
         (["synthetic", "--min-acc", "0"], "error: --min-acc: target 0.0 is outside (0, 1)"),
         (["synthetic", "--method", "sgd"], "error: unknown study method 'sgd'"),
+        (["synthetic", "--method", "ibp,ibp"], "error: --method 'ibp,ibp' names a method twice"),
         (["synthetic", "--spec", "/no/such.toml"], "error: no spec file /no/such.toml"),
         (["synthetic", "--trials", "0"], "error: --trials and --concurrency must be at least 1"),
         (["synthetic", "--gpus-per-trial", "half"], "error: --gpus-per-trial must be a number"),

@@ -33,7 +33,10 @@ def study_command(
         ),
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="acert or ibp (default: the preset's).")
+        str | None,
+        typer.Option(
+            help="acert or ibp (default: the preset's); acert,ibp searches both, for both fronts."
+        ),
     ] = None,
     preset: PresetOption = "quick",
     trials: Annotated[

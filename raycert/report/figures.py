@@ -113,7 +113,8 @@ def front_figure(studies: list[StudyResults]) -> go.Figure:
 
     Per study: feasible trials (for the lowest target), infeasible completed ones (faded),
     stopped ones with metrics (pruned, diverged or failed; crosses, faded) and the stored Pareto
-    front as a step line with its points ringed.
+    front as a step line with its points ringed; a study that searched the method draws each
+    method's front, one dash each.
     """
     fig = go.Figure()
     for i, study in enumerate(studies):
@@ -141,16 +142,25 @@ def front_figure(studies: list[StudyResults]) -> go.Figure:
                     hovertemplate="%{text}<extra></extra>",
                 )
             )
-        front = study.pareto()
-        if not front.empty:
+        fronts = study.fronts()
+        for k, (method, front) in enumerate(fronts.items()):
+            if front.empty:
+                continue
+            label = f"{study.name}: Pareto front" + (f" ({method})" if method else "")
+            dash = DASHES[k % len(DASHES)]
             fig.add_trace(
                 go.Scatter(
                     x=front["clean_acc"],
                     y=front["acr"],
                     mode="lines+markers",
-                    line={"color": color(i), "shape": "vh", "width": 2},
+                    line={
+                        "color": color(i),
+                        "shape": "vh",
+                        "width": 2,
+                        "dash": dash,
+                    },
                     marker={"symbol": "circle-open", "size": 14, "line": {"width": 1.5}},
-                    name=f"{study.name}: Pareto front",
+                    name=label,
                     legendgroup=study.name,
                     hoverinfo="skip",
                 )

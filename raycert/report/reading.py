@@ -33,6 +33,7 @@ from raycert.studyfolder import (
     feasible_column,
     is_completed,
     optuna_study,
+    pareto_mask,
     read_meta,
     read_results,
     read_test_radii,
@@ -106,6 +107,20 @@ class StudyResults:
     def pareto(self) -> pd.DataFrame:
         """The trials on the stored Pareto front, by accuracy then ACR."""
         return self.trials[self.trials[PARETO]].sort_values(["clean_acc", "acr"])
+
+    def fronts(self) -> dict[str, pd.DataFrame]:
+        """The Pareto front of each searched method (``--method acert,ibp``) by method, else
+        ``{"": pareto()}``; each by accuracy then ACR."""
+        done = self.completed()
+        methods = done["param.method"].dropna().unique() if "param.method" in done else []
+        if len(methods) < 2:
+            return {"": self.pareto()}
+        fronts = {}
+        for method in sorted(methods):
+            rows = done[done["param.method"] == method]
+            on_front = pareto_mask(rows[["clean_acc", "acr"]].to_numpy(dtype=float))
+            fronts[str(method)] = rows[on_front].sort_values(["clean_acc", "acr"])
+        return fronts
 
 
 def load_study(directory: Path) -> StudyResults:

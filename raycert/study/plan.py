@@ -30,7 +30,7 @@ from raycert import __version__
 from raycert.data import dataset_info, resolve_root
 from raycert.errors import UserError
 from raycert.paths import absolute
-from raycert.study.spec import StudySpec, load_study_spec, parse_targets
+from raycert.study.spec import CategoricalParam, StudySpec, load_study_spec, parse_targets
 from raycert.studyfolder import StudyMeta
 
 STUDY_METHODS = ("acert", "ibp")
@@ -86,9 +86,10 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     ``trials_requested=0`` here; ``check_resumable`` sets the saved count."""
     info = dataset_info(request.dataset)
     spec = load_study_spec(info.name, request.preset, request.spec)
-    method = request.method or spec.base.method
-    if method not in STUDY_METHODS:
-        raise UserError(f"unknown study method {method!r}; choose {' or '.join(STUDY_METHODS)}")
+    methods = _methods(request.method or spec.base.method)
+    if len(methods) > 1:
+        spec = _search_methods(spec, methods)
+    method = ",".join(methods)
     targets = parse_targets(list(request.targets or spec.targets), "--min-acc")
     if not targets:
         raise UserError(f"no accuracy target: pass --min-acc or set [study] targets in {spec.path}")
@@ -108,10 +109,10 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     ):
         raise UserError("--trials and --concurrency must be at least 1")
     _check_resources(request.cpus_per_trial, request.gpus_per_trial)
-    name = request.name or f"{info.name}-{method}-{spec.preset}"
+    name = request.name or f"{info.name}-{'-'.join(methods)}-{spec.preset}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
-    base = spec.base.replace(method=method, seed=request.seed).resolve()
+    base = spec.base.replace(method=methods[0], seed=request.seed).resolve()
     spec = dataclasses.replace(spec, base=base)
     meta = StudyMeta(
         name=name,
@@ -123,6 +124,7 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
         seed=request.seed,
         search_space=spec.search_space,
         asha=spec.asha,
+        rungs=list(spec.rungs),
         base_config=base.to_dict(),
         acr_cap=base.cert_cap,
         eps_list=list(base.cert_eps or ()),
@@ -138,6 +140,37 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
         budget_s=budget_s,
     )
     return spec, meta
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    """``--method``: one study method, or several joined by commas (``acert,ibp``)."""
+    methods = tuple(m.strip().lower() for m in text.split(","))
+    if len(set(methods)) != len(methods):
+        raise UserError(f"--method {text!r} names a method twice; write acert,ibp")
+    if any(m not in STUDY_METHODS for m in methods):
+        raise UserError(
+            f"unknown study method {text!r}; choose {' or '.join(STUDY_METHODS)}, or both "
+            "as acert,ibp to search the method too"
+        )
+    return methods
+
+
+def _search_methods(spec: StudySpec, methods: tuple[str, ...]) -> StudySpec:
+    """``spec`` searching ``methods`` as a categorical too (the first is the recipe's)."""
+    if "method" in spec.search_space:
+        raise UserError(
+            f"{spec.path} searches the method already ([search.method]); pass one --method"
+        )
+    param = CategoricalParam(name="method", type="categorical", choices=methods)
+    return dataclasses.replace(
+        spec,
+        base=spec.base.replace(method=methods[0]),
+        params=(*spec.params, param),
+        search_space={
+            **spec.search_space,
+            "method": {"type": "categorical", "choices": list(methods)},
+        },
+    )
 
 
 def check_resumable(
