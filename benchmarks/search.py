@@ -1,12 +1,16 @@
 """Search quality at an equal wall-clock budget on real MNIST: does a study beat its anchors?
 
-    python benchmarks/search.py [--budget 10m] [--seeds 0 1] [--strategies raycert tpe random old]
+    python benchmarks/search.py [--budget 10m] [--seeds 0 1]
+        [--strategies raycert rungs tpe random old]
         [--data-dir DIR] [--out runs/search] [--test-limit 2000]
 
 Every strategy is one ``run_study`` of the MNIST quick preset's search space, ACERT, targets
 0.95 and 0.9, at the same wall-clock ``--budget`` (the old quick study has its own length):
 
 - ``raycert``: the quick preset as shipped (the recipe as trial 0, then TPE);
+- ``rungs``: the same with a multi-fidelity search over the run's length: new configurations
+  train a third of the run (4 of 12 epochs, the schedule's shape kept), the best third of
+  those are re-run whole;
 - ``tpe``: Ray Tune + Optuna as a user would wire them alone: TPE, every trial at the quick
   preset's full schedule, no enqueued recipe (the fair anchor);
 - ``random``: random search at that length, no recipe;
@@ -19,7 +23,7 @@ test-split front above (clean 0.90, ACR 0) and its ratio to ``tpe``. The hypervo
 every completed trial on the val Pareto front on the first ``--test-limit`` test images (the
 default cascade); its unit is clean accuracy x fraction of the cap. Goals (issue 12): the
 main job's model at 0.95 has test clean >= 95% and ACR >= 85% of the cap; hypervolume >= 1.3x
-``tpe``. Hours of CPU: 4 strategies x 2 seeds x 10 minutes by default.
+``tpe``. Hours of CPU: 5 strategies x 2 seeds x 10 minutes by default.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def spec_text(strategy: str, budget: str) -> str:
     assert QUICK_STUDY in text, "the quick study table changed: update this benchmark"
     settings = {
         "raycert": f'budget = "{budget}"\n',
+        "rungs": f'budget = "{budget}"\nrungs = [0.333, 1.0]\neta = 3\n',
         "tpe": f'budget = "{budget}"\nrecipe_first = false\n',
         "random": f'budget = "{budget}"\nrecipe_first = false\nsampler = "random"\n',
         "old": "trials = 12\nrecipe_first = false\n",
@@ -150,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--strategies", nargs="+", default=["raycert", "tpe", "random", "old"])
+    parser.add_argument("--strategies", nargs="+", default=["raycert", "rungs", "tpe", "random", "old"])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("--test-limit", type=int, default=2000)

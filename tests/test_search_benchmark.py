@@ -20,6 +20,7 @@ _spec.loader.exec_module(search)
     ("strategy", "sampler", "recipe_first", "budget_s", "epochs", "searched"),
     [
         ("raycert", "tpe", True, 300.0, 12, {"max_eps", "kappa", "reg_weight", "lr"}),
+        ("rungs", "tpe", True, 300.0, 12, {"max_eps", "kappa", "reg_weight", "lr"}),
         ("tpe", "tpe", False, 300.0, 12, {"max_eps", "kappa", "reg_weight", "lr"}),
         ("random", "random", False, 300.0, 12, {"max_eps", "kappa", "reg_weight", "lr"}),
         ("old", "tpe", False, None, 5, {"max_eps", "kappa", "lr"}),
@@ -33,6 +34,7 @@ def test_each_strategy_is_a_valid_spec_with_its_settings(
     spec = load_study_spec("mnist", "quick", path)
     assert (spec.sampler, spec.recipe_first, spec.budget_s) == (sampler, recipe_first, budget_s)
     assert spec.base.epochs == epochs and {p.name for p in spec.params} == searched
+    assert spec.rungs == ((0.333, 1.0) if strategy == "rungs" else (1.0,))
     if strategy == "old":
         assert spec.trials == 12 and spec.base.train_limit == 15000
         assert spec.search_space["kappa"]["high"] == 0.5
