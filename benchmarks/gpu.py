@@ -184,7 +184,7 @@ def synthetic_cifar(n: int, split: str = "train") -> tuple[Tensor, Tensor]:
 
 
 def mid_ramp_epoch(cfg: TrainConfig) -> int:
-    return cfg.warmup_epochs + cfg.ramp_epochs // 2
+    return int(cfg.warmup_epochs + cfg.ramp_epochs // 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Training: mid-ramp for every method; acert also in warm-up and after the ramp.
     cfg = {m: paper_config(sizes, m) for m in LOSSES}
     middle = mid_ramp_epoch(cfg["acert"])
-    after = cfg["acert"].warmup_epochs + cfg["acert"].ramp_epochs
+    after = int(cfg["acert"].warmup_epochs + cfg["acert"].ramp_epochs)
     after += (cfg["acert"].epochs - after) // 2
     runs = {m: (cfg[m], middle) for m in LOSSES}
     runs |= {"acert_warmup": (cfg["acert"], 0), "acert_post_ramp": (cfg["acert"], after)}

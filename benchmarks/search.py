@@ -155,7 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--strategies", nargs="+", default=["raycert", "rungs", "tpe", "random", "old"])
+    parser.add_argument(
+        "--strategies", nargs="+", default=["raycert", "rungs", "tpe", "random", "old"]
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("--test-limit", type=int, default=2000)

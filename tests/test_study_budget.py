@@ -140,3 +140,20 @@ def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
         assert stopper.stop_all()
     finally:
         budget.forget(uri)
+
+
+def test_the_clock_judges_a_trial_by_its_length_and_the_reserve_by_the_trials_probe():
+    uri = "memory://clock"
+    clock = budget.start(uri, total_s=1000.0, started=time.monotonic(), final_runs=2, test_size=100)
+    try:
+        assert clock.trial_seconds(4) == 0.0 and budget.room_for_another_trial(uri, 12)
+        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0, "final_cert_s_per_image": 0.5})
+        assert clock.reserve_s == pytest.approx(0.5 * budget.FINAL_CERT_SAFETY * 100 * 2)
+        budget.observe(uri, {"epoch": 4, "time_total_s": 150.0})
+        assert clock.trial_seconds(12) == 360.0 and clock.trial_seconds(4) == 150.0
+        assert clock.trial_seconds(6) == pytest.approx(6 * 150.0 / 4)  # the slowest pace
+        assert clock.trial_seconds() == 360.0 and clock.completed == 2
+        clock.started -= 1000.0 - clock.reserve_s - 200.0  # 200 s of search left
+        assert budget.room_for_another_trial(uri, 4) and not budget.room_for_another_trial(uri, 12)
+    finally:
+        budget.forget(uri)

