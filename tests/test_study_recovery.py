@@ -1,27 +1,17 @@
 """Studies survive failures: crashed, diverged and early-stopped trials are recorded and the
-study goes on; a study killed with SIGKILL resumes without losing or repeating a trial."""
+study goes on (a study killed with SIGKILL: ``test_study_resume``)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import ray.cloudpickle
 from ray import tune
 from studyruns import (
-    finished_rows,
     journal_study,
-    run_study_cli,
-    study_cli,
     toy_request,
     toy_spec,
 )
@@ -111,46 +101,3 @@ def test_asha_stops_trials_early_as_pruned(ray_local, tmp_path):
         for t in journal_study(Path(result.study_dir), "asha").trials
     }
     assert {states[t] for t in pruned["trial_id"]} == {"PRUNED"}
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: a killed study resumes; bad inputs are one line and lose nothing
-# ---------------------------------------------------------------------------------------------
-
-
-def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
-    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
-    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
-    study_dir = tmp_path / "killed"
-    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while finished_rows(study_dir) < 2 and time.monotonic() < deadline:
-            assert process.poll() is None, "the study ended before it could be killed"
-            time.sleep(0.1)
-        before = pd.read_csv(study_dir / "trials.csv")
-        assert 2 <= len(before) < 6
-        process.kill()  # SIGKILL: no chance to save anything
-        process.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
-    assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
-
-    returncode, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
-    assert returncode == 0, err
-    after = pd.read_csv(study_dir / "trials.csv")
-    assert len(after) == 6 and after["trial_id"].is_unique and after["number"].is_unique
-    assert set(after["status"]) == {"completed"}
-    kept = after.set_index("trial_id").loc[before["trial_id"]]
-    assert list(kept["clean_acc"]) == list(before["clean_acc"])  # the same trials, not reruns
-    assert list(kept["acr"]) == list(before["acr"])
-    meta = json.loads((study_dir / "study.json").read_text())
-    assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 6
-    complete = journal_study(study_dir, "killed").get_trials(
-        states=(optuna.trial.TrialState.COMPLETE,)
-    )
-    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after["trial_id"])
-    assert "results:" in out
-    report = tmp_path / "reports" / "killed.html"  # every finished study writes its report
-    assert f"report: {report.relative_to(tmp_path)}" in out and report.stat().st_size > 100_000

@@ -1,5 +1,6 @@
 """Resuming studies as schedulers and users do it: SIGTERM stops a study like Ctrl-C; after a
-SIGKILL, a resume trains no finished trial again; ``--resume --trials N`` extends a study."""
+SIGKILL, a resume loses, repeats and trains again no finished trial; ``--resume --trials N``
+extends a study."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from studyruns import finished_rows, journal_study, run_study_cli, study_cli, toy, toy_request
@@ -53,7 +55,7 @@ def test_sigterm_stops_a_study_cleanly_with_a_resume_hint(tmp_path):
     assert "trials: 6 (6 completed)" in out
 
 
-def test_after_a_sigkill_resume_trains_no_finished_trial_again(tmp_path):
+def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial(tmp_path):
     """The driver is killed right after trials finish: Tune may not have saved their end yet
     and restarts them on resume; each must report its run as it was, not train again (a run
     trained again has another ``train_seconds``, a wall-clock measure)."""
@@ -62,12 +64,13 @@ def test_after_a_sigkill_resume_trains_no_finished_trial_again(tmp_path):
     devnull = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     process = _start_and_wait(args, tmp_path, 2, **devnull)
     try:
-        process.kill()
+        process.kill()  # SIGKILL: no chance to save anything
         process.wait()
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
     study_dir = tmp_path / "killed"
+    assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
     before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     assert 2 <= len(before) < 6
 
@@ -75,12 +78,21 @@ def test_after_a_sigkill_resume_trains_no_finished_trial_again(tmp_path):
     assert code == 0, err
     after = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     assert len(after) >= 6 and set(after["status"]) == {"completed"}  # see with_lost_rows
+    assert after.index.is_unique and after["number"].is_unique
     kept = after.loc[before.index]
     assert list(kept["train_seconds"]) == list(before["train_seconds"]), "trained again"
     assert list(kept["acr"]) == list(before["acr"])
     for trial_id, row in kept.iterrows():  # the checkpoint is the finished run's
         lines = (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()
         assert json.loads(lines[-1])["train_seconds"] == before.loc[trial_id, "train_seconds"]
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == len(after)
+    complete = journal_study(study_dir, "killed").get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after.index)
+    report = tmp_path / "reports" / "killed.html"  # every finished study writes its report
+    assert f"report: {report.relative_to(tmp_path)}" in out and report.stat().st_size > 100_000
 
 
 def test_resume_with_more_trials_extends_a_finished_study(ray_local, tmp_path):
