@@ -142,6 +142,24 @@ def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
         budget.forget(uri)
 
 
+def test_a_first_completion_past_the_deadline_moves_the_searchs_end_to_it():
+    uri = "memory://late"
+    stopper = budget.BudgetStopper(uri, epochs=12)
+    started = time.monotonic() - 130.0  # the search ended 30 s ago (reserve 0)
+    clock = budget.start(uri, total_s=100.0, started=started, final_runs=1, test_size=1)
+    try:
+        clock.reserve_s = 0.0
+        budget.observe(uri, {"epoch": 12, "time_total_s": 125.0})  # the first, 30 s late
+        assert clock.waited_s == pytest.approx(30.0, abs=0.5)
+        assert not stopper.stop_all(), "its neighbour, as far along, may still finish"
+        assert not stopper("t", {"epoch": 11, "time_total_s": 66.0})  # 6 s to go: in the slack
+        assert not budget.room_for_another_trial(uri)
+        budget.observe(uri, {"epoch": 12, "time_total_s": 130.0})  # a second moves nothing
+        assert clock.waited_s == pytest.approx(30.0, abs=0.5)
+    finally:
+        budget.forget(uri)
+
+
 def test_the_clock_judges_a_trial_by_its_length_and_the_reserve_by_the_trials_probe():
     uri = "memory://clock"
     clock = budget.start(uri, total_s=1000.0, started=time.monotonic(), final_runs=2, test_size=100)
