@@ -207,7 +207,8 @@ def test_float32_probed_linear_stages_return_radii_verified_in_float64(
     ibp = search_radii(net, x, y, CAP, 1e-5, verifier="ibp", bn_stats=stats)
     with _counting_float32_probes() as probes:
         found = search_radii(net, x, y, CAP, 1e-5, verifier=verifier, bn_stats=stats)
-    assert sum(probes) > 0, "the linear stage must probe in float32"
+    if (ibp.radius < CAP).any():  # else no sample is left for the linear stage
+        assert sum(probes) > 0, "the linear stage must probe in float32"
     assert (found.radius >= ibp.radius).all()
     assert ((found.radius > 0) == (found.verified_by >= 0)).all()
     reference = frozen_copy(net, stats) if bn_train else net

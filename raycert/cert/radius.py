@@ -348,12 +348,16 @@ def _stage_up(
         up, a, g_a, b, g_b, scale = up[ok], b[ok], g_b[ok], probe[ok], value[ok], scale[ok]
     if open_:
         which, b_lo, b_g, b_hi, b_ghi = (torch.cat(parts) for parts in zip(*open_, strict=True))
-        # A linear pass costs about per probe on a CPU: one probe a round, no k-section grid.
-        probes = LINEAR_PROBES if rows.device.type == "cpu" else MAX_PROBES
         found[which], g_found[which] = _bracket(
-            g, rows[which], b_lo, b_g, b_hi, b_ghi, tol[which], max_iter, n, probes
+            g, rows[which], b_lo, b_g, b_hi, b_ghi, tol[which], max_iter, n, _probes(rows)
         )
     return found, g_found
+
+
+def _probes(rows: Tensor) -> int:
+    """Probes per sample and round of a linear stage's bracket: a linear pass on a CPU costs
+    about per probe, so one a round there (no k-section grid); elsewhere ``MAX_PROBES``."""
+    return LINEAR_PROBES if rows.device.type == "cpu" else MAX_PROBES
 
 
 def _confirmed_stage(
@@ -390,7 +394,16 @@ def _confirmed_stage(
     out[good], g_out[good] = claim[good], values[passed]
     if len(bad):  # rounding fooled the probe: search [lo, claim] with ``g`` itself
         out[bad], g_out[bad] = _bracket(
-            g, rows[bad], lo[bad], g_lo[bad], claim[bad], values[~passed], tol[bad], max_iter, n
+            g,
+            rows[bad],
+            lo[bad],
+            g_lo[bad],
+            claim[bad],
+            values[~passed],
+            tol[bad],
+            max_iter,
+            n,
+            _probes(rows),
         )
     return out, g_out
 
