@@ -3,13 +3,19 @@ withstand attacks inside their box."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
-from nets import random_net
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import frozen_copy, random_net
 from torch import nn
 
+import raycert.cert.radius as radius_module
 from raycert.cert.bounds import clean_forward, margin_lower_bounds
-from raycert.cert.radius import certified_radius
+from raycert.cert.radius import REL_THRESHOLD, certified_radius, margin_bounds, search_radii
 
 CAP = 0.3  # the cap at which ``random_case`` (tests/conftest.py) has radii inside (0, CAP)
 
@@ -147,3 +153,91 @@ def test_float64_certificates_clear_a_threshold_relative_to_the_logits():
             net[1].bias.copy_(torch.tensor([1e6 + margin, 1e6], dtype=torch.float64))
         radius = certified_radius(net, x, y, CAP, tol=1e-5)
         assert (radius == expected).all(), (margin, radius)
+
+
+def _verified_by_named(net, x, y, found) -> torch.Tensor:
+    """Per sample: whether the verifier that ``found`` names verified its radius in float64
+    above half the float64 threshold (half: another batch order may round a bound that sits at
+    the threshold differently); True at radius 0."""
+    ok = torch.ones(len(y), dtype=torch.bool)
+    with torch.no_grad():
+        threshold = REL_THRESHOLD[torch.float64] * net(x).abs().amax(dim=1) / 2
+        for stage, name in enumerate(found.verifiers):
+            rows = torch.nonzero(found.verified_by == stage).flatten()
+            if len(rows):
+                bound = margin_bounds(net, x[rows], y[rows], found.radius[rows], name)
+                ok[rows] = bound.min(dim=1).values > threshold[rows]
+    return ok
+
+
+@contextmanager
+def _counting_float32_probes() -> Iterator[list[int]]:
+    """Count the samples ``min_margin`` bounds on float32 models while the block runs."""
+    counts: list[int] = []
+    original = radius_module.min_margin
+
+    def counting(model, x, *args, **kwargs):
+        if next(model.parameters()).dtype == torch.float32:
+            counts.append(len(x))
+        return original(model, x, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(radius_module, "min_margin", counting)
+        yield counts
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    conv_layers=st.integers(1, 2),
+    num_classes=st.integers(2, 5),
+    bn_train=st.booleans(),
+    verifier=st.sampled_from(["ibp+crown-ibp", "ibp+crown"]),
+)
+def test_float32_probed_linear_stages_return_radii_verified_in_float64(
+    seed, conv_layers, num_classes, bn_train, verifier
+):
+    net = random_net(seed, channels=1, size=6, num_classes=num_classes, conv_layers=conv_layers)
+    net.train(bn_train)
+    x = torch.rand(24, 1, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        logits, stats = clean_forward(net, x)
+    y = logits.argmax(dim=1)
+    stats = stats if bn_train else None
+    ibp = search_radii(net, x, y, CAP, 1e-5, verifier="ibp", bn_stats=stats)
+    with _counting_float32_probes() as probes:
+        found = search_radii(net, x, y, CAP, 1e-5, verifier=verifier, bn_stats=stats)
+    if (ibp.radius < CAP).any():  # else no sample is left for the linear stage
+        assert sum(probes) > 0, "the linear stage must probe in float32"
+    assert (found.radius >= ibp.radius).all()
+    assert ((found.radius > 0) == (found.verified_by >= 0)).all()
+    reference = frozen_copy(net, stats) if bn_train else net
+    assert _verified_by_named(reference, x, y, found).all()
+
+
+def test_a_float32_radius_that_fails_in_float64_falls_back_to_a_float64_search(random_case):
+    """Force the case rounding rarely makes: float32 probes that verify every eps. Each radius
+    they pick is checked in float64, and where the check fails a float64 search takes over."""
+    net, x, y = random_case
+    ibp = search_radii(net, x, y, CAP, 1e-5, verifier="ibp")
+    honest = search_radii(net, x, y, CAP, 1e-5, verifier="ibp+crown-ibp", linear_dtype=None)
+
+    def lying(*args, **kwargs):
+        return lambda rows, eps: torch.ones(len(rows), dtype=torch.float32)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(radius_module, "_fast_margin_fn", lying)
+        found = search_radii(net, x, y, CAP, 1e-5, verifier="ibp+crown-ibp")
+    assert _verified_by_named(net, x, y, found).all()
+    assert (found.radius >= ibp.radius).all()
+    lifted = found.verified_by == 1
+    assert (found.radius < CAP).any(), "the float64 check must refuse the cap"
+    assert lifted.sum() >= (honest.verified_by == 1).sum() // 2 > 0, "the fallback must search"
+
+
+def test_float32_probes_lose_no_tightness_against_float64_probes(random_case):
+    net, x, y = random_case
+    fast = search_radii(net, x, y, CAP, 1e-5, verifier="ibp+crown-ibp")
+    slow = search_radii(net, x, y, CAP, 1e-5, verifier="ibp+crown-ibp", linear_dtype=None)
+    assert (fast.verified_by == 1).sum() > 0, "the linear stage must lift some radius"
+    assert float(fast.radius.mean()) >= float(slow.radius.mean()) - 1e-5
