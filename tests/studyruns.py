@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -92,6 +93,21 @@ def run_study_cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> tuple[i
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     return process.returncode, out, err
+
+
+def kill_study_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 180):
+    """SIGKILL a ``study_cli`` driver once ``ready()`` holds (it must not end before), then its
+    process group: the local Ray cluster it started."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
+            assert process.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def finished_rows(study_dir: Path) -> int:

@@ -4,19 +4,23 @@ promotion rule respects the accuracy target, and the rung state lives in the Opt
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import ray.cloudpickle
 from ray import tune
-from studyruns import finished_rows, journal_study, run_study_cli, study_cli, toy_request, toy_spec
+from studyruns import (
+    finished_rows,
+    journal_study,
+    kill_study_when,
+    run_study_cli,
+    study_cli,
+    toy_request,
+    toy_spec,
+)
 
 from raycert.study.fidelity import (
     PROMOTED_FROM,
@@ -155,16 +159,7 @@ def test_after_a_sigkill_mid_rung_resume_keeps_the_rungs(tmp_path):
     args += ["--storage", str(tmp_path), "--name", "rungs", "--min-acc", "0.5", "--spec", str(spec)]
     process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     study_dir = tmp_path / "rungs"
-    try:
-        deadline = time.monotonic() + 180
-        while finished_rows(study_dir) < 4 and time.monotonic() < deadline:
-            assert process.poll() is None, "the study ended before it could be killed"
-            time.sleep(0.05)
-        process.kill()
-        process.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_study_when(process, lambda: finished_rows(study_dir) >= 4)
     before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     assert 4 <= len(before) < 9
     promoted_before = _sources(journal_study(study_dir, "rungs"))

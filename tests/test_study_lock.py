@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from studyruns import finished_rows, run_study_cli, study_cli
+from studyruns import finished_rows, kill_study_when, run_study_cli, study_cli
 
 from raycert.errors import UserError
 from raycert.study.lock import StudyLock
@@ -132,15 +132,7 @@ def test_the_lock_of_a_killed_driver_does_not_block_its_resume(tmp_path):
     args = ["synthetic", "--preset", "smoke", "--trials", "2", "--concurrency", "1"]
     args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
     process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "killed" / "study.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        process.kill()
-        process.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_study_when(process, (tmp_path / "killed" / "study.json").exists, timeout=120)
     assert json.loads(Path(tmp_path / ".killed.lock").read_text())["pid"] == process.pid
     code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
     assert code == 0, err

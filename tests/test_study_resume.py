@@ -16,7 +16,15 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from studyruns import finished_rows, journal_study, run_study_cli, study_cli, toy, toy_request
+from studyruns import (
+    finished_rows,
+    journal_study,
+    kill_study_when,
+    run_study_cli,
+    study_cli,
+    toy,
+    toy_request,
+)
 
 from raycert.errors import UserError
 from raycert.study.run import run_study
@@ -61,15 +69,9 @@ def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial
     trained again has another ``train_seconds``, a wall-clock measure)."""
     args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
     args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
-    devnull = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    process = _start_and_wait(args, tmp_path, 2, **devnull)
-    try:
-        process.kill()  # SIGKILL: no chance to save anything
-        process.wait()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the Ray processes it started
     study_dir = tmp_path / "killed"
+    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_study_when(process, lambda: finished_rows(study_dir) >= 2)  # no chance to save
     assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
     before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     assert 2 <= len(before) < 6
