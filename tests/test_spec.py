@@ -80,6 +80,13 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         (PRESET + KAPPA + "[study.smoke]\nbudget = 10\n", ["budget: ", 'like "10m"']),
         (PRESET + KAPPA + '[study.smoke]\nbudget = "10"\n', ["cannot read duration '10'"]),
         (PRESET + KAPPA + '[study.smoke]\nsampler = "grid"\n', ["study.smoke.sampler", "'tpe'"]),
+        (PRESET + KAPPA + "[study.smoke]\nrungs = [0.5, 0.25, 1.0]\n", ["increasing shares"]),
+        (PRESET + KAPPA + "[study.smoke]\nrungs = [0.25, 0.5]\n", ["ending at 1"]),
+        (PRESET + KAPPA + "[study.smoke]\neta = 1\n", ["study.smoke.eta: "]),
+        (
+            PRESET + KAPPA + "[study.smoke]\nasha = true\ngrace_period = 2\nrungs = [0.5, 1.0]\n",
+            ["asha and rungs are two ways", "pick one"],
+        ),
         (PRESET + KAPPA.replace("kappa", "epochs").replace("0.5", "4.0"), ["search.epochs.low"]),
         (PRESET + '[search.epochs]\ntype = "float"\nlow = 1\nhigh = 4\n', ["epochs refuses"]),
         (PRESET + '[search.lr]\ntype = "log-float"\nlow = 0\nhigh = 1\n', ["search.lr.low: "]),
