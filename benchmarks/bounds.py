@@ -23,12 +23,13 @@ import timeit
 
 import torch
 
-import raycert.cert.radius as radius_module
+import raycert.cert.verifiers as verifiers_module
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes
 from raycert.cert.models import build_model, ibp_init
-from raycert.cert.radius import DEFAULT_VERIFIER, certified_radius, margin_bounds
+from raycert.cert.radius import certified_radius
+from raycert.cert.verifiers import DEFAULT_VERIFIER, margin_bounds
 from raycert.data import dataset_info, load
 from raycert.training.methods import robust_cross_entropy
 from raycert.training.rundir import load_run
@@ -65,7 +66,7 @@ def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype
     model = model.to(dtype).eval()
     x = x.to(dtype)
     passes: list[int] = []
-    original = radius_module.min_margin  # the search's one bound call: count its passes
+    original = verifiers_module.min_margin  # the search's one bound call: count its passes
 
     def counting(net, xs, ys, eps, *args, **kwargs):
         passes.append(len(xs))
@@ -75,11 +76,11 @@ def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype
         forward = best_time(lambda: model(x), repeats)
         bound = best_time(lambda: margin_lower_bounds(model, x, y, cap / 2), repeats)
         search = best_time(lambda: certified_radius(model, x, y, cap, 1e-5), repeats)
-        radius_module.min_margin = counting
+        verifiers_module.min_margin = counting
         try:
             radius = certified_radius(model, x, y, cap, 1e-5)
         finally:
-            radius_module.min_margin = original
+            verifiers_module.min_margin = original
     open_ = ((radius > 0) & (radius < cap)).float().mean()
     print(
         f"{name:<26} {str(dtype).removeprefix('torch.'):<8} "

@@ -11,7 +11,8 @@ from nets import random_net
 
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify, evaluate, summarize
-from raycert.cert.radius import REL_THRESHOLD, certified_radius, margin_bounds
+from raycert.cert.radius import certified_radius
+from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds
 from raycert.errors import UserError
 
 CAP = 0.3  # the cap at which ``random_case`` (tests/conftest.py) has radii inside (0, CAP)

@@ -14,7 +14,8 @@ from raycert.cert.bounds import clean_forward, input_box, margin_lower_bounds
 from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes, preactivation_bounds
 from raycert.cert.models import build_model
-from raycert.cert.radius import REL_THRESHOLD, margin_bounds, parse_verifier, search_radii
+from raycert.cert.radius import search_radii
+from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds, parse_verifier
 from raycert.errors import UserError
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")

@@ -14,8 +14,10 @@ from nets import frozen_copy, random_net
 from torch import nn
 
 import raycert.cert.radius as radius_module
+import raycert.cert.verifiers as verifiers_module
 from raycert.cert.bounds import clean_forward, margin_lower_bounds
-from raycert.cert.radius import REL_THRESHOLD, certified_radius, margin_bounds, search_radii
+from raycert.cert.radius import certified_radius, search_radii
+from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds
 
 CAP = 0.3  # the cap at which ``random_case`` (tests/conftest.py) has radii inside (0, CAP)
 
@@ -174,7 +176,7 @@ def _verified_by_named(net, x, y, found) -> torch.Tensor:
 def _counting_float32_probes() -> Iterator[list[int]]:
     """Count the samples ``min_margin`` bounds on float32 models while the block runs."""
     counts: list[int] = []
-    original = radius_module.min_margin
+    original = verifiers_module.min_margin
 
     def counting(model, x, *args, **kwargs):
         if next(model.parameters()).dtype == torch.float32:
@@ -182,7 +184,7 @@ def _counting_float32_probes() -> Iterator[list[int]]:
         return original(model, x, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(radius_module, "min_margin", counting)
+        patch.setattr(verifiers_module, "min_margin", counting)
         yield counts
 
 
@@ -226,7 +228,7 @@ def test_a_float32_radius_that_fails_in_float64_falls_back_to_a_float64_search(r
         return lambda rows, eps: torch.ones(len(rows), dtype=torch.float32)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(radius_module, "_fast_margin_fn", lying)
+        patch.setattr(radius_module, "fast_margin_fn", lying)
         found = search_radii(net, x, y, CAP, 1e-5, verifier="ibp+crown-ibp")
     assert _verified_by_named(net, x, y, found).all()
     assert (found.radius >= ibp.radius).all()

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from raycert.cert.radius import DEFAULT_VERIFIER, parse_verifier, reverify, search_radii
+from raycert.cert.radius import reverify, search_radii
+from raycert.cert.verifiers import DEFAULT_VERIFIER, parse_verifier
 from raycert.errors import UserError
 from raycert.units import cert_acc_key
 

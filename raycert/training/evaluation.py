@@ -3,7 +3,7 @@
 The val split is the run's own held-out part of the training set, fixed by ``SPLIT_SEED`` for
 every run whatever its seed; final numbers are float64 certificates. The per-epoch val check
 certifies with interval bounds alone (the verifier training optimizes, and the cheapest); a
-run's final certification uses the default cascade of ``raycert.cert.radius`` unless told.
+run's final certification uses the default cascade of ``raycert.cert.verifiers`` unless told.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from raycert.cert.attack import AttackSettings, attack_split
 from raycert.cert.certify import Certificates, certify, evaluate, summarize
-from raycert.cert.radius import DEFAULT_VERIFIER, parse_verifier
+from raycert.cert.verifiers import DEFAULT_VERIFIER, parse_verifier
 from raycert.data import Split, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
