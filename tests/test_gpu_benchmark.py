@@ -135,6 +135,28 @@ def test_the_projection_follows_from_the_measurements(cpu_run) -> None:
     assert study[0.25, 8] == pytest.approx(2 * p["trial_hours"] * 4 / four)
 
 
+def test_the_script_and_its_sibling_modules_import_nothing_the_gpu_image_lacks() -> None:
+    """The GPU image has torch, numpy, rich and pydantic only: gpu.py, gpu_measure.py and
+    gpu_report.py (siblings found through benchmarks/ on sys.path, as a file run finds them)
+    must load no ray, optuna or plotly. A fresh interpreter, so other tests' imports don't count."""
+    probe = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import gpu, gpu_measure, gpu_report; "
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    loaded = set(result.stdout.split())
+    assert {"torch", "raycert", "gpu_measure", "gpu_report"} <= loaded
+    assert not loaded & {"ray", "optuna", "plotly"}, sorted(loaded & {"ray", "optuna", "plotly"})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_asking_for_cuda_without_it_is_one_error_line() -> None:
     result = subprocess.run(
