@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 # The module whose ``min_margin`` the radius search looks up at each call, named only here:
 # counting_bound_passes counts the search's bound passes by patching it.
-import raycert.cert.radius as bound_pass_module
+import raycert.cert.verifiers as bound_pass_module
 from raycert.cert.certify import certify
 from raycert.data import dataset_info, synthetic_split
 from raycert.study.spec import load_preset
