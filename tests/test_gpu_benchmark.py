@@ -44,16 +44,21 @@ TABLE_ROWS = [
 ]
 
 
-def run_benchmark(out: Path, device: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
-    """Run the script as the device command does (``PYTHONPATH=.``, a fresh interpreter)."""
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--device", device, "--tiny", "--out-json", str(out)],
+def python(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """A fresh interpreter in the repo root with ``PYTHONPATH=.``, as the device command runs."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def run_benchmark(out: Path, device: str) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    """Run the script as the device command does (``PYTHONPATH=.``, a fresh interpreter)."""
+    result = python([str(SCRIPT), "--device", device, "--tiny", "--out-json", str(out)], 600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result, json.loads(out.read_text())
 
@@ -143,14 +148,7 @@ def test_the_script_and_its_sibling_modules_import_nothing_the_gpu_image_lacks()
         "import sys; sys.path.insert(0, 'benchmarks'); import gpu, gpu_measure, gpu_report; "
         "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = python(["-c", probe], 120)
     assert result.returncode == 0, result.stderr[-4000:]
     loaded = set(result.stdout.split())
     assert {"torch", "raycert", "gpu_measure", "gpu_report"} <= loaded
@@ -159,14 +157,7 @@ def test_the_script_and_its_sibling_modules_import_nothing_the_gpu_image_lacks()
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_asking_for_cuda_without_it_is_one_error_line() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--device", "cuda", "--tiny"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = python([str(SCRIPT), "--device", "cuda", "--tiny"], 120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "cuda" in result.stderr and "Traceback" not in result.stderr
