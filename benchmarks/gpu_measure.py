@@ -25,9 +25,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-# The module whose ``min_margin`` the radius search looks up at each call, named only here:
-# counting_bound_passes counts the search's bound passes by patching it.
-import raycert.cert.verifiers as bound_pass_module
+import raycert.cert.verifiers as verifiers_module
 from raycert.cert.certify import certify
 from raycert.data import dataset_info, synthetic_split
 from raycert.study.spec import load_preset
@@ -84,22 +82,22 @@ def peak_memory_mib(device: torch.device) -> float | None:
 
 @contextlib.contextmanager
 def counting_bound_passes() -> Iterator[dict[str, int]]:
-    """Count the radius search's bound passes (calls of ``min_margin`` in
-    ``bound_pass_module``) and the samples they carried, as benchmarks/bounds.py does; the
-    search looks it up at each call, so the patch reaches it."""
+    """Count the radius search's bound passes (calls of ``raycert.cert.verifiers.min_margin``)
+    and the samples they carried, as benchmarks/bounds.py does; the search looks it up at each
+    call, so the patch reaches it."""
     counts = {"passes": 0, "samples": 0}
-    original = bound_pass_module.min_margin
+    original = verifiers_module.min_margin
 
     def counting(net, xs, *args, **kwargs):
         counts["passes"] += 1
         counts["samples"] += len(xs)
         return original(net, xs, *args, **kwargs)
 
-    bound_pass_module.min_margin = counting
+    verifiers_module.min_margin = counting
     try:
         yield counts
     finally:
-        bound_pass_module.min_margin = original
+        verifiers_module.min_margin = original
 
 
 def paper_config(sizes: Sizes, method: str, **changes: Any) -> TrainConfig:
