@@ -9,6 +9,8 @@ from torch import nn
 
 from raycert.cert.bounds import BatchStats
 from raycert.cert.models import Normalize
+from raycert.cert.slopes import slope_margin_bounds, stage_slopes
+from raycert.cert.verifiers import margin_bounds
 
 
 def random_net(
@@ -74,3 +76,20 @@ def exact_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     classes = logits.shape[1]
     mask = torch.arange(classes)[None, :] != y[:, None]
     return (logits.gather(1, y[:, None]) - logits)[mask].view(len(y), classes - 1)
+
+
+def named_bounds(net, x, y, found, stage: int, rows, cap: float, tol: float) -> torch.Tensor:
+    """The lowest margin bound, at each of ``rows``' radius in ``found`` (a ``RadiusSearch``),
+    of the verifier that ``found`` names for ``stage``. ``alpha-crown-ibp`` bounds with the
+    slopes its stage used: those ``stage_slopes`` finds above the earlier stages' radius."""
+    name = found.verifiers[stage]
+    radius = found.radius[rows]
+    with torch.no_grad():
+        if name != "alpha-crown-ibp":
+            return margin_bounds(net, x[rows], y[rows], radius, name).min(dim=1).values
+        below = found.stage_radii[found.verifiers[stage - 1]][rows]
+        cap_t = torch.full_like(below, cap)
+        tol_t = torch.clamp(cap_t / 2, max=tol)
+        slopes = stage_slopes(net, x[rows], y[rows], below, cap_t, tol_t)
+        bounds = slope_margin_bounds(net, x[rows], y[rows], radius, slopes)
+        return bounds.min(dim=1).values

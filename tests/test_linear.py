@@ -1,5 +1,6 @@
-"""Linear-relaxation bounds (CROWN-IBP, CROWN) are sound, exact at eps 0 and at least as tight
-as interval bounds; cascades of verifiers report radii their named verifier verified."""
+"""Linear-relaxation bounds (CROWN-IBP, CROWN, optimized slopes) are sound, exact at eps 0 and
+at least as tight as interval bounds; cascades of verifiers report radii their named verifier
+verified."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nets import exact_margins, frozen_copy, random_net
+from nets import exact_margins, frozen_copy, named_bounds, random_net
 from torch import nn
 
 from raycert.cert.bounds import clean_forward, input_box, margin_lower_bounds
@@ -15,10 +16,11 @@ from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes, preactivation_bounds
 from raycert.cert.models import build_model
 from raycert.cert.radius import search_radii
+from raycert.cert.slopes import optimize_slopes, slope_margin_bounds
 from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds, parse_verifier
 from raycert.errors import UserError
 
-VERIFIERS = ("ibp", "crown-ibp", "crown")
+VERIFIERS = ("ibp", "crown-ibp", "crown", "alpha-crown-ibp")
 
 net_params = st.fixed_dictionaries(
     {
@@ -69,8 +71,8 @@ def test_every_verifier_is_sound_on_sampled_points(params, eps_scale):
                 assert (margins >= bound - 1e-9).all(), (verifier, (margins - bound).min())
     # Linear bounds keep the interval bound where theirs is looser: never below IBP (up to the
     # rounding of train-mode statistics computed in another order).
-    assert (bounds["crown-ibp"] >= bounds["ibp"] - 1e-12).all()
-    assert (bounds["crown"] >= bounds["ibp"] - 1e-12).all()
+    for verifier in ("crown-ibp", "crown", "alpha-crown-ibp"):
+        assert (bounds[verifier] >= bounds["ibp"] - 1e-12).all(), verifier
 
 
 @settings(max_examples=25, deadline=None)
@@ -137,6 +139,47 @@ def test_verify_above_refines_what_the_decision_needs():
     assert checked > 0
 
 
+@settings(max_examples=20, deadline=None)
+@given(params=net_params, eps_scale=st.floats(0.001, 0.3))
+def test_any_lower_slopes_in_0_1_give_sound_bounds(params, eps_scale):
+    """The guarantee ``alpha-crown-ibp`` rests on: the slopes only pick which sound bound."""
+    net, x, y, reference = _make(params)
+    gen = torch.Generator().manual_seed(params["seed"] + 3)
+    eps = eps_scale * torch.rand(len(x), generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        shapes = optimize_slopes(net, x, y, eps, steps=0)
+        slopes = {i: torch.rand(s.shape, generator=gen, dtype=s.dtype) for i, s in shapes.items()}
+        bounds = slope_margin_bounds(net, x, y, eps, slopes)
+        for point in _sampled_points(x, eps, gen, 48):
+            margins = exact_margins(reference(point), y)
+            assert (margins >= bounds - 1e-9).all(), (margins - bounds).min()
+        # Deciding ``min bound > threshold`` refines only margins whose interval bound fails it.
+        lowest = bounds.min(dim=1).values.sort().values
+        threshold = float(lowest[len(lowest) // 2 - 1 : len(lowest) // 2 + 1].mean())
+        part = slope_margin_bounds(net, x, y, eps, slopes, verify_above=threshold)
+        decided = part.min(dim=1).values > threshold
+        assert torch.equal(decided, bounds.min(dim=1).values > threshold)
+
+
+def test_optimized_slopes_beat_crown_ibp_where_optimized_and_leave_the_model_alone():
+    net, x, y, _ = _make({"seed": 5, "channels": 2, "size": 6, "num_classes": 4, "conv_layers": 2})
+    net = net.float().train()  # a float32 model in training, as ACERT's would be
+    x = x.float()
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+        _, stats = clean_forward(net, x)
+        crown_ibp = margin_bounds(net, x, y, 0.03, "crown-ibp", bn_stats=stats)
+        slopes = optimize_slopes(net, x, y, 0.03, bn_stats=stats, margins=1)
+        tight = slope_margin_bounds(net, x, y, 0.03, slopes, bn_stats=stats)
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
+    assert all(((s >= 0) & (s <= 1)).all() for s in slopes.values())
+    lowest = crown_ibp.argmin(dim=1, keepdim=True)  # the one margin optimized per sample
+    assert (tight.gather(1, lowest) >= crown_ibp.gather(1, lowest) - 1e-5).all()
+    assert (tight.gather(1, lowest) - crown_ibp.gather(1, lowest)).mean() > 1e-3
+    others = torch.ones_like(tight, dtype=torch.bool).scatter(1, lowest, False)
+    torch.testing.assert_close(tight[others], crown_ibp[others], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn_small"])
 def test_crown_runs_on_the_mnist_architectures(name):
     torch.manual_seed(0)
@@ -164,7 +207,18 @@ def test_crown_memory_estimate_names_every_bounded_relu():
 
 
 @settings(max_examples=15, deadline=None)
-@given(params=net_params, verifier=st.sampled_from(["crown-ibp", "ibp+crown-ibp", "ibp+crown"]))
+@given(
+    params=net_params,
+    verifier=st.sampled_from(
+        [
+            "crown-ibp",
+            "ibp+crown-ibp",
+            "ibp+crown",
+            "ibp+alpha-crown-ibp",
+            "ibp+crown-ibp+alpha-crown-ibp",
+        ]
+    ),
+)
 def test_cascade_radius_is_at_least_ibp_and_verified_by_the_named_verifier(params, verifier):
     net, x, _, _ = _make({**params, "bn_train": False}, batch=16)
     with torch.no_grad():
@@ -177,11 +231,14 @@ def test_cascade_radius_is_at_least_ibp_and_verified_by_the_named_verifier(param
         torch.testing.assert_close(found.stage_radii["ibp"], ibp.radius, rtol=0, atol=0)
     with torch.no_grad():
         threshold = REL_THRESHOLD[torch.float64] * net(x).abs().amax(dim=1)
-        for stage, name in enumerate(stages):
-            rows = found.verified_by == stage
-            if rows.any():
-                bound = margin_bounds(net, x[rows], y[rows], found.radius[rows], name)
-                assert (bound.min(dim=1).values > threshold[rows] / 2).all()
+        for stage in range(len(stages)):
+            rows = torch.nonzero(found.verified_by == stage).flatten()
+            if len(rows):
+                bound = named_bounds(net, x, y, found, stage, rows, 0.3, 1e-5)
+                assert (bound > threshold[rows] / 2).all()
+        gen = torch.Generator().manual_seed(params["seed"])
+        for point in _sampled_points(x, found.radius, gen, 32):
+            assert (exact_margins(net(point), y)[found.radius > 0] > 0).all()
     assert ((found.verified_by >= 0) == (found.radius > 0)).all()
     # stage radii never decrease along the cascade
     radii = list(found.stage_radii.values())

@@ -10,14 +10,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nets import frozen_copy, random_net
+from nets import frozen_copy, named_bounds, random_net
 from torch import nn
 
 import raycert.cert.radius as radius_module
 import raycert.cert.verifiers as verifiers_module
 from raycert.cert.bounds import clean_forward, margin_lower_bounds
 from raycert.cert.radius import certified_radius, search_radii
-from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds
+from raycert.cert.verifiers import REL_THRESHOLD
 
 CAP = 0.3  # the cap at which ``random_case`` (tests/conftest.py) has radii inside (0, CAP)
 
@@ -164,11 +164,11 @@ def _verified_by_named(net, x, y, found) -> torch.Tensor:
     ok = torch.ones(len(y), dtype=torch.bool)
     with torch.no_grad():
         threshold = REL_THRESHOLD[torch.float64] * net(x).abs().amax(dim=1) / 2
-        for stage, name in enumerate(found.verifiers):
+        for stage in range(len(found.verifiers)):
             rows = torch.nonzero(found.verified_by == stage).flatten()
             if len(rows):
-                bound = margin_bounds(net, x[rows], y[rows], found.radius[rows], name)
-                ok[rows] = bound.min(dim=1).values > threshold[rows]
+                bound = named_bounds(net, x, y, found, stage, rows, CAP, 1e-5)
+                ok[rows] = bound > threshold[rows]
     return ok
 
 
@@ -194,7 +194,7 @@ def _counting_float32_probes() -> Iterator[list[int]]:
     conv_layers=st.integers(1, 2),
     num_classes=st.integers(2, 5),
     bn_train=st.booleans(),
-    verifier=st.sampled_from(["ibp+crown-ibp", "ibp+crown"]),
+    verifier=st.sampled_from(["ibp+crown-ibp", "ibp+crown", "ibp+alpha-crown-ibp"]),
 )
 def test_float32_probed_linear_stages_return_radii_verified_in_float64(
     seed, conv_layers, num_classes, bn_train, verifier

@@ -7,10 +7,10 @@ of radius ``eps`` (pixel units) around ``x``, clipped to [0, 1], and the margins
 Relaxation. A ReLU whose input lies in ``[l, u]`` is exact when stable (identity for
 ``l >= 0``, zero for ``u <= 0``). An unstable one (``l < 0 < u``) is bounded above by the chord
 ``u (z - l) / (u - l)`` and below by ``alpha z`` with CROWN's adaptive slope: ``alpha = 1`` when
-``u > -l`` else 0, whichever line leaves the smaller area (fixed, not optimized as in
-alpha-CROWN). A lower bound of ``A h + b`` is carried backward layer by layer: through an
-affine layer ``A <- A W`` and ``b <- b + A bias``; through a ReLU, positive coefficients take
-the lower line and negative ones the upper line. At the input the box gives
+``u > -l`` else 0, whichever line leaves the smaller area (``raycert.cert.slopes`` optimizes
+them, as alpha-CROWN does). A lower bound of ``A h + b`` is carried backward layer by layer:
+through an affine layer ``A <- A W`` and ``b <- b + A bias``; through a ReLU, positive
+coefficients take the lower line and negative ones the upper line. At the input the box gives
 ``A center - |A| radius + b``.
 
 - **CROWN-IBP**: the ReLUs' input bounds come from interval bounds (``bounds.propagate``), then
@@ -102,12 +102,15 @@ def _network(model: nn.Sequential, x: Tensor, stats: BatchStats) -> _Network:
 
 
 def _by_autograd(fn: Callable[[Tensor], Tensor], coeffs: Tensor, in_shape: torch.Size) -> Tensor:
-    """``coeffs @ J`` for the linear map ``fn`` (its vector-Jacobian product), rows batched."""
+    """``coeffs @ J`` for the linear map ``fn`` (its vector-Jacobian product), rows batched;
+    differentiable in ``coeffs`` when they require grad (optimized slopes)."""
     rows = coeffs.shape[:2]
     with torch.enable_grad():
         z = coeffs.new_zeros(rows.numel(), *in_shape, requires_grad=True)
         out = fn(z)
-        (grad,) = torch.autograd.grad(out, z, coeffs.reshape(out.shape))
+        (grad,) = torch.autograd.grad(
+            out, z, coeffs.reshape(out.shape), create_graph=coeffs.requires_grad
+        )
     return grad.view(*rows, *in_shape)
 
 
@@ -135,26 +138,42 @@ def _conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> T
     return back.view(*rows, *in_shape)
 
 
-def _relu_back(coeffs: Tensor, bias: Tensor, bounds: Bounds) -> tuple[Tensor, Tensor]:
-    """Relax a ReLU for a lower bound of ``coeffs @ relu(z) + bias`` given ``z`` in bounds."""
+def _relu_back(
+    coeffs: Tensor, bias: Tensor, bounds: Bounds, slope: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Relax a ReLU for a lower bound of ``coeffs @ relu(z) + bias`` given ``z`` in bounds.
+
+    ``slope`` (batch, rows, *neurons), values in [0, 1], sets the lower lines of unstable
+    neurons per row (``raycert.cert.slopes``); without it, CROWN's adaptive 0 or 1."""
     lower, upper = bounds
     unstable = (lower < 0) & (upper > 0)
     active = (lower >= 0).to(coeffs.dtype)
     width = torch.where(unstable, upper - lower, torch.ones_like(upper))
     up_slope = torch.where(unstable, upper / width, active)
     up_shift = torch.where(unstable, -upper * lower / width, torch.zeros_like(upper))
-    low_slope = torch.where(unstable, (upper > -lower).to(coeffs.dtype), active)
+    if slope is None:
+        low_slope = torch.where(unstable, (upper > -lower).to(coeffs.dtype), active)[:, None]
+    else:
+        low_slope = torch.where(unstable[:, None], slope, active[:, None])
     positive, negative = coeffs.clamp(min=0), coeffs.clamp(max=0)
     bias = bias + (negative * up_shift[:, None]).flatten(2).sum(-1)
-    return positive * low_slope[:, None] + negative * up_slope[:, None], bias
+    return positive * low_slope + negative * up_slope[:, None], bias
 
 
-def _backward(net: _Network, stop: int, coeffs: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    """Carry ``coeffs @ h + bias`` (``h`` the input of layer ``stop``) back to the input."""
+def _backward(
+    net: _Network,
+    stop: int,
+    coeffs: Tensor,
+    bias: Tensor,
+    slopes: dict[int, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Carry ``coeffs @ h + bias`` (``h`` the input of layer ``stop``) back to the input, with
+    the ReLUs' lower ``slopes`` by layer index where given."""
     for index in reversed(range(stop)):
         layer, in_shape = net.layers[index], net.shapes[index]
         if isinstance(layer, nn.ReLU):
-            coeffs, bias = _relu_back(coeffs, bias, net.relu_bounds[index])
+            slope = None if slopes is None else slopes[index]
+            coeffs, bias = _relu_back(coeffs, bias, net.relu_bounds[index], slope)
         elif index in net.affine:
             scale, shift = net.affine[index]
             shift = shift.expand(1, *in_shape)[0]

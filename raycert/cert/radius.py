@@ -23,8 +23,10 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import BATCHNORM, BatchStats, exact_margins, propagate
 from raycert.cert.bracket import bracket_stage
+from raycert.cert.slopes import stage_slopes
 from raycert.cert.stages import LINEAR_DTYPE, confirmed_stage, fast_margin_fn, stage_up
 from raycert.cert.verifiers import (
+    ALPHA,
     LINEAR,
     REL_THRESHOLD,
     margin_bounds,
@@ -110,12 +112,18 @@ def search_radii(
     fast = linear_dtype if dtype == torch.float64 and linear_dtype not in (None, dtype) else None
     for stage, name in enumerate(names):
         if len(todo):
-            g = margin_fn(model, x, y, name, threshold, bn_stats)
             lo, g_lo, hi, tol_todo = radius[todo], g_radius[todo], cap_t[todo], tol_t[todo]
+            slopes = None
+            if name == ALPHA:  # slopes optimized once per sample, just above its radius
+                found_slopes = stage_slopes(
+                    model, x[todo], y[todo], lo, hi, tol_todo, bn_stats=bn_stats
+                )
+                slopes = (todo, found_slopes)
+            g = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
             # A linear stage after another mostly lifts its radius a little: it steps up.
             search = stage_up if name in LINEAR and stage > 0 else bracket_stage
             if fast is not None and name in LINEAR:
-                probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats)
+                probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
                 found, g_found = confirmed_stage(
                     g, probe, fast, search, todo, lo, g_lo, hi, tol_todo, max_iter, n
                 )

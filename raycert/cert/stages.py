@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats
 from raycert.cert.bracket import MAX_PROBES, shrink
+from raycert.cert.slopes import Slopes
 from raycert.cert.verifiers import Margin, margin_fn
 
 # Linear stages of a float64 search probe on a copy of the model in this dtype; a probe counts
@@ -42,6 +43,7 @@ def fast_margin_fn(
     clean_logits: Tensor,
     dtype: torch.dtype,
     bn_stats: BatchStats | None,
+    slopes: tuple[Tensor, Slopes] | None = None,
 ) -> Margin:
     """``g`` of verifier ``name`` on a ``dtype`` copy of the model and inputs, less the
     ``FAST_GUARD`` share of each sample's largest |logit|: a guide for the search, never a
@@ -53,7 +55,7 @@ def fast_margin_fn(
         else {index: (mean.to(dtype), var.to(dtype)) for index, (mean, var) in bn_stats.items()}
     )
     guard = (FAST_GUARD * clean_logits.abs().amax(dim=1)).to(dtype)
-    return margin_fn(fast, x.to(dtype), y, name, guard, stats)
+    return margin_fn(fast, x.to(dtype), y, name, guard, stats, slopes)
 
 
 def stage_up(

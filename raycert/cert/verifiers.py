@@ -2,9 +2,11 @@
 
 ``ibp`` propagates intervals (``raycert.cert.bounds``); ``crown-ibp`` and ``crown`` run one
 backward linear pass of the margin specification over IBP or CROWN intermediate bounds
-(``raycert.cert.linear``). A cascade (``ibp+crown-ibp``) names several, tried in order. A bound
-certifies a sample at eps when every margin ``f_y - f_t`` is verified above a threshold: 0 in a
-float32 search, ``REL_THRESHOLD`` times the sample's largest |logit| in float64.
+(``raycert.cert.linear``); ``alpha-crown-ibp`` optimizes that pass's ReLU lower slopes over IBP
+intermediate bounds (``raycert.cert.slopes``). A cascade (``ibp+crown-ibp``) names several,
+tried in order. A bound certifies a sample at eps when every margin ``f_y - f_t`` is verified
+above a threshold: 0 in a float32 search, ``REL_THRESHOLD`` times the sample's largest |logit|
+in float64.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats, margin_lower_bounds
 from raycert.cert.linear import linear_decision, linear_margin_bounds
+from raycert.cert.slopes import Slopes, alpha_margin_bounds, slope_margin_bounds
 from raycert.errors import UserError
 
-VERIFIERS = ("ibp", "crown-ibp", "crown")
+ALPHA = "alpha-crown-ibp"
+VERIFIERS = ("ibp", "crown-ibp", "crown", ALPHA)
 DEFAULT_VERIFIER = "ibp+crown-ibp"  # final certification: see benchmarks/bounds.py
-LINEAR = {"crown-ibp": "ibp", "crown": "crown"}  # linear verifiers: their intermediate bounds
+TIGHTEST_VERIFIER = f"ibp+crown-ibp+{ALPHA}"  # the most certified, at several times the cost
+# Linear verifiers: their intermediate bounds.
+LINEAR = {"crown-ibp": "ibp", "crown": "crown", ALPHA: "ibp"}
 # A certificate counts when its margin bound exceeds this share of the sample's largest |logit|
 # (float64 rounding through a network stays orders of magnitude below it). Float32 searches
 # (training) verify at > 0; ``raycert.cert.radius.reverify`` checks their radii in float64.
@@ -38,6 +44,11 @@ def parse_verifier(text: str) -> tuple[str, ...]:
         raise UserError(
             f"unknown verifier {text!r}: choose {', '.join(VERIFIERS)}, or a cascade of distinct "
             f"ones joined by + (e.g. {DEFAULT_VERIFIER})"
+        )
+    if names[0] == ALPHA:
+        raise UserError(
+            f"{ALPHA} optimizes its slopes just above an earlier stage's radius: put a verifier "
+            f"before it (e.g. ibp+{ALPHA})"
         )
     return names
 
@@ -57,6 +68,8 @@ def margin_bounds(
     ``min bound > verify_above`` needs (see ``raycert.cert.linear``)."""
     if verifier == "ibp":
         return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats)
+    if verifier == ALPHA:
+        return alpha_margin_bounds(model, x, y, eps, bn_stats=bn_stats)
     return linear_margin_bounds(
         model,
         x,
@@ -77,13 +90,22 @@ def min_margin(
     verify_above: Tensor | float = 0.0,
     *,
     bn_stats: BatchStats | None = None,
+    slopes: Slopes | None = None,
 ) -> Tensor:
     """The radius search's value per sample: above ``verify_above`` exactly when every margin
-    bound of ``verifier`` is. IBP's is the lowest margin bound; a linear verifier's is
+    bound of ``verifier`` is. IBP's and ``alpha-crown-ibp``'s (with the given ``slopes``, else
+    slopes optimized at ``eps``) is the lowest margin bound; CROWN-IBP's and CROWN's is
     ``raycert.cert.linear.linear_decision`` (it refines only what the decision needs). Every
     bound pass of a radius search goes through here (the benchmarks count its calls)."""
     if verifier == "ibp":
         return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
+    if verifier == ALPHA:
+        if slopes is None:
+            return alpha_margin_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
+        bounds = slope_margin_bounds(
+            model, x, y, eps, slopes, bn_stats=bn_stats, verify_above=verify_above
+        )
+        return bounds.min(dim=1).values
     return linear_decision(
         model, x, y, eps, verify_above, intermediate=LINEAR[verifier], bn_stats=bn_stats
     )
@@ -96,13 +118,25 @@ def margin_fn(
     verifier: str,
     threshold: Tensor | None,
     bn_stats: BatchStats | None,
+    slopes: tuple[Tensor, Slopes] | None = None,
 ) -> Margin:
     """``g(rows, eps) = min_t LB_t(eps) - threshold`` of ``verifier`` on samples ``rows``:
-    verified where > 0 (``threshold`` None: 0)."""
+    verified where > 0 (``threshold`` None: 0). ``slopes`` (``alpha-crown-ibp``): the samples
+    they were optimized for and the slopes, which ``g`` then uses on those rows."""
+    position = None
+    if slopes is not None:
+        owners, per_layer = slopes
+        position = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        position[owners] = torch.arange(len(owners), device=x.device)
 
     def g(rows: Tensor, eps: Tensor) -> Tensor:
         below = 0.0 if threshold is None else threshold[rows]
-        lowest = min_margin(model, x[rows], y[rows], eps, verifier, below, bn_stats=bn_stats)
+        chosen = None
+        if position is not None:
+            chosen = {index: s[position[rows]] for index, s in per_layer.items()}
+        lowest = min_margin(
+            model, x[rows], y[rows], eps, verifier, below, bn_stats=bn_stats, slopes=chosen
+        )
         return lowest if threshold is None else lowest - threshold[rows]
 
     return g

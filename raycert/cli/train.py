@@ -90,7 +90,11 @@ def certify_command(
         bool, typer.Option("--float32", help="Faster; radii are re-verified in float64.")
     ] = False,
     verifier: Annotated[
-        str, typer.Option(help="ibp, crown-ibp, crown, or a cascade like ibp+crown-ibp.")
+        str,
+        typer.Option(
+            help="ibp, crown-ibp, crown, alpha-crown-ibp (after another), or a cascade like "
+            "ibp+crown-ibp; the tightest: ibp+crown-ibp+alpha-crown-ibp."
+        ),
     ] = "ibp+crown-ibp",
     attack: Annotated[
         bool, typer.Option("--attack", help="Also run PGD: pgd_acc@eps, empirical radii.")

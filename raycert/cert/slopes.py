@@ -1,0 +1,249 @@
+"""Optimized ReLU lower slopes over interval intermediate bounds: the ``alpha-crown-ibp`` verifier.
+
+CROWN-IBP (``raycert.cert.linear``) bounds an unstable ReLU from below by ``alpha z`` with
+``alpha`` 0 or 1. Every ``alpha`` in [0, 1] gives a sound lower line, so the margin bound is
+sound for *any* slopes; alpha-CROWN (Xu et al., 2021) picks them per sample, margin and neuron by
+gradient ascent on the bound. Here the ReLUs' input bounds stay interval bounds, as in
+CROWN-IBP (CROWN's tighter ones bought nothing measurable on trained MNIST models at many times
+the cost), and only the margins' backward pass is optimized: ``STEPS`` Adam steps from CROWN's
+adaptive slopes, keeping per margin the slopes of its best bound.
+
+Guarantee: the slopes only choose *which* sound bound is computed. A float64 model's slopes are
+optimized on a float32 copy, and the bound that certifies is computed with them in the model's
+own dtype, so a float64 certificate never rests on a float32 bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor, nn
+
+from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
+from raycert.cert.linear import (
+    MEMORY_BUDGET,
+    _backward,
+    _concretize,
+    _interval_pass,
+    _Network,
+    _subset,
+)
+
+STEPS = 10  # Adam steps per optimization (benchmarks/bounds.py measures the gain per step)
+MARGINS = 2  # per sample, the lowest margins whose slopes are optimized
+LR = 0.5  # Adam's step size on slopes in [0, 1]
+OPTIMIZE_DTYPE = torch.float32  # float64 models optimize on a copy in this dtype
+# A cascade's alpha stage optimizes each sample's slopes once, at this multiple of the radius
+# the earlier stages verified, and steps up from that radius with them (``raycert.cert.radius``).
+OPTIMIZE_AT = 1.05
+
+Slopes = dict[int, Tensor]  # lower slopes per ReLU layer index: (batch, C-1, *neurons) in [0, 1]
+
+
+def _margin_pass(
+    net: _Network,
+    center: Tensor,
+    radius: Tensor,
+    weight_diff: Tensor,
+    bias_diff: Tensor | float,
+    slopes: Slopes,
+) -> Tensor:
+    """Linear lower bounds of every margin with the given slopes: (batch, C-1)."""
+    bias = (
+        bias_diff.clone()
+        if isinstance(bias_diff, Tensor)
+        else weight_diff.new_zeros(weight_diff.shape[:2])
+    )
+    coeffs, bias = _backward(net, len(net.layers), weight_diff, bias, slopes)
+    return _concretize(coeffs, bias, center, radius)
+
+
+def _sample_bytes(net: _Network, margins: int, itemsize: int) -> int:
+    """Rough memory of one sample's optimization: every layer's coefficients, kept for the
+    gradient, plus the slopes and Adam's two moments."""
+    return 4 * margins * sum(math.prod(s) for s in net.shapes) * itemsize
+
+
+def optimize_slopes(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    bn_stats: BatchStats | None = None,
+    steps: int = STEPS,
+    lr: float = LR,
+    margins: int = MARGINS,
+) -> Slopes:
+    """Lower slopes that raise the margin bounds of ``alpha-crown-ibp`` at ``eps`` (a float or
+    one radius per sample, pixel units), found on a ``OPTIMIZE_DTYPE`` copy of a float64 model.
+    Per margin, the slopes of its best bound over the steps (the first: CROWN's adaptive ones),
+    in ``OPTIMIZE_DTYPE``; they are a guide for ``slope_margin_bounds``, never a bound."""
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float64:
+        model = copy.deepcopy(model).to(OPTIMIZE_DTYPE)
+        x = x.to(OPTIMIZE_DTYPE)
+        eps = eps.to(OPTIMIZE_DTYPE) if isinstance(eps, Tensor) else eps
+        if bn_stats is not None:
+            bn_stats = {
+                i: (m.to(OPTIMIZE_DTYPE), v.to(OPTIMIZE_DTYPE)) for i, (m, v) in bn_stats.items()
+            }
+    net, center, radius, _ = _interval_pass(model, x, eps, bn_stats)
+    weight_diff, bias_diff = margin_spec(model[-1], y)
+    weight_diff = weight_diff.detach()
+    bias_diff = bias_diff.detach() if isinstance(bias_diff, Tensor) else bias_diff
+    step = max(1, MEMORY_BUDGET // _sample_bytes(net, margins, center.element_size()))
+    parts: list[Slopes] = []
+    for start in range(0, len(x), step):
+        rows = torch.arange(start, min(start + step, len(x)), device=x.device)
+        part_bias = bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff
+        parts.append(
+            _ascend(
+                _subset(net, rows),
+                center[rows],
+                radius[rows],
+                weight_diff[rows],
+                part_bias,
+                steps,
+                lr,
+                margins,
+            )
+        )
+    return {index: torch.cat([p[index] for p in parts]) for index in parts[0]}
+
+
+def _ascend(
+    net: _Network,
+    center: Tensor,
+    radius: Tensor,
+    weight_diff: Tensor,
+    bias_diff: Tensor | float,
+    steps: int,
+    lr: float,
+    margins: int,
+) -> Slopes:
+    """Adam on the slopes of one chunk of samples. Each sample's ``margins`` lowest margins
+    under CROWN's adaptive slopes are optimized, each to the slopes of its best bound; the
+    other margins keep the adaptive slopes (they are the margins a radius seldom hinges on)."""
+    batch, count = weight_diff.shape[:2]
+    adaptive: Slopes = {}
+    for index, (lower, upper) in net.relu_bounds.items():
+        line = (upper > -lower).to(center.dtype)[:, None]
+        adaptive[index] = line.expand(-1, count, *lower.shape[1:]).clone()
+    start = _margin_pass(net, center, radius, weight_diff, bias_diff, adaptive)
+    pick = start.argsort(dim=1)[:, : min(margins, count)]  # (batch, k) the lowest margins
+    weight_diff = weight_diff.gather(1, pick[:, :, None].expand(-1, -1, weight_diff.shape[2]))
+    if isinstance(bias_diff, Tensor):
+        bias_diff = bias_diff.gather(1, pick)
+    every = torch.arange(batch, device=pick.device)[:, None]
+    slopes = {index: s[every, pick].requires_grad_() for index, s in adaptive.items()}
+    best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
+    best = start.gather(1, pick)
+    optimizer = torch.optim.Adam(list(slopes.values()), lr=lr)
+    for step in range(steps + 1):
+        with torch.enable_grad():
+            bound = _margin_pass(net, center, radius, weight_diff, bias_diff, slopes)
+            loss = -bound.sum()
+        if step > 0:
+            with torch.no_grad():
+                better = bound > best
+                best = torch.where(better, bound, best)
+                for index, s in slopes.items():
+                    best_slopes[index][better] = s[better]
+        if step == steps:
+            break
+        # Gradients of the slopes alone: the model's parameters are left untouched.
+        grads = torch.autograd.grad(loss, list(slopes.values()))
+        for s, grad in zip(slopes.values(), grads, strict=True):
+            s.grad = grad
+        optimizer.step()
+        with torch.no_grad():
+            for s in slopes.values():
+                s.clamp_(0.0, 1.0)
+    for index, s in adaptive.items():
+        s[every, pick] = best_slopes[index]
+    return adaptive
+
+
+def stage_slopes(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    below: Tensor,
+    cap: Tensor,
+    tol: Tensor,
+    *,
+    bn_stats: BatchStats | None = None,
+) -> Slopes:
+    """The slopes a cascade's ``alpha-crown-ibp`` stage bounds with, for samples whose earlier
+    stages verified radius ``below`` (each with its ``cap`` and ``tol``): optimized once, at
+    ``OPTIMIZE_AT`` times ``below`` (at least ``tol`` above it, at most ``cap``), where the
+    stage's crossing is expected. Its radius is verified by ``slope_margin_bounds`` with them."""
+    at = torch.minimum(torch.maximum(below * OPTIMIZE_AT, below + tol), cap)
+    return optimize_slopes(model, x, y, at, bn_stats=bn_stats)
+
+
+def slope_margin_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    slopes: Slopes,
+    *,
+    bn_stats: BatchStats | None = None,
+    verify_above: Tensor | float | None = None,
+) -> Tensor:
+    """Lower bounds of ``f_y - f_t`` over the eps-box with the given lower slopes (any in
+    [0, 1] are sound), in the model's dtype, each the larger of the linear and the interval
+    bound: (batch, C-1). With ``verify_above`` (a float or one value per sample), margins whose
+    interval bound already exceeds it keep that bound: deciding ``min bound > verify_above``
+    needs only the others' linear bounds."""
+    dtype = next(model.parameters()).dtype
+    net, center, radius, box = _interval_pass(model, x.to(dtype), eps, bn_stats)
+    bounds = margins_from_pass(model[-1], box, y)
+    weight_diff, bias_diff = margin_spec(model[-1], y)
+    if verify_above is None:
+        todo = torch.ones_like(bounds, dtype=torch.bool)
+    else:
+        above = torch.as_tensor(verify_above, dtype=dtype, device=bounds.device)
+        todo = bounds <= above.expand(len(bounds))[:, None]
+    width = int(todo.sum(dim=1).max()) if len(bounds) else 0
+    if width == 0:
+        return bounds
+    # Per sample, the margins to refine first (padded with others, which are refined in vain).
+    which = todo.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
+    every = torch.arange(len(bounds), device=bounds.device)[:, None]
+    weight_diff = weight_diff[every, which]
+    bias_diff = bias_diff[every, which] if isinstance(bias_diff, Tensor) else bias_diff
+    slopes = {index: s[every, which].to(dtype).clamp(0.0, 1.0) for index, s in slopes.items()}
+    step = max(1, MEMORY_BUDGET // _sample_bytes(net, width, center.element_size()))
+    linear = torch.cat(
+        [
+            _margin_pass(
+                _subset(net, rows),
+                center[rows],
+                radius[rows],
+                weight_diff[rows],
+                bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff,
+                {index: s[rows] for index, s in slopes.items()},
+            )
+            for rows in torch.arange(len(x), device=x.device).split(step)
+        ]
+    )
+    return bounds.scatter(1, which, torch.maximum(bounds[every, which], linear))
+
+
+def alpha_margin_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    bn_stats: BatchStats | None = None,
+) -> Tensor:
+    """The ``alpha-crown-ibp`` bounds at ``eps``: slopes optimized at ``eps`` itself, then
+    ``slope_margin_bounds`` in the model's dtype: (batch, C-1)."""
+    slopes = optimize_slopes(model, x, y, eps, bn_stats=bn_stats)
+    return slope_margin_bounds(model, x, y, eps, slopes, bn_stats=bn_stats)
