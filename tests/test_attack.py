@@ -133,16 +133,23 @@ def test_certify_cli_carries_verifiers_and_the_attack(tmp_path):
     trained = runner.invoke(app, ["train", "synthetic", "--preset", "smoke", "--out", str(run_dir)])
     assert trained.exit_code == 0, trained.output
     per_sample = tmp_path / "radii.csv"
-    args = ["certify", str(run_dir), "--json", "--limit", "60", "--verifier", "ibp+crown-ibp"]
+    cascade = "ibp+crown-ibp+alpha-crown-ibp"
+    args = ["certify", str(run_dir), "--json", "--limit", "60", "--verifier", cascade]
     result = runner.invoke(app, [*args, "--attack", "--per-sample", str(per_sample)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     rows = list(csv.DictReader(per_sample.open()))
-    assert summary["verifier"] == "ibp+crown-ibp" and len(rows) == 60
-    for name in ("ibp", "crown-ibp"):
+    assert summary["verifier"] == cascade and len(rows) == 60
+    for name in cascade.split("+"):
         radii = [float(row[f"radius_{name}"]) for row in rows]
         assert summary["by_verifier"][name]["acr"] == pytest.approx(sum(radii) / 60)
-    assert {row["verifier"] for row in rows} <= {"", "ibp", "crown-ibp"}
+    assert {row["verifier"] for row in rows} <= {"", *cascade.split("+")}
+    refused = runner.invoke(app, ["certify", str(run_dir), "--verifier", "alpha-crown-ibp"])
+    assert refused.exit_code == 2
+    assert refused.output.strip().splitlines() == [
+        "error: alpha-crown-ibp optimizes its slopes just above an earlier stage's radius: put a "
+        "verifier before it (e.g. ibp+alpha-crown-ibp)"
+    ]
     pgd_key = "pgd_acc@0.05"  # the synthetic dataset's standard radius
     assert summary["cert_acc@0.05"] <= summary[pgd_key] <= summary["clean_acc"]
     for row in rows:
