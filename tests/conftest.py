@@ -76,6 +76,16 @@ def ray_local() -> Iterator[Any]:
         ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def killed_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``studyruns.kill_then_resume``: one CLI study killed by SIGKILL and resumed, shared by the
+    tests of what a resume keeps (test_study_resume.py) and of the lock it takes over
+    (test_study_lock.py)."""
+    from studyruns import kill_then_resume
+
+    return kill_then_resume(tmp_path_factory.mktemp("killed"))
+
+
 @pytest.fixture(scope="module", params=[0, 1, 6])
 def random_case(request: pytest.FixtureRequest) -> tuple[Any, Any, Any]:
     """A random float64 net, 48 inputs in [0, 1] and labels = its own predictions except the
