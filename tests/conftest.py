@@ -14,6 +14,12 @@ from typing import Any
 
 import pytest
 
+# Ray's local clusters (the session's ``ray_local`` and every study CLI the tests start, which
+# inherit this) prestart no idle workers for the first driver: Ray kills those a second later
+# unused, and on the CI's 2 cores their start-up slows each cluster's by seconds. What a study
+# does is unchanged (its trials and tasks start their workers as ever).
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

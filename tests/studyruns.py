@@ -42,11 +42,11 @@ def toy(config: dict) -> None:
     tune.report({"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": True, "epoch": 1})
 
 
-def slow_toy(config: dict) -> None:
-    """``toy`` an epoch every half second: 2 epochs at x = 0 (the smoke preset's recipe), 60
-    (30 s) elsewhere; ``final`` at the last."""
+def slow_toy(config: dict, epochs: int = 60) -> None:
+    """``toy`` an epoch every half second: 2 epochs at x = 0 (the smoke preset's recipe),
+    ``epochs`` (60: 30 s) elsewhere; ``final`` at the last."""
     x = config["kappa"]
-    epochs = 2 if x == 0 else 60
+    epochs = 2 if x == 0 else epochs
     for epoch in range(1, epochs + 1):
         time.sleep(0.5)
         metrics = {"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": epoch == epochs, "epoch": epoch}
