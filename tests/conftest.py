@@ -1,5 +1,5 @@
-"""Shared fixtures: the real dataset root, a local HTTP mirror for download tests, and one local
-Ray cluster for the in-process study tests."""
+"""Shared fixtures: the real dataset root, a local HTTP mirror for download tests, one local
+Ray cluster for the in-process study tests, and one killed-and-resumed CLI study."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from studyruns import KilledStudy
+
+# Ray's local clusters (the session's ``ray_local`` and every study CLI the tests start, which
+# inherit this) prestart no idle workers for the first driver: in our runs Ray killed those
+# unused a second after they started, and on the CI's 2 cores their start-up cost each study
+# CLI 3-6 s. What a study does is unchanged (its trials and tasks start their workers as ever).
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +83,16 @@ def ray_local() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def killed_study(tmp_path_factory: pytest.TempPathFactory) -> KilledStudy:
+    """``studyruns.kill_then_resume``: one CLI study killed by SIGKILL and resumed, shared by the
+    tests of what a resume keeps (test_study_resume.py) and of the lock it takes over
+    (test_study_lock.py)."""
+    from studyruns import kill_then_resume
+
+    return kill_then_resume(tmp_path_factory.mktemp("killed"))
 
 
 @pytest.fixture(scope="module", params=[0, 1, 6])

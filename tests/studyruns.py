@@ -4,12 +4,14 @@ its own process group, and the study's Optuna journal."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -40,11 +42,11 @@ def toy(config: dict) -> None:
     tune.report({"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": True, "epoch": 1})
 
 
-def slow_toy(config: dict) -> None:
-    """``toy`` an epoch every half second: 2 epochs at x = 0 (the smoke preset's recipe), 60
-    (30 s) elsewhere; ``final`` at the last."""
+def slow_toy(config: dict, epochs: int = 60) -> None:
+    """``toy`` an epoch every half second: 2 epochs at x = 0 (the smoke preset's recipe),
+    ``epochs`` (60: 30 s) elsewhere; ``final`` at the last."""
     x = config["kappa"]
-    epochs = 2 if x == 0 else 60
+    epochs = 2 if x == 0 else epochs
     for epoch in range(1, epochs + 1):
         time.sleep(0.5)
         metrics = {"clean_acc": 0.9 - 0.2 * x, "acr": x, "final": epoch == epochs, "epoch": epoch}
@@ -116,3 +118,37 @@ def finished_rows(study_dir: Path) -> int:
         return len(pd.read_csv(study_dir / "trials.csv"))
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return 0
+
+
+@dataclass(frozen=True)
+class KilledStudy:
+    """A CLI study whose driver was SIGKILLed once 2 of its 6 trials had finished, then run to
+    the end with ``--resume``: what the kill left behind and what the resume said."""
+
+    storage: Path  # also the drivers' working directory
+    study_dir: Path
+    pid: int  # the killed driver's
+    lock_left: dict  # its lock file, as the kill left it
+    status_left: str  # study.json's status, as the kill left it
+    before: pd.DataFrame  # trials.csv as the kill left it, by trial id
+    code: int  # the resume's exit code, stdout and stderr
+    out: str
+    err: str
+
+
+def kill_then_resume(storage: Path) -> KilledStudy:
+    """Start the synthetic smoke study ``killed`` (6 trials, 2 at once) in ``storage``, SIGKILL
+    its driver right after 2 trials finish (Tune has no chance to save their end), then
+    ``--resume`` it to the end."""
+    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
+    args += ["--storage", str(storage), "--name", "killed", "--min-acc", "0.8"]
+    study_dir = storage / "killed"
+    process = study_cli(*args, cwd=storage, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_study_when(process, lambda: finished_rows(study_dir) >= 2)
+    lock_left = json.loads((storage / ".killed.lock").read_text())
+    status_left = json.loads((study_dir / "study.json").read_text())["status"]
+    before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
+    code, out, err = run_study_cli(*args, "--resume", cwd=storage)
+    return KilledStudy(
+        storage, study_dir, process.pid, lock_left, status_left, before, code, out, err
+    )

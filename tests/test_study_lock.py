@@ -11,15 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from studyruns import finished_rows, kill_study_when, run_study_cli, study_cli
+from studyruns import finished_rows, run_study_cli, study_cli
 
 from raycert.errors import UserError
 from raycert.study.lock import StudyLock
 
-# A driver's first step in a child process: wait for the start signal, then take the lock.
+# A driver's first step in a child process: say it is ready, wait for the start signal, then
+# take the lock.
 TAKE = """
 import os, sys, time
 from pathlib import Path
@@ -27,6 +27,7 @@ from raycert.errors import UserError
 from raycert.study.lock import StudyLock
 storage, go = sys.argv[1], Path(sys.argv[2])
 lock = StudyLock(storage, "race")
+(go.parent / f"ready-{os.getpid()}").touch()
 while not go.exists():
     time.sleep(0.001)
 try:
@@ -48,7 +49,9 @@ def test_of_drivers_starting_at_the_same_moment_exactly_one_takes_the_lock(tmp_p
         )
         for _ in range(4)
     ]
-    time.sleep(3)  # all four are importing, then waiting
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)  # all four are importing, then waiting
     go.write_text("")
     outcomes = [child.communicate(timeout=60)[0].split(" ", 1) for child in children]
     assert sorted(kind for kind, _ in outcomes) == ["refused", "refused", "refused", "took"]
@@ -127,13 +130,9 @@ def test_a_second_driver_on_a_running_study_is_refused_in_one_line(tmp_path):
     assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 6
 
 
-def test_the_lock_of_a_killed_driver_does_not_block_its_resume(tmp_path):
-    """SIGKILL leaves the lock behind; its pid is gone, so ``--resume`` takes it over."""
-    args = ["synthetic", "--preset", "smoke", "--trials", "2", "--concurrency", "1"]
-    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
-    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_study_when(process, (tmp_path / "killed" / "study.json").exists, timeout=120)
-    assert json.loads(Path(tmp_path / ".killed.lock").read_text())["pid"] == process.pid
-    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
-    assert code == 0, err
-    assert not (tmp_path / ".killed.lock").exists()
+def test_the_lock_of_a_killed_driver_does_not_block_its_resume(killed_study):
+    """SIGKILL leaves the lock behind; its pid is gone, so ``--resume`` takes it over (the
+    killed run is ``conftest.killed_study``, shared with test_study_resume.py)."""
+    assert killed_study.lock_left["pid"] == killed_study.pid
+    assert killed_study.code == 0, killed_study.err
+    assert not (killed_study.storage / ".killed.lock").exists()

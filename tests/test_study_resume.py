@@ -19,7 +19,6 @@ import pytest
 from studyruns import (
     finished_rows,
     journal_study,
-    kill_study_when,
     run_study_cli,
     study_cli,
     toy,
@@ -63,20 +62,15 @@ def test_sigterm_stops_a_study_cleanly_with_a_resume_hint(tmp_path):
     assert "trials: 6 (6 completed)" in out
 
 
-def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial(tmp_path):
+def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial(killed_study):
     """The driver is killed right after trials finish: Tune may not have saved their end yet
     and restarts them on resume; each must report its run as it was, not train again (a run
     trained again has another ``train_seconds``, a wall-clock measure)."""
-    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
-    args += ["--storage", str(tmp_path), "--name", "killed", "--min-acc", "0.8"]
-    study_dir = tmp_path / "killed"
-    process = study_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_study_when(process, lambda: finished_rows(study_dir) >= 2)  # no chance to save
-    assert json.loads((study_dir / "study.json").read_text())["status"] == "running"
-    before = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
+    study_dir, before = killed_study.study_dir, killed_study.before
+    assert killed_study.status_left == "running"
     assert 2 <= len(before) < 6
 
-    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
+    code, out, err = killed_study.code, killed_study.out, killed_study.err
     assert code == 0, err
     after = pd.read_csv(study_dir / "trials.csv").set_index("trial_id")
     assert len(after) >= 6 and set(after["status"]) == {"completed"}  # see with_lost_rows
@@ -93,8 +87,9 @@ def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial
         states=(optuna.trial.TrialState.COMPLETE,)
     )
     assert sorted(t.user_attrs["tune_trial_id"] for t in complete) == sorted(after.index)
-    report = tmp_path / "reports" / "killed.html"  # every finished study writes its report
-    assert f"report: {report.relative_to(tmp_path)}" in out and report.stat().st_size > 100_000
+    report = killed_study.storage / "reports" / "killed.html"  # every finished study has one
+    assert f"report: {report.relative_to(killed_study.storage)}" in out
+    assert report.stat().st_size > 100_000
 
 
 def test_resume_with_more_trials_extends_a_finished_study(ray_local, tmp_path):
