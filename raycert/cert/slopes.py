@@ -6,7 +6,8 @@ sound for *any* slopes; alpha-CROWN (Xu et al., 2021) picks them per sample, mar
 gradient ascent on the bound. Here the ReLUs' input bounds stay interval bounds, as in
 CROWN-IBP (CROWN's tighter ones bought nothing measurable on trained MNIST models at many times
 the cost), and only the margins' backward pass is optimized: ``STEPS`` Adam steps from CROWN's
-adaptive slopes, keeping per margin the slopes of its best bound.
+adaptive slopes on each sample's ``MARGINS`` lowest margins (the ones its radius hinges on),
+keeping for each the slopes of its best bound; the other margins keep the adaptive slopes.
 
 Guarantee: the slopes only choose *which* sound bound is computed. A float64 model's slopes are
 optimized on a float32 copy, and the bound that certifies is computed with them in the model's
@@ -31,13 +32,13 @@ from raycert.cert.linear import (
     _subset,
 )
 
-STEPS = 10  # Adam steps per optimization (benchmarks/bounds.py measures the gain per step)
+STEPS = 5  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
 MARGINS = 2  # per sample, the lowest margins whose slopes are optimized
 LR = 0.5  # Adam's step size on slopes in [0, 1]
 OPTIMIZE_DTYPE = torch.float32  # float64 models optimize on a copy in this dtype
 # A cascade's alpha stage optimizes each sample's slopes once, at this multiple of the radius
 # the earlier stages verified, and steps up from that radius with them (``raycert.cert.radius``).
-OPTIMIZE_AT = 1.05
+OPTIMIZE_AT = 1.1
 
 Slopes = dict[int, Tensor]  # lower slopes per ReLU layer index: (batch, C-1, *neurons) in [0, 1]
 
@@ -60,10 +61,9 @@ def _margin_pass(
     return _concretize(coeffs, bias, center, radius)
 
 
-def _sample_bytes(net: _Network, margins: int, itemsize: int) -> int:
-    """Rough memory of one sample's optimization: every layer's coefficients, kept for the
-    gradient, plus the slopes and Adam's two moments."""
-    return 4 * margins * sum(math.prod(s) for s in net.shapes) * itemsize
+def _sample_bytes(net: _Network, rows: int, itemsize: int) -> int:
+    """Memory of ``rows`` backward rows of one sample through every layer."""
+    return rows * sum(math.prod(s) for s in net.shapes) * itemsize
 
 
 def optimize_slopes(
@@ -79,8 +79,10 @@ def optimize_slopes(
 ) -> Slopes:
     """Lower slopes that raise the margin bounds of ``alpha-crown-ibp`` at ``eps`` (a float or
     one radius per sample, pixel units), found on a ``OPTIMIZE_DTYPE`` copy of a float64 model.
-    Per margin, the slopes of its best bound over the steps (the first: CROWN's adaptive ones),
-    in ``OPTIMIZE_DTYPE``; they are a guide for ``slope_margin_bounds``, never a bound."""
+    Per sample, its ``margins`` lowest margins get the slopes of their best bound over the steps
+    (the first: CROWN's adaptive ones), the others the adaptive ones; all in ``OPTIMIZE_DTYPE``,
+    (batch, C-1, *neurons) per ReLU. They are a guide for ``slope_margin_bounds``, never a
+    bound."""
     dtype = next(model.parameters()).dtype
     if dtype == torch.float64:
         model = copy.deepcopy(model).to(OPTIMIZE_DTYPE)
@@ -94,9 +96,12 @@ def optimize_slopes(
     weight_diff, bias_diff = margin_spec(model[-1], y)
     weight_diff = weight_diff.detach()
     bias_diff = bias_diff.detach() if isinstance(bias_diff, Tensor) else bias_diff
-    step = max(1, MEMORY_BUDGET // _sample_bytes(net, margins, center.element_size()))
+    # Per sample: the adaptive slopes and first pass of every margin, then the optimized rows'
+    # coefficients kept for the gradient, their slopes and Adam's two moments.
+    rows_held = weight_diff.shape[1] + 4 * margins
+    step = max(1, MEMORY_BUDGET // _sample_bytes(net, rows_held, center.element_size()))
     parts: list[Slopes] = []
-    for start in range(0, len(x), step):
+    for start in range(0, max(len(x), 1), step):
         rows = torch.arange(start, min(start + step, len(x)), device=x.device)
         part_bias = bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff
         parts.append(
