@@ -79,15 +79,17 @@ def exact_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def named_bounds(net, x, y, found, stage: int, rows, cap: float, tol: float) -> torch.Tensor:
-    """The lowest margin bound, at each of ``rows``' radius in ``found`` (a ``RadiusSearch``),
-    of the verifier that ``found`` names for ``stage``. ``alpha-crown-ibp`` bounds with the
-    slopes its stage used: those ``stage_slopes`` finds above the earlier stages' radius."""
-    name = found.verifiers[stage]
-    radius = found.radius[rows]
+    """The lowest margin bound, at each of ``rows``' radius in ``found`` (a ``RadiusSearch`` or
+    ``Certificates``), of the verifier that ``found`` names for ``stage``. ``alpha-crown-ibp``
+    bounds with the slopes its stage used: those ``stage_slopes`` finds above the earlier
+    stages' radius."""
+    verifiers = found.verifier.split("+") if hasattr(found, "verifier") else found.verifiers
+    radius = (found.radii if hasattr(found, "radii") else found.radius)[rows]
+    name = verifiers[stage]
     with torch.no_grad():
         if name != "alpha-crown-ibp":
             return margin_bounds(net, x[rows], y[rows], radius, name).min(dim=1).values
-        below = found.stage_radii[found.verifiers[stage - 1]][rows]
+        below = found.stage_radii[verifiers[stage - 1]][rows]
         cap_t = torch.full_like(below, cap)
         tol_t = torch.clamp(cap_t / 2, max=tol)
         slopes = stage_slopes(net, x[rows], y[rows], below, cap_t, tol_t)
