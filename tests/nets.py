@@ -9,8 +9,7 @@ from torch import nn
 
 from raycert.cert.bounds import BatchStats
 from raycert.cert.models import Normalize
-from raycert.cert.slopes import slope_margin_bounds, stage_slopes
-from raycert.cert.verifiers import margin_bounds
+from raycert.cert.verifiers import claimed_bounds
 
 
 def random_net(
@@ -80,18 +79,20 @@ def exact_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def named_bounds(net, x, y, found, stage: int, rows, cap: float, tol: float) -> torch.Tensor:
     """The lowest margin bound, at each of ``rows``' radius in ``found`` (a ``RadiusSearch`` or
-    ``Certificates``), of the verifier that ``found`` names for ``stage``. ``alpha-crown-ibp``
-    bounds with the slopes its stage used: those ``stage_slopes`` finds above the earlier
-    stages' radius."""
+    ``Certificates`` of a search with ``cap`` and ``tol``), by which the verifier ``found``
+    names for ``stage`` claimed it (``raycert.cert.verifiers.claimed_bounds``)."""
     verifiers = found.verifier.split("+") if hasattr(found, "verifier") else found.verifiers
-    radius = (found.radii if hasattr(found, "radii") else found.radius)[rows]
-    name = verifiers[stage]
+    radius = found.radii if hasattr(found, "radii") else found.radius
+    below = found.stage_radii[verifiers[stage - 1]] if stage else radius
     with torch.no_grad():
-        if name != "alpha-crown-ibp":
-            return margin_bounds(net, x[rows], y[rows], radius, name).min(dim=1).values
-        below = found.stage_radii[verifiers[stage - 1]][rows]
-        cap_t = torch.full_like(below, cap)
-        tol_t = torch.clamp(cap_t / 2, max=tol)
-        slopes = stage_slopes(net, x[rows], y[rows], below, cap_t, tol_t)
-        bounds = slope_margin_bounds(net, x[rows], y[rows], radius, slopes)
-        return bounds.min(dim=1).values
+        bounds = claimed_bounds(
+            net,
+            x[rows],
+            y[rows],
+            radius[rows],
+            verifiers[stage],
+            below[rows],
+            torch.full_like(below[rows], cap),
+            tol,
+        )
+    return bounds.min(dim=1).values

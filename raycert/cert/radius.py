@@ -26,13 +26,13 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import BATCHNORM, BatchStats, exact_margins, propagate
 from raycert.cert.bracket import bracket_stage
-from raycert.cert.slopes import slope_margin_bounds, stage_slopes
+from raycert.cert.slopes import stage_slopes
 from raycert.cert.stages import LINEAR_DTYPE, confirmed_stage, fast_margin_fn, stage_up
 from raycert.cert.verifiers import (
     ALPHA,
     LINEAR,
     REL_THRESHOLD,
-    margin_bounds,
+    claimed_bounds,
     margin_fn,
     parse_verifier,
 )
@@ -185,15 +185,12 @@ def reverify(
             rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
             if len(rows) == 0:
                 continue
-            if claimant == ALPHA:  # with the slopes its stage optimized above the earlier radius
-                below = found.stage_radii[found.verifiers[stage - 1]][rows].double()
-                cap_t = torch.full_like(below, cap)
-                slopes = stage_slopes(
-                    net64, x64[rows], y[rows], below, cap_t, torch.clamp(cap_t / 2, max=tol)
-                )
-                bounds = slope_margin_bounds(net64, x64[rows], y[rows], radius[rows], slopes)
-            else:
-                bounds = margin_bounds(net64, x64[rows], y[rows], radius[rows], claimant)
+            earlier = found.stage_radii[found.verifiers[stage - 1]] if stage else radius
+            below = earlier[rows].double()
+            cap_t = torch.full_like(below, cap)
+            bounds = claimed_bounds(
+                net64, x64[rows], y[rows], radius[rows], claimant, below, cap_t, tol
+            )
             failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
     failed |= (exact_margins(logits, y).min(dim=1).values <= 0) & (found.radius > 0)
     rows = torch.nonzero(failed).flatten()

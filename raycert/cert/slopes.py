@@ -178,14 +178,16 @@ def stage_slopes(
     y: Tensor,
     below: Tensor,
     cap: Tensor,
-    tol: Tensor,
+    tol: Tensor | float,
     *,
     bn_stats: BatchStats | None = None,
 ) -> Slopes:
     """The slopes a cascade's ``alpha-crown-ibp`` stage bounds with, for samples whose earlier
-    stages verified radius ``below`` (each with its ``cap`` and ``tol``): optimized once, at
-    ``OPTIMIZE_AT`` times ``below`` (at least ``tol`` above it, at most ``cap``), where the
-    stage's crossing is expected. Its radius is verified by ``slope_margin_bounds`` with them."""
+    stages verified radius ``below`` (each with its ``cap``; ``tol`` at most half of it, as in
+    the search): optimized once, at ``OPTIMIZE_AT`` times ``below`` (at least ``tol`` above it,
+    at most ``cap``), where the stage's crossing is expected. Its radius is verified by
+    ``slope_margin_bounds`` with them."""
+    tol = torch.minimum(torch.as_tensor(tol, dtype=cap.dtype, device=cap.device), cap / 2)
     at = torch.minimum(torch.maximum(below * OPTIMIZE_AT, below + tol), cap)
     return optimize_slopes(model, x, y, at, bn_stats=bn_stats)
 

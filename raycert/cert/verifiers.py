@@ -18,13 +18,13 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats, margin_lower_bounds
 from raycert.cert.linear import linear_decision, linear_margin_bounds
-from raycert.cert.slopes import Slopes, alpha_margin_bounds, slope_margin_bounds
+from raycert.cert.slopes import Slopes, alpha_margin_bounds, slope_margin_bounds, stage_slopes
 from raycert.errors import UserError
 
 ALPHA = "alpha-crown-ibp"
 VERIFIERS = ("ibp", "crown-ibp", "crown", ALPHA)
 DEFAULT_VERIFIER = "ibp+crown-ibp"  # final certification: see benchmarks/bounds.py
-TIGHTEST_VERIFIER = f"ibp+{ALPHA}"  # the most certified, at 3-4.5x IBP's time (bounds.py)
+TIGHTEST_VERIFIER = f"ibp+{ALPHA}"  # the most certified, at 3-5x IBP's time (bounds.py)
 # Linear verifiers: their intermediate bounds.
 LINEAR = {"crown-ibp": "ibp", "crown": "crown", ALPHA: "ibp"}
 # A certificate counts when its margin bound exceeds this share of the sample's largest |logit|
@@ -79,6 +79,26 @@ def margin_bounds(
         bn_stats=bn_stats,
         verify_above=verify_above,
     )
+
+
+def claimed_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    radius: Tensor,
+    verifier: str,
+    below: Tensor,
+    cap: Tensor,
+    tol: float,
+) -> Tensor:
+    """The margin bounds at ``radius`` by which ``verifier``, a stage of a cascade search with
+    ``cap`` and ``tol``, claimed it: (batch, C-1). ``alpha-crown-ibp``'s are those with the
+    slopes its stage optimized above ``below``, the radius of the stages before it
+    (``raycert.cert.slopes.stage_slopes``); the other verifiers' are their own bounds."""
+    if verifier != ALPHA:
+        return margin_bounds(model, x, y, radius, verifier)
+    slopes = stage_slopes(model, x, y, below, cap, tol)
+    return slope_margin_bounds(model, x, y, radius, slopes)
 
 
 def min_margin(

@@ -93,7 +93,7 @@ def certify_command(
         str,
         typer.Option(
             help="ibp, crown-ibp, crown, alpha-crown-ibp (after another), or a cascade like "
-            "ibp+crown-ibp; the tightest: ibp+alpha-crown-ibp (3-4.5x the time of ibp)."
+            "ibp+crown-ibp; the tightest: ibp+alpha-crown-ibp (about 3-5x the time of ibp)."
         ),
     ] = "ibp+crown-ibp",
     attack: Annotated[
