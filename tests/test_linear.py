@@ -13,10 +13,15 @@ from torch import nn
 
 from raycert.cert.bounds import clean_forward, input_box, margin_lower_bounds
 from raycert.cert.certify import certify, summarize
-from raycert.cert.linear import crown_rows_bytes, preactivation_bounds
+from raycert.cert.linear import (
+    crown_rows_bytes,
+    linear_decision,
+    linear_margin_bounds,
+    preactivation_bounds,
+)
 from raycert.cert.models import build_model
 from raycert.cert.radius import search_radii
-from raycert.cert.slopes import optimize_slopes, slope_margin_bounds
+from raycert.cert.slopes import optimize_slopes
 from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds, parse_verifier
 from raycert.errors import UserError
 
@@ -147,18 +152,21 @@ def test_any_lower_slopes_in_0_1_give_sound_bounds(params, eps_scale):
     gen = torch.Generator().manual_seed(params["seed"] + 3)
     eps = eps_scale * torch.rand(len(x), generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        shapes = optimize_slopes(net, x, y, eps, steps=0)
+        shapes = optimize_slopes(net, x, y, eps, steps=0).slopes
         slopes = {i: torch.rand(s.shape, generator=gen, dtype=s.dtype) for i, s in shapes.items()}
-        bounds = slope_margin_bounds(net, x, y, eps, slopes)
+        bounds = linear_margin_bounds(net, x, y, eps, slopes=slopes)
         for point in _sampled_points(x, eps, gen, 48):
             margins = exact_margins(reference(point), y)
             assert (margins >= bounds - 1e-9).all(), (margins - bounds).min()
-        # Deciding ``min bound > threshold`` refines only margins whose interval bound fails it.
+        # Deciding ``min bound > threshold`` refines only what it needs, and decides the same.
         lowest = bounds.min(dim=1).values.sort().values
         threshold = float(lowest[len(lowest) // 2 - 1 : len(lowest) // 2 + 1].mean())
-        part = slope_margin_bounds(net, x, y, eps, slopes, verify_above=threshold)
+        part = linear_margin_bounds(net, x, y, eps, verify_above=threshold, slopes=slopes)
         decided = part.min(dim=1).values > threshold
         assert torch.equal(decided, bounds.min(dim=1).values > threshold)
+        decision = linear_decision(net, x, y, eps, threshold, slopes=slopes)
+        assert torch.equal(decision > threshold, decided)
+        assert (part <= bounds + 1e-12).all()  # as sound as the full refinement
 
 
 def test_optimized_slopes_beat_crown_ibp_where_optimized_and_leave_the_model_alone():
@@ -169,8 +177,9 @@ def test_optimized_slopes_beat_crown_ibp_where_optimized_and_leave_the_model_alo
         y = net(x).argmax(dim=1)
         _, stats = clean_forward(net, x)
         crown_ibp = margin_bounds(net, x, y, 0.03, "crown-ibp", bn_stats=stats)
-        slopes = optimize_slopes(net, x, y, 0.03, bn_stats=stats, margins=1)
-        tight = slope_margin_bounds(net, x, y, 0.03, slopes, bn_stats=stats)
+        slopes, _, guide = optimize_slopes(net, x, y, 0.03, bn_stats=stats, margins=1)
+        tight = linear_margin_bounds(net, x, y, 0.03, bn_stats=stats, slopes=slopes)
+        interval = margin_bounds(net, x, y, 0.03, "ibp", bn_stats=stats)
     assert all(p.requires_grad and p.grad is None for p in net.parameters())
     assert all(((s >= 0) & (s <= 1)).all() for s in slopes.values())
     lowest = crown_ibp.argmin(dim=1, keepdim=True)  # the one margin optimized per sample
@@ -178,6 +187,10 @@ def test_optimized_slopes_beat_crown_ibp_where_optimized_and_leave_the_model_alo
     assert (tight.gather(1, lowest) - crown_ibp.gather(1, lowest)).mean() > 1e-3
     others = torch.ones_like(tight, dtype=torch.bool).scatter(1, lowest, False)
     torch.testing.assert_close(tight[others], crown_ibp[others], atol=1e-5, rtol=1e-5)
+    # The bounds found beside the slopes are theirs, bar margins the interval bound verifies.
+    refined = interval <= 0
+    torch.testing.assert_close(guide[refined], tight[refined], atol=1e-5, rtol=1e-5)
+    assert torch.equal(guide[~refined], interval[~refined])
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_small"])

@@ -63,6 +63,7 @@ from raycert.cert.models import Normalize
 MEMORY_BUDGET = 256 * 2**20
 
 Bounds = tuple[Tensor, Tensor]  # (lower, upper) of a ReLU's input, shape (batch, *neurons)
+Slopes = dict[int, Tensor]  # lower slopes per ReLU layer index: (batch, C-1, *neurons) in [0, 1]
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _backward(
     stop: int,
     coeffs: Tensor,
     bias: Tensor,
-    slopes: dict[int, Tensor] | None = None,
+    slopes: Slopes | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Carry ``coeffs @ h + bias`` (``h`` the input of layer ``stop``) back to the input, with
     the ReLUs' lower ``slopes`` by layer index where given."""
@@ -288,10 +289,15 @@ def linear_margin_bounds(
     intermediate: str = "ibp",
     bn_stats: BatchStats | None = None,
     verify_above: Tensor | float | None = None,
+    slopes: Slopes | None = None,
+    slope_rows: Tensor | None = None,
 ) -> Tensor:
     """Lower bounds of ``f_y(x') - f_t(x')`` over the eps-box around ``x``: (batch, C-1).
 
     ``intermediate`` picks the ReLU input bounds: ``ibp`` (CROWN-IBP) or ``crown`` (CROWN).
+    ``slopes`` (per sample and margin, ``raycert.cert.slopes``) replace CROWN's adaptive lower
+    slopes of unstable ReLUs; any in [0, 1] give sound bounds. ``slope_rows`` (batch,) says which
+    row of ``slopes`` is each sample's (default: its own), so a search need not copy them.
     ``eps`` is a float or one radius per sample (pixel units); the box is clipped to [0, 1].
     Every margin is refined by the backward pass unless ``verify_above`` (a float or one value
     per sample) is given: then only what deciding ``min bound > verify_above`` needs is refined.
@@ -299,7 +305,9 @@ def linear_margin_bounds(
     interval margin is refined first: if it stays at or below ``verify_above``, the sample
     cannot verify and its other margins keep their interval bounds. Every value is sound.
     """
-    return _linear_bounds(model, x, y, eps, intermediate, bn_stats, verify_above)[0]
+    return _linear_bounds(
+        model, x, y, eps, intermediate, bn_stats, verify_above, slopes, slope_rows
+    )[0]
 
 
 def linear_decision(
@@ -311,13 +319,17 @@ def linear_decision(
     *,
     intermediate: str = "ibp",
     bn_stats: BatchStats | None = None,
+    slopes: Slopes | None = None,
+    slope_rows: Tensor | None = None,
 ) -> Tensor:
     """One value per sample that exceeds ``verify_above`` exactly when every margin bound of
     ``linear_margin_bounds(..., verify_above=...)`` does: their minimum, except where the lowest
     interval margin's linear bound already fails, which is then that bound. A radius search
     interpolates on it, so a failing sample is not dragged down by interval margins it never
     needed to refine."""
-    return _linear_bounds(model, x, y, eps, intermediate, bn_stats, verify_above)[1]
+    return _linear_bounds(
+        model, x, y, eps, intermediate, bn_stats, verify_above, slopes, slope_rows
+    )[1]
 
 
 def _linear_bounds(
@@ -328,10 +340,14 @@ def _linear_bounds(
     intermediate: str,
     bn_stats: BatchStats | None,
     verify_above: Tensor | float | None,
+    slopes: Slopes | None,
+    slope_rows: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """``linear_margin_bounds`` and ``linear_decision`` from one pass."""
     if intermediate not in ("ibp", "crown"):
         raise ValueError(f"intermediate must be ibp or crown, got {intermediate!r}")
+    if slopes is not None and intermediate != "ibp":
+        raise ValueError("optimized slopes are for interval intermediate bounds (ibp)")
     net, center, radius, box = _interval_pass(model, x, eps, bn_stats)
     last = model[-1]
     bounds = margins_from_pass(last, box, y)
@@ -350,20 +366,20 @@ def _linear_bounds(
             if not _single_affine_of_input(net, index):
                 _crown_relu_bounds(net, index, center, radius)
     weight_diff, bias_diff = margin_spec(last, y[chosen])
-    refined = bounds[chosen]
-    order = refined.argsort(dim=1)  # the lowest interval bounds first
-    counts = todo[chosen].sum(dim=1)
-    every = torch.arange(len(chosen), device=x.device)
-    first = order if verify_above is None else order[:, :1]
-    _refine(net, center, radius, weight_diff, bias_diff, every, first, refined)
-    decision = refined.min(dim=1).values
-    if verify_above is not None:  # the rest only where the lowest one cleared the threshold
-        lowest = refined.gather(1, first).squeeze(1)
+    refined, todo = bounds[chosen], todo[chosen]
+    if slopes is not None:
+        slope_rows = chosen if slope_rows is None else slope_rows[chosen]
+    if verify_above is None:  # every margin
+        _refine(net, center, radius, weight_diff, bias_diff, todo, refined, slopes, slope_rows)
+        decision = refined.min(dim=1).values
+    else:  # the lowest interval margin, then the rest only where it cleared the threshold
+        first = torch.zeros_like(todo).scatter_(1, refined.argmin(dim=1, keepdim=True), True)
+        _refine(net, center, radius, weight_diff, bias_diff, first, refined, slopes, slope_rows)
+        lowest = refined[first]  # one per sample, in order
         cleared = lowest > above[chosen]
-        rest = torch.nonzero(cleared & (counts > 1)).flatten()
-        if len(rest):
-            which = order[rest, 1 : int(counts[rest].max())]
-            _refine(net, center, radius, weight_diff, bias_diff, rest, which, refined)
+        rest = todo & ~first & cleared[:, None]
+        if rest.any():
+            _refine(net, center, radius, weight_diff, bias_diff, rest, refined, slopes, slope_rows)
         decision = torch.where(cleared, refined.min(dim=1).values, lowest)
     bounds[chosen] = refined
     decisions = bounds.min(dim=1).values
@@ -377,26 +393,34 @@ def _refine(
     radius: Tensor,
     weight_diff: Tensor,
     bias_diff: Tensor | float,
-    rows: Tensor,
     which: Tensor,
     refined: Tensor,
+    slopes: Slopes | None = None,
+    slope_rows: Tensor | None = None,
 ) -> None:
-    """Raise ``refined[rows]`` at margins ``which`` (rows, k) to their linear bounds where
-    higher, by a backward pass of those margins' specification, in memory-sized chunks."""
-    hidden = weight_diff.shape[2]
+    """Raise ``refined`` at the margins ``which`` marks (a (batch, C-1) mask) to their linear
+    bounds where higher, with each margin's lower ``slopes`` (sample ``i``'s at row
+    ``slope_rows[i]``) where given: one backward row per marked (sample, margin), in
+    memory-sized chunks, so no row is spent on a margin that needs none."""
+    sample, margin = torch.nonzero(which, as_tuple=True)
     widest = max(math.prod(s) for s in net.shapes)
-    step = _chunk(len(rows), 2 * which.shape[1] * widest * center.element_size())
-    for start in range(0, len(rows), step):
-        part, pick = rows[start : start + step], which[start : start + step]
-        coeffs = weight_diff[part].gather(1, pick[:, :, None].expand(-1, -1, hidden))
+    step = _chunk(len(sample), 2 * widest * center.element_size())
+    for part in torch.arange(len(sample), device=sample.device).split(step):
+        rows, pick = sample[part], margin[part]
+        coeffs = weight_diff[rows, pick][:, None]
         if isinstance(bias_diff, Tensor):
-            bias = bias_diff[part].gather(1, pick)
+            bias = bias_diff[rows, pick][:, None]
         else:
             bias = coeffs.new_zeros(coeffs.shape[:2])
-        coeffs, bias = _backward(_subset(net, part), len(net.layers), coeffs, bias)
-        lin = _concretize(coeffs, bias, center[part], radius[part])
-        current = refined[part]
-        refined[part] = current.scatter(1, pick, torch.maximum(current.gather(1, pick), lin))
+        chosen = None
+        if slopes is not None:
+            chosen = {
+                index: s[slope_rows[rows], pick][:, None].to(center.dtype).clamp(0.0, 1.0)
+                for index, s in slopes.items()
+            }
+        coeffs, bias = _backward(_subset(net, rows), len(net.layers), coeffs, bias, chosen)
+        lin = _concretize(coeffs, bias, center[rows], radius[rows])[:, 0]
+        refined[rows, pick] = torch.maximum(refined[rows, pick], lin)
 
 
 def _subset(net: _Network, rows: Tensor) -> _Network:

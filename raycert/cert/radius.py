@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,13 @@ from torch import Tensor, nn
 from raycert.cert.bounds import BATCHNORM, BatchStats, exact_margins, propagate
 from raycert.cert.bracket import bracket_stage
 from raycert.cert.slopes import stage_slopes
-from raycert.cert.stages import LINEAR_DTYPE, confirmed_stage, fast_margin_fn, stage_up
+from raycert.cert.stages import (
+    LINEAR_DTYPE,
+    confirmed_stage,
+    fast_margin_fn,
+    free_start,
+    stage_up,
+)
 from raycert.cert.verifiers import (
     ALPHA,
     LINEAR,
@@ -116,17 +123,21 @@ def search_radii(
     for stage, name in enumerate(names):
         if len(todo):
             lo, g_lo, hi, tol_todo = radius[todo], g_radius[todo], cap_t[todo], tol_t[todo]
-            slopes = None
+            slopes = optimized = None
             if name == ALPHA:  # slopes optimized once per sample, just above its radius
-                found_slopes = stage_slopes(
+                optimized = stage_slopes(
                     model, x[todo], y[todo], lo, hi, tol_todo, bn_stats=bn_stats
                 )
-                slopes = (todo, found_slopes)
+                slopes = (todo, optimized.slopes)
             g = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
             # A linear stage after another mostly lifts its radius a little: it steps up.
             search = stage_up if name in LINEAR and stage > 0 else bracket_stage
             if fast is not None and name in LINEAR:
                 probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
+                if optimized is not None and optimized.bounds.dtype == fast:
+                    # The optimization's own bounds probe its eps: the search starts there.
+                    start = free_start(optimized.eps, optimized.bounds, clean_logits[todo])
+                    search = partial(stage_up, start=start)
                 found, g_found = confirmed_stage(
                     g, probe, fast, search, todo, lo, g_lo, hi, tol_todo, max_iter, n
                 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -25,22 +26,34 @@ from torch import Tensor, nn
 from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
 from raycert.cert.linear import (
     MEMORY_BUDGET,
+    Slopes,
     _backward,
     _concretize,
     _interval_pass,
     _Network,
+    _refine,
     _subset,
+    linear_margin_bounds,
 )
 
 STEPS = 5  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
 MARGINS = 2  # per sample, the lowest margins whose slopes are optimized
 LR = 0.5  # Adam's step size on slopes in [0, 1]
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 OPTIMIZE_DTYPE = torch.float32  # float64 models optimize on a copy in this dtype
 # A cascade's alpha stage optimizes each sample's slopes once, at this multiple of the radius
 # the earlier stages verified, and steps up from that radius with them (``raycert.cert.radius``).
 OPTIMIZE_AT = 1.1
 
-Slopes = dict[int, Tensor]  # lower slopes per ReLU layer index: (batch, C-1, *neurons) in [0, 1]
+
+class Optimized(NamedTuple):
+    """Slopes found at ``eps`` (batch,) and the margin bounds they give there: (batch, C-1) in
+    ``OPTIMIZE_DTYPE``, each the larger of the linear and the interval bound, except margins
+    whose interval bound is above 0, which keep it. A guide for a search, never a certificate."""
+
+    slopes: Slopes
+    eps: Tensor
+    bounds: Tensor
 
 
 def _margin_pass(
@@ -76,13 +89,13 @@ def optimize_slopes(
     steps: int = STEPS,
     lr: float = LR,
     margins: int = MARGINS,
-) -> Slopes:
+) -> Optimized:
     """Lower slopes that raise the margin bounds of ``alpha-crown-ibp`` at ``eps`` (a float or
     one radius per sample, pixel units), found on a ``OPTIMIZE_DTYPE`` copy of a float64 model.
     Per sample, its ``margins`` lowest margins get the slopes of their best bound over the steps
     (the first: CROWN's adaptive ones), the others the adaptive ones; all in ``OPTIMIZE_DTYPE``,
-    (batch, C-1, *neurons) per ReLU. They are a guide for ``slope_margin_bounds``, never a
-    bound."""
+    (batch, C-1, *neurons) per ReLU. They are a guide for ``linear_margin_bounds``, never a
+    bound; so are the bounds returned beside them."""
     dtype = next(model.parameters()).dtype
     if dtype == torch.float64:
         model = copy.deepcopy(model).to(OPTIMIZE_DTYPE)
@@ -92,15 +105,16 @@ def optimize_slopes(
             bn_stats = {
                 i: (m.to(OPTIMIZE_DTYPE), v.to(OPTIMIZE_DTYPE)) for i, (m, v) in bn_stats.items()
             }
-    net, center, radius, _ = _interval_pass(model, x, eps, bn_stats)
+    net, center, radius, box = _interval_pass(model, x, eps, bn_stats)
+    interval = margins_from_pass(model[-1], box, y).detach()
     weight_diff, bias_diff = margin_spec(model[-1], y)
     weight_diff = weight_diff.detach()
     bias_diff = bias_diff.detach() if isinstance(bias_diff, Tensor) else bias_diff
-    # Per sample: the adaptive slopes and first pass of every margin, then the optimized rows'
-    # coefficients kept for the gradient, their slopes and Adam's two moments.
+    # Per sample: the adaptive slopes of every margin, then the optimized rows' coefficients
+    # kept for the gradient, their slopes and Adam's two moments.
     rows_held = weight_diff.shape[1] + 4 * margins
     step = max(1, MEMORY_BUDGET // _sample_bytes(net, rows_held, center.element_size()))
-    parts: list[Slopes] = []
+    parts: list[tuple[Slopes, Tensor]] = []
     for start in range(0, max(len(x), 1), step):
         rows = torch.arange(start, min(start + step, len(x)), device=x.device)
         part_bias = bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff
@@ -111,12 +125,15 @@ def optimize_slopes(
                 radius[rows],
                 weight_diff[rows],
                 part_bias,
+                interval[rows],
                 steps,
                 lr,
                 margins,
             )
         )
-    return {index: torch.cat([p[index] for p in parts]) for index in parts[0]}
+    slopes = {index: torch.cat([p[0][index] for p in parts]) for index in parts[0][0]}
+    eps = torch.as_tensor(eps, dtype=center.dtype, device=x.device).expand(len(x))
+    return Optimized(slopes, eps, torch.cat([p[1] for p in parts]))
 
 
 def _ascend(
@@ -125,51 +142,66 @@ def _ascend(
     radius: Tensor,
     weight_diff: Tensor,
     bias_diff: Tensor | float,
+    interval: Tensor,
     steps: int,
     lr: float,
     margins: int,
-) -> Slopes:
+) -> tuple[Slopes, Tensor]:
     """Adam on the slopes of one chunk of samples. Each sample's ``margins`` lowest margins
     under CROWN's adaptive slopes are optimized, each to the slopes of its best bound; the
-    other margins keep the adaptive slopes (they are the margins a radius seldom hinges on)."""
+    other margins keep the adaptive slopes (they are the margins a radius seldom hinges on).
+    Margins whose ``interval`` bound is above 0 hold no radius back and get no backward row.
+    Returns the slopes and the margin bounds with them (``Optimized.bounds``)."""
     batch, count = weight_diff.shape[:2]
     adaptive: Slopes = {}
     for index, (lower, upper) in net.relu_bounds.items():
         line = (upper > -lower).to(center.dtype)[:, None]
         adaptive[index] = line.expand(-1, count, *lower.shape[1:]).clone()
-    start = _margin_pass(net, center, radius, weight_diff, bias_diff, adaptive)
-    pick = start.argsort(dim=1)[:, : min(margins, count)]  # (batch, k) the lowest margins
+    bounds = interval.clone()
+    _refine(net, center, radius, weight_diff, bias_diff, interval <= 0, bounds)
+    pick = bounds.argsort(dim=1)[:, : min(margins, count)]  # (batch, k) the lowest margins
     weight_diff = weight_diff.gather(1, pick[:, :, None].expand(-1, -1, weight_diff.shape[2]))
     if isinstance(bias_diff, Tensor):
         bias_diff = bias_diff.gather(1, pick)
     every = torch.arange(batch, device=pick.device)[:, None]
     slopes = {index: s[every, pick].requires_grad_() for index, s in adaptive.items()}
     best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
-    best = start.gather(1, pick)
-    optimizer = torch.optim.Adam(list(slopes.values()), lr=lr)
+    best = torch.full(pick.shape, -math.inf, dtype=center.dtype, device=center.device)
+    # Adam by hand, as torch.optim.Adam computes it: constructing that optimizer imports
+    # torch._dynamo, about 3 s of a fresh ``raycert certify`` process.
+    moments = {index: (torch.zeros_like(s), torch.zeros_like(s)) for index, s in slopes.items()}
     for step in range(steps + 1):
         with torch.enable_grad():
             bound = _margin_pass(net, center, radius, weight_diff, bias_diff, slopes)
             loss = -bound.sum()
-        if step > 0:
-            with torch.no_grad():
-                better = bound > best
-                best = torch.where(better, bound, best)
-                for index, s in slopes.items():
-                    best_slopes[index][better] = s[better]
+        with torch.no_grad():
+            better = bound > best
+            best = torch.where(better, bound, best)
+            for index, s in slopes.items():
+                best_slopes[index][better] = s[better]
         if step == steps:
             break
         # Gradients of the slopes alone: the model's parameters are left untouched.
         grads = torch.autograd.grad(loss, list(slopes.values()))
-        for s, grad in zip(slopes.values(), grads, strict=True):
-            s.grad = grad
-        optimizer.step()
         with torch.no_grad():
-            for s in slopes.values():
-                s.clamp_(0.0, 1.0)
+            for (index, s), grad in zip(slopes.items(), grads, strict=True):
+                _adam_step(s, grad, *moments[index], step + 1, lr)
     for index, s in adaptive.items():
         s[every, pick] = best_slopes[index]
-    return adaptive
+    bounds[every, pick] = torch.maximum(bounds[every, pick], best.detach())
+    return adaptive, bounds
+
+
+def _adam_step(
+    param: Tensor, grad: Tensor, mean: Tensor, square: Tensor, count: int, lr: float
+) -> None:
+    """One Adam step (betas 0.9, 0.999; eps 1e-8) on ``param`` in place, then the clamp to
+    [0, 1] that keeps every slope a sound lower line; ``count`` is the step's number from 1."""
+    beta1, beta2 = ADAM_BETAS
+    mean.mul_(beta1).add_(grad, alpha=1 - beta1)
+    square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (square / (1 - beta2**count)).sqrt_().add_(ADAM_EPS)
+    param.addcdiv_(mean, denom, value=-lr / (1 - beta1**count)).clamp_(0.0, 1.0)
 
 
 def stage_slopes(
@@ -181,65 +213,15 @@ def stage_slopes(
     tol: Tensor | float,
     *,
     bn_stats: BatchStats | None = None,
-) -> Slopes:
+) -> Optimized:
     """The slopes a cascade's ``alpha-crown-ibp`` stage bounds with, for samples whose earlier
     stages verified radius ``below`` (each with its ``cap``; ``tol`` at most half of it, as in
     the search): optimized once, at ``OPTIMIZE_AT`` times ``below`` (at least ``tol`` above it,
     at most ``cap``), where the stage's crossing is expected. Its radius is verified by
-    ``slope_margin_bounds`` with them."""
+    ``linear_margin_bounds`` with them; the bounds beside them are at that radius."""
     tol = torch.minimum(torch.as_tensor(tol, dtype=cap.dtype, device=cap.device), cap / 2)
     at = torch.minimum(torch.maximum(below * OPTIMIZE_AT, below + tol), cap)
     return optimize_slopes(model, x, y, at, bn_stats=bn_stats)
-
-
-def slope_margin_bounds(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps: Tensor | float,
-    slopes: Slopes,
-    *,
-    bn_stats: BatchStats | None = None,
-    verify_above: Tensor | float | None = None,
-) -> Tensor:
-    """Lower bounds of ``f_y - f_t`` over the eps-box with the given lower slopes (any in
-    [0, 1] are sound), in the model's dtype, each the larger of the linear and the interval
-    bound: (batch, C-1). With ``verify_above`` (a float or one value per sample), margins whose
-    interval bound already exceeds it keep that bound: deciding ``min bound > verify_above``
-    needs only the others' linear bounds."""
-    dtype = next(model.parameters()).dtype
-    net, center, radius, box = _interval_pass(model, x.to(dtype), eps, bn_stats)
-    bounds = margins_from_pass(model[-1], box, y)
-    weight_diff, bias_diff = margin_spec(model[-1], y)
-    if verify_above is None:
-        todo = torch.ones_like(bounds, dtype=torch.bool)
-    else:
-        above = torch.as_tensor(verify_above, dtype=dtype, device=bounds.device)
-        todo = bounds <= above.expand(len(bounds))[:, None]
-    width = int(todo.sum(dim=1).max()) if len(bounds) else 0
-    if width == 0:
-        return bounds
-    # Per sample, the margins to refine first (padded with others, which are refined in vain).
-    which = todo.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
-    every = torch.arange(len(bounds), device=bounds.device)[:, None]
-    weight_diff = weight_diff[every, which]
-    bias_diff = bias_diff[every, which] if isinstance(bias_diff, Tensor) else bias_diff
-    slopes = {index: s[every, which].to(dtype).clamp(0.0, 1.0) for index, s in slopes.items()}
-    step = max(1, MEMORY_BUDGET // _sample_bytes(net, width, center.element_size()))
-    linear = torch.cat(
-        [
-            _margin_pass(
-                _subset(net, rows),
-                center[rows],
-                radius[rows],
-                weight_diff[rows],
-                bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff,
-                {index: s[rows] for index, s in slopes.items()},
-            )
-            for rows in torch.arange(len(x), device=x.device).split(step)
-        ]
-    )
-    return bounds.scatter(1, which, torch.maximum(bounds[every, which], linear))
 
 
 def alpha_margin_bounds(
@@ -251,6 +233,6 @@ def alpha_margin_bounds(
     bn_stats: BatchStats | None = None,
 ) -> Tensor:
     """The ``alpha-crown-ibp`` bounds at ``eps``: slopes optimized at ``eps`` itself, then
-    ``slope_margin_bounds`` in the model's dtype: (batch, C-1)."""
-    slopes = optimize_slopes(model, x, y, eps, bn_stats=bn_stats)
-    return slope_margin_bounds(model, x, y, eps, slopes, bn_stats=bn_stats)
+    the linear bounds with them in the model's dtype: (batch, C-1)."""
+    slopes = optimize_slopes(model, x, y, eps, bn_stats=bn_stats).slopes
+    return linear_margin_bounds(model, x, y, eps, bn_stats=bn_stats, slopes=slopes)

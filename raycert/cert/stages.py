@@ -67,19 +67,26 @@ def stage_up(
     tol: Tensor,
     max_iter: int,
     n: int,
+    *,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``bracket_stage`` for a verifier that mostly lifts an earlier radius a little (a linear one
     after IBP), by stepping up from ``lo`` rather than bracketing all of ``[lo, hi]``.
 
     The first probe is ``lo + tol``: where ``g`` fails there, it cannot lift the radius by more
     than ``tol`` (bar a crossing further up, which linear bounds rarely have) and ``lo`` stands.
+    ``start`` (eps in ``(lo, hi]`` and ``g`` there, known already) replaces that probe: where
+    ``g`` fails there, the bracket ``[lo, eps]`` is shrunk.
     Then each step goes to the root of the secant through the last two verified points (the
     bound loosens ever faster with eps, so this root usually lies just past the crossing), at
     least doubling the step and at most ``hi``, until a step fails; ``shrink`` then shrinks
     the bracket between the last verified point and the failed one. Same contract as
     ``bracket_stage``: what it returns above ``lo`` was verified by ``g``."""
-    first = torch.minimum(lo + tol, hi)
-    g_first = g(rows, first)
+    if start is None:
+        first = torch.minimum(lo + tol, hi)
+        g_first = g(rows, first)
+    else:
+        first, g_first = (t.to(lo.dtype) for t in start)
     found, g_found = lo.clone(), g_lo.clone()
     up = torch.nonzero(g_first > 0).flatten()  # where ``first`` failed, ``lo`` is within tol
     # ``b`` is verified and ``a`` below it; the second probe lies STEP_UP of ``lo`` above ``b``
@@ -89,6 +96,9 @@ def stage_up(
     g_a = torch.full_like(g_b, math.inf)  # no secant yet
     scale = STEP_UP * torch.where(lo > 0, lo, hi)[up]
     open_: list[tuple[Tensor, ...]] = []  # brackets: (which, verified end, g, failed end, g)
+    if start is not None:
+        down = torch.nonzero(g_first <= 0).flatten()
+        open_.append((down, lo[down], g_lo[down], first[down], g_first[down]))
     for _ in range(max_iter):
         top = b >= hi[up]
         found[up[top]], g_found[up[top]] = b[top], g_b[top]
@@ -112,6 +122,14 @@ def stage_up(
             g, rows[which], b_lo, b_g, b_hi, b_ghi, tol[which], max_iter, n, probes_per_round(rows)
         )
     return found, g_found
+
+
+def free_start(eps: Tensor, bounds: Tensor, clean_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """A probe of ``fast_margin_fn`` already paid for: eps and the margin ``bounds`` there (from
+    ``raycert.cert.slopes.optimize_slopes``, in the probes' dtype), as ``stage_up``'s ``start``:
+    their lowest, less the same ``FAST_GUARD``."""
+    guard = (FAST_GUARD * clean_logits.abs().amax(dim=1)).to(bounds.dtype)
+    return eps, bounds.min(dim=1).values - guard
 
 
 def probes_per_round(rows: Tensor) -> int:

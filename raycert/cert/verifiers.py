@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats, margin_lower_bounds
-from raycert.cert.linear import linear_decision, linear_margin_bounds
-from raycert.cert.slopes import Slopes, alpha_margin_bounds, slope_margin_bounds, stage_slopes
+from raycert.cert.linear import Slopes, linear_decision, linear_margin_bounds
+from raycert.cert.slopes import alpha_margin_bounds, stage_slopes
 from raycert.errors import UserError
 
 ALPHA = "alpha-crown-ibp"
@@ -97,8 +97,8 @@ def claimed_bounds(
     (``raycert.cert.slopes.stage_slopes``); the other verifiers' are their own bounds."""
     if verifier != ALPHA:
         return margin_bounds(model, x, y, radius, verifier)
-    slopes = stage_slopes(model, x, y, below, cap, tol)
-    return slope_margin_bounds(model, x, y, radius, slopes)
+    slopes = stage_slopes(model, x, y, below, cap, tol).slopes
+    return linear_margin_bounds(model, x, y, radius, slopes=slopes)
 
 
 def min_margin(
@@ -111,23 +111,28 @@ def min_margin(
     *,
     bn_stats: BatchStats | None = None,
     slopes: Slopes | None = None,
+    slope_rows: Tensor | None = None,
 ) -> Tensor:
     """The radius search's value per sample: above ``verify_above`` exactly when every margin
-    bound of ``verifier`` is. IBP's and ``alpha-crown-ibp``'s (with the given ``slopes``, else
-    slopes optimized at ``eps``) is the lowest margin bound; CROWN-IBP's and CROWN's is
-    ``raycert.cert.linear.linear_decision`` (it refines only what the decision needs). Every
+    bound of ``verifier`` is. IBP's (and ``alpha-crown-ibp``'s without ``slopes``: optimized at
+    ``eps`` itself) is the lowest margin bound; the linear verifiers' is
+    ``raycert.cert.linear.linear_decision`` (it refines only what the decision needs), with
+    ``alpha-crown-ibp``'s given ``slopes`` (sample ``i``'s at row ``slope_rows[i]``). Every
     bound pass of a radius search goes through here (the benchmarks count its calls)."""
     if verifier == "ibp":
         return margin_lower_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
-    if verifier == ALPHA:
-        if slopes is None:
-            return alpha_margin_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
-        bounds = slope_margin_bounds(
-            model, x, y, eps, slopes, bn_stats=bn_stats, verify_above=verify_above
-        )
-        return bounds.min(dim=1).values
+    if verifier == ALPHA and slopes is None:
+        return alpha_margin_bounds(model, x, y, eps, bn_stats=bn_stats).min(dim=1).values
     return linear_decision(
-        model, x, y, eps, verify_above, intermediate=LINEAR[verifier], bn_stats=bn_stats
+        model,
+        x,
+        y,
+        eps,
+        verify_above,
+        intermediate=LINEAR[verifier],
+        bn_stats=bn_stats,
+        slopes=slopes,
+        slope_rows=slope_rows,
     )
 
 
@@ -151,11 +156,16 @@ def margin_fn(
 
     def g(rows: Tensor, eps: Tensor) -> Tensor:
         below = 0.0 if threshold is None else threshold[rows]
-        chosen = None
-        if position is not None:
-            chosen = {index: s[position[rows]] for index, s in per_layer.items()}
         lowest = min_margin(
-            model, x[rows], y[rows], eps, verifier, below, bn_stats=bn_stats, slopes=chosen
+            model,
+            x[rows],
+            y[rows],
+            eps,
+            verifier,
+            below,
+            bn_stats=bn_stats,
+            slopes=None if position is None else per_layer,
+            slope_rows=None if position is None else position[rows],
         )
         return lowest if threshold is None else lowest - threshold[rows]
 
