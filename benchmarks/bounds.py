@@ -8,6 +8,8 @@
     of the cap under IBP vs the default and the tightest cascade (optimized slopes). Goals: a
     cascade certifies >= 3 points of the cap more than IBP on a high-kappa ACERT model, at
     <= 3x IBP's certification time.
+(f) a backward pass's map through a model's first Conv2d (into the image's channels): the
+    kernel ``raycert.cert.linear`` uses on a CPU (PyTorch's own) / conv_transpose2d's (oneDNN)
 
     python benchmarks/bounds.py [--data-dir DIR] [--repeats 5] [--runs NAME=RUN_DIR ...]
 
@@ -20,10 +22,14 @@ the small CNN runs on real MNIST after a short IBP training, so its radii spread
 from __future__ import annotations
 
 import argparse
+import copy
 import timeit
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 
+import raycert.cert.linear as linear_module
 import raycert.cert.verifiers as verifiers_module
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify, summarize
@@ -165,6 +171,30 @@ def certification(
             )
 
 
+def first_layer_transpose(repeats: int) -> None:
+    """(f): both kernels on the first Conv2d of cnn_small (MNIST) and of cnn7 (CIFAR-10), for
+    the backward rows of 64 samples with every margin refined."""
+    for name, dataset, rows in (("cnn_small", "mnist", 64 * 9), ("cnn7", "cifar10", 8 * 9)):
+        info = dataset_info(dataset)
+        model = build_model(name, info.shape, 10, info.mean, info.std)
+        conv = next(m for m in model if isinstance(m, torch.nn.Conv2d))
+        with torch.no_grad():
+            shape = conv(torch.zeros(1, *info.shape)).shape[1:]
+        for dtype in (torch.float32, torch.float64):
+            layer = copy.deepcopy(conv).to(dtype)
+            coeffs = torch.randn(1, rows, *shape, dtype=dtype)
+            ours = best_time(
+                partial(linear_module._conv_transpose, layer, coeffs, info.shape), repeats
+            )
+            kernel = partial(F.conv_transpose2d, coeffs[0], layer.weight, None)
+            onednn = best_time(partial(kernel, conv.stride, conv.padding), repeats)
+            print(
+                f"(f) {name:<9} first Conv2d, {rows} rows, {str(dtype)[6:]}: "
+                f"{ours * 1e3:6.2f} ms vs conv_transpose2d {onednn * 1e3:6.2f} ms "
+                f"(x{ours / onednn:.2f})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -187,6 +217,7 @@ def main() -> None:
     if args.skip_speed:
         return
     torch.manual_seed(0)
+    first_layer_transpose(args.repeats)
 
     cifar = dataset_info("cifar10")
     cnn7 = build_model("cnn7", cifar.shape, 10, cifar.mean, cifar.std)
