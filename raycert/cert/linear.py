@@ -171,9 +171,10 @@ def _relu_back(
         low_slope = torch.where(unstable, (upper > -lower).to(coeffs.dtype), active)[:, None]
     else:
         low_slope = torch.where(unstable[:, None], slope, active[:, None])
-    positive, negative = coeffs.clamp(min=0), coeffs.clamp(max=0)
-    bias = bias + (negative * up_shift[:, None]).flatten(2).sum(-1)
-    return positive * low_slope + negative * up_slope[:, None], bias
+    negative = coeffs.clamp(max=0)
+    bias = bias + torch.einsum("bri,bi->br", negative.flatten(2), up_shift.flatten(1))
+    # Positive coefficients take the lower line, the others the upper one.
+    return coeffs * torch.where(coeffs > 0, low_slope, up_slope[:, None]), bias
 
 
 def _backward(

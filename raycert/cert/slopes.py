@@ -36,9 +36,9 @@ from raycert.cert.linear import (
     linear_margin_bounds,
 )
 
-STEPS = 5  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
-MARGINS = 2  # per sample, the lowest margins whose slopes are optimized
-LR = 0.5  # Adam's step size on slopes in [0, 1]
+STEPS = 4  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
+MARGINS = 3  # per sample, the lowest margins whose slopes are optimized
+LR = 0.3  # Adam's step size on slopes in [0, 1]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 OPTIMIZE_DTYPE = torch.float32  # float64 models optimize on a copy in this dtype
 # A cascade's alpha stage optimizes each sample's slopes once, at this multiple of the radius
@@ -150,29 +150,35 @@ def _ascend(
     """Adam on the slopes of one chunk of samples. Each sample's ``margins`` lowest margins
     under CROWN's adaptive slopes are optimized, each to the slopes of its best bound; the
     other margins keep the adaptive slopes (they are the margins a radius seldom hinges on).
-    Margins whose ``interval`` bound is above 0 hold no radius back and get no backward row.
-    Returns the slopes and the margin bounds with them (``Optimized.bounds``)."""
-    batch, count = weight_diff.shape[:2]
+    Margins whose ``interval`` bound is above 0 hold no radius back: they get no backward row
+    and are not optimized. Returns the slopes and the margin bounds with them
+    (``Optimized.bounds``)."""
+    count = weight_diff.shape[1]
     adaptive: Slopes = {}
     for index, (lower, upper) in net.relu_bounds.items():
         line = (upper > -lower).to(center.dtype)[:, None]
         adaptive[index] = line.expand(-1, count, *lower.shape[1:]).clone()
+    failing = interval <= 0
     bounds = interval.clone()
-    _refine(net, center, radius, weight_diff, bias_diff, interval <= 0, bounds)
-    pick = bounds.argsort(dim=1)[:, : min(margins, count)]  # (batch, k) the lowest margins
-    weight_diff = weight_diff.gather(1, pick[:, :, None].expand(-1, -1, weight_diff.shape[2]))
-    if isinstance(bias_diff, Tensor):
-        bias_diff = bias_diff.gather(1, pick)
-    every = torch.arange(batch, device=pick.device)[:, None]
-    slopes = {index: s[every, pick].requires_grad_() for index, s in adaptive.items()}
+    _refine(net, center, radius, weight_diff, bias_diff, failing, bounds)
+    # One row per optimized (sample, margin): each sample's lowest failing margins.
+    lowest = torch.where(failing, bounds, math.inf).argsort(dim=1)[:, : min(margins, count)]
+    keep = failing.gather(1, lowest)
+    sample = torch.arange(len(bounds), device=bounds.device)[:, None].expand_as(lowest)[keep]
+    margin = lowest[keep]
+    part = _subset(net, sample)
+    center, radius = center[sample], radius[sample]
+    weight_diff = weight_diff[sample, margin][:, None]
+    bias_diff = bias_diff[sample, margin][:, None] if isinstance(bias_diff, Tensor) else bias_diff
+    slopes = {index: s[sample, margin][:, None].requires_grad_() for index, s in adaptive.items()}
     best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
-    best = torch.full(pick.shape, -math.inf, dtype=center.dtype, device=center.device)
+    best = torch.full((len(sample), 1), -math.inf, dtype=center.dtype, device=center.device)
     # Adam by hand, as torch.optim.Adam computes it: constructing that optimizer imports
     # torch._dynamo, about 3 s of a fresh ``raycert certify`` process.
     moments = {index: (torch.zeros_like(s), torch.zeros_like(s)) for index, s in slopes.items()}
     for step in range(steps + 1):
         with torch.enable_grad():
-            bound = _margin_pass(net, center, radius, weight_diff, bias_diff, slopes)
+            bound = _margin_pass(part, center, radius, weight_diff, bias_diff, slopes)
             loss = -bound.sum()
         with torch.no_grad():
             better = bound > best
@@ -187,8 +193,8 @@ def _ascend(
             for (index, s), grad in zip(slopes.items(), grads, strict=True):
                 _adam_step(s, grad, *moments[index], step + 1, lr)
     for index, s in adaptive.items():
-        s[every, pick] = best_slopes[index]
-    bounds[every, pick] = torch.maximum(bounds[every, pick], best.detach())
+        s[sample, margin] = best_slopes[index][:, 0]
+    bounds[sample, margin] = torch.maximum(bounds[sample, margin], best[:, 0].detach())
     return adaptive, bounds
 
 

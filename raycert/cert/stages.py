@@ -76,7 +76,7 @@ def stage_up(
     The first probe is ``lo + tol``: where ``g`` fails there, it cannot lift the radius by more
     than ``tol`` (bar a crossing further up, which linear bounds rarely have) and ``lo`` stands.
     ``start`` (eps in ``(lo, hi]`` and ``g`` there, known already) replaces that probe: where
-    ``g`` fails there, the bracket ``[lo, eps]`` is shrunk.
+    ``g`` fails there, the bracket ``[lo, eps]`` is shrunk from its midpoint.
     Then each step goes to the root of the secant through the last two verified points (the
     bound loosens ever faster with eps, so this root usually lies just past the crossing), at
     least doubling the step and at most ``hi``, until a step fails; ``shrink`` then shrinks
@@ -96,9 +96,9 @@ def stage_up(
     g_a = torch.full_like(g_b, math.inf)  # no secant yet
     scale = STEP_UP * torch.where(lo > 0, lo, hi)[up]
     open_: list[tuple[Tensor, ...]] = []  # brackets: (which, verified end, g, failed end, g)
-    if start is not None:
+    if start is not None:  # ``g`` at ``lo`` is this verifier's, unknown: the first probe halves
         down = torch.nonzero(g_first <= 0).flatten()
-        open_.append((down, lo[down], g_lo[down], first[down], g_first[down]))
+        open_.append((down, lo[down], -g_first[down], first[down], g_first[down]))
     for _ in range(max_iter):
         top = b >= hi[up]
         found[up[top]], g_found[up[top]] = b[top], g_b[top]
