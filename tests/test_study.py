@@ -162,10 +162,10 @@ def test_a_smoke_study_chooses_certifies_and_copies_each_winner(smoke_study):
         }
         radii = pd.read_csv(chosen / "test_radii.csv")
         head = ["index", "label", "prediction", "radius", "correct", "verifier"]
-        assert list(radii.columns) == [*head, "radius_ibp", "radius_crown-ibp"]
+        assert list(radii.columns) == [*head, "radius_ibp", "radius_alpha-crown-ibp"]
         # The cascade's radius is at least IBP's, and the verifier that proved it is named.
         assert (radii["radius"] >= radii["radius_ibp"]).all()
-        assert set(radii.loc[radii["radius"] > 0, "verifier"]) <= {"ibp", "crown-ibp"}
+        assert set(radii.loc[radii["radius"] > 0, "verifier"]) <= {"ibp", "alpha-crown-ibp"}
         test = load("synthetic", "test")
         assert len(radii) == len(test) and (radii["label"] == test.labels.numpy()).all()
         correct = radii["correct"].astype(bool)
