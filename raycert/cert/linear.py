@@ -61,7 +61,7 @@ from raycert.cert.models import Normalize
 
 # Largest backward coefficient tensor (bytes) held at once; bigger passes run in chunks.
 MEMORY_BUDGET = 256 * 2**20
-FEW_CHANNELS = 3  # a Conv2d with at most this many input channels maps back without oneDNN
+FEW_CHANNELS = 3  # float32 Conv2d with at most this many inputs maps back without oneDNN
 
 Bounds = tuple[Tensor, Tensor]  # (lower, upper) of a ReLU's input, shape (batch, *neurons)
 Slopes = dict[int, Tensor]  # lower slopes per ReLU layer index: (batch, C-1, *neurons) in [0, 1]
@@ -127,9 +127,11 @@ def _conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> T
         size = (flat.shape[2 + dim] - 1) * layer.stride[dim] - 2 * layer.padding[dim]
         size += layer.dilation[dim] * (layer.kernel_size[dim] - 1) + 1
         out_pad.append(in_shape[1 + dim] - size)
-    if flat.device.type == "cpu" and in_shape[0] <= FEW_CHANNELS and layer.groups == 1:
-        # Into an image's few channels, PyTorch's own kernel ran 1.5-3.4x faster in float32 on
-        # a CPU than the oneDNN one conv_transpose2d picks (which is far faster into many).
+    cpu32 = flat.device.type == "cpu" and flat.dtype == torch.float32
+    if cpu32 and in_shape[0] <= FEW_CHANNELS and layer.groups == 1:
+        # Into an image's few channels, PyTorch's own kernel ran up to 3x faster in float32 on
+        # a CPU than the oneDNN one conv_transpose2d picks, which is far faster into many
+        # channels, and as fast in float64 (benchmarks/bounds.py (f)).
         back = torch.ops.aten.slow_conv_transpose2d(
             flat,
             layer.weight,

@@ -6,8 +6,9 @@ sound for *any* slopes; alpha-CROWN (Xu et al., 2021) picks them per sample, mar
 gradient ascent on the bound. Here the ReLUs' input bounds stay interval bounds, as in
 CROWN-IBP (CROWN's tighter ones bought nothing measurable on trained MNIST models at many times
 the cost), and only the margins' backward pass is optimized: ``STEPS`` Adam steps from CROWN's
-adaptive slopes on each sample's ``MARGINS`` lowest margins (the ones its radius hinges on),
-keeping for each the slopes of its best bound; the other margins keep the adaptive slopes.
+adaptive slopes on each sample's ``MARGINS`` lowest margins among those its interval bound
+fails (the ones its radius hinges on), keeping for each the slopes of its best bound; the other
+margins keep the adaptive slopes.
 
 Guarantee: the slopes only choose *which* sound bound is computed. A float64 model's slopes are
 optimized on a float32 copy, and the bound that certifies is computed with them in the model's
@@ -92,10 +93,10 @@ def optimize_slopes(
 ) -> Optimized:
     """Lower slopes that raise the margin bounds of ``alpha-crown-ibp`` at ``eps`` (a float or
     one radius per sample, pixel units), found on a ``OPTIMIZE_DTYPE`` copy of a float64 model.
-    Per sample, its ``margins`` lowest margins get the slopes of their best bound over the steps
-    (the first: CROWN's adaptive ones), the others the adaptive ones; all in ``OPTIMIZE_DTYPE``,
-    (batch, C-1, *neurons) per ReLU. They are a guide for ``linear_margin_bounds``, never a
-    bound; so are the bounds returned beside them."""
+    Per sample, its ``margins`` lowest margins among those the interval bound fails at ``eps``
+    get the slopes of their best bound over the steps (the first: CROWN's adaptive ones), the
+    others the adaptive ones; all in ``OPTIMIZE_DTYPE``, (batch, C-1, *neurons) per ReLU. They
+    are a guide for ``linear_margin_bounds``, never a bound; so are the bounds beside them."""
     dtype = next(model.parameters()).dtype
     if dtype == torch.float64:
         model = copy.deepcopy(model).to(OPTIMIZE_DTYPE)

@@ -75,8 +75,10 @@ def stage_up(
 
     The first probe is ``lo + tol``: where ``g`` fails there, it cannot lift the radius by more
     than ``tol`` (bar a crossing further up, which linear bounds rarely have) and ``lo`` stands.
-    ``start`` (eps in ``(lo, hi]`` and ``g`` there, known already) replaces that probe: where
-    ``g`` fails there, the bracket ``[lo, eps]`` is shrunk from its midpoint.
+    ``start`` (eps in ``(lo, hi]`` and a value of ``g`` there known already) replaces that
+    probe: where it fails, the bracket ``[lo, eps]`` is shrunk from its midpoint. Its value is
+    not probed again, so a start that is a guide, not ``g``'s own value, needs a caller that
+    verifies the radius returned, as ``confirmed_stage`` does.
     Then each step goes to the root of the secant through the last two verified points (the
     bound loosens ever faster with eps, so this root usually lies just past the crossing), at
     least doubling the step and at most ``hi``, until a step fails; ``shrink`` then shrinks
@@ -88,7 +90,7 @@ def stage_up(
     else:
         first, g_first = (t.to(lo.dtype) for t in start)
     found, g_found = lo.clone(), g_lo.clone()
-    up = torch.nonzero(g_first > 0).flatten()  # where ``first`` failed, ``lo`` is within tol
+    up = torch.nonzero(g_first > 0).flatten()  # where ``lo + tol`` failed, ``lo`` is within tol
     # ``b`` is verified and ``a`` below it; the second probe lies STEP_UP of ``lo`` above ``b``
     # (of ``hi`` where ``lo`` is 0), as no secant through ``lo`` is to be trusted: at ``lo`` the
     # earlier verifier's value, at ``first`` this one's (``linear_decision`` jumps there).
