@@ -15,6 +15,7 @@ import pytest
 from helpers import copy_study, metadata_cell
 from studyfiles import MET_TARGET, SEARCH_SPACE, TARGETS, write_journal, write_study
 
+from raycert.cert.verifiers import DEFAULT_VERIFIER, parse_verifier
 from raycert.errors import UserError
 from raycert.report.figures import (
     cert_acc_curve,
@@ -208,7 +209,8 @@ def test_report_of_a_real_tiny_study(ray_local, tmp_path: Path):
         assert curve_area(eps, accuracy) == pytest.approx(chosen.result.test["acr"], rel=1e-12)
         # PGD's empirical radius bounds the certified one from above, sample by sample.
         csv = pd.read_csv(study_dir / chosen.result.run_dir / "test_radii.csv")
-        assert list(csv.columns[-3:]) == ["radius_ibp", "radius_crown-ibp", "pgd_radius"]
+        stages = [f"radius_{name}" for name in parse_verifier(DEFAULT_VERIFIER)]
+        assert list(csv.columns[-3:]) == [*stages, "pgd_radius"]
         assert (csv["pgd_radius"] >= csv["radius"]).all()
         assert (csv.loc[csv["correct"] == 1, "pgd_radius"] > 0).all()
         assert set(chosen.result.test) >= {"pgd_acc@0.05", "cert_acc@0.05"}
