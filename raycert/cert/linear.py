@@ -421,8 +421,11 @@ def _refine(
     ``slope_rows[i]``) where given: one backward row per marked (sample, margin), in
     memory-sized chunks, so no row is spent on a margin that needs none."""
     sample, margin = torch.nonzero(which, as_tuple=True)
+    # Per row: its coefficients (twice the widest layer, as a layer maps them), and the ReLU
+    # bounds and slopes gathered for it.
     widest = max(math.prod(s) for s in net.shapes)
-    step = _chunk(len(sample), 2 * widest * center.element_size())
+    relus = sum(math.prod(lower.shape[1:]) for lower, _ in net.relu_bounds.values())
+    step = _chunk(len(sample), (2 * widest + 3 * relus) * center.element_size())
     for part in torch.arange(len(sample), device=sample.device).split(step):
         rows, pick = sample[part], margin[part]
         coeffs = weight_diff[rows, pick][:, None]
