@@ -94,7 +94,7 @@ def certify_command(
         typer.Option(
             help="ibp, crown-ibp, crown, alpha-crown-ibp (after another), or a cascade like "
             "ibp+crown-ibp (about 1.5x the time of ibp); the default is the tightest, about "
-            "2-3x."
+            "3x."
         ),
     ] = "ibp+alpha-crown-ibp",
     attack: Annotated[
