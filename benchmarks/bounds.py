@@ -9,7 +9,7 @@
     cascade certifies >= 3 points of the cap more than IBP on a high-kappa ACERT model, at
     <= 3x IBP's certification time.
 (f) a backward pass's map through a model's first Conv2d (into the image's channels): the
-    kernel ``raycert.cert.linear`` uses on a CPU (PyTorch's own) / conv_transpose2d's (oneDNN)
+    kernel ``raycert.cert.backward`` uses on a CPU (PyTorch's own) / conv_transpose2d's (oneDNN)
 
     python benchmarks/bounds.py [--data-dir DIR] [--repeats 5] [--runs NAME=RUN_DIR ...]
 
@@ -29,8 +29,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-import raycert.cert.linear as linear_module
 import raycert.cert.verifiers as verifiers_module
+from raycert.cert.backward import conv_transpose
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes
@@ -183,9 +183,7 @@ def first_layer_transpose(repeats: int) -> None:
         for dtype in (torch.float32, torch.float64):
             layer = copy.deepcopy(conv).to(dtype)
             coeffs = torch.randn(1, rows, *shape, dtype=dtype)
-            ours = best_time(
-                partial(linear_module._conv_transpose, layer, coeffs, info.shape), repeats
-            )
+            ours = best_time(partial(conv_transpose, layer, coeffs, info.shape), repeats)
             kernel = partial(F.conv_transpose2d, coeffs[0], layer.weight, None)
             onednn = best_time(partial(kernel, conv.stride, conv.padding), repeats)
             print(

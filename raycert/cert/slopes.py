@@ -24,18 +24,17 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
-from raycert.cert.linear import (
+from raycert.cert.backward import (
     MEMORY_BUDGET,
+    Network,
     Slopes,
-    _backward,
-    _concretize,
-    _interval_pass,
-    _Network,
-    _refine,
-    _subset,
-    linear_margin_bounds,
+    backward,
+    concretize,
+    interval_pass,
+    subset,
 )
+from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
+from raycert.cert.linear import linear_margin_bounds, refine_margins
 
 STEPS = 4  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
 MARGINS = 3  # per sample, the lowest margins whose slopes are optimized
@@ -58,7 +57,7 @@ class Optimized(NamedTuple):
 
 
 def _margin_pass(
-    net: _Network,
+    net: Network,
     center: Tensor,
     radius: Tensor,
     weight_diff: Tensor,
@@ -71,11 +70,11 @@ def _margin_pass(
         if isinstance(bias_diff, Tensor)
         else weight_diff.new_zeros(weight_diff.shape[:2])
     )
-    coeffs, bias = _backward(net, len(net.layers), weight_diff, bias, slopes)
-    return _concretize(coeffs, bias, center, radius)
+    coeffs, bias = backward(net, len(net.layers), weight_diff, bias, slopes)
+    return concretize(coeffs, bias, center, radius)
 
 
-def _sample_bytes(net: _Network, rows: int, itemsize: int) -> int:
+def _sample_bytes(net: Network, rows: int, itemsize: int) -> int:
     """Memory of ``rows`` backward rows of one sample through every layer."""
     return rows * sum(math.prod(s) for s in net.shapes) * itemsize
 
@@ -106,7 +105,7 @@ def optimize_slopes(
             bn_stats = {
                 i: (m.to(OPTIMIZE_DTYPE), v.to(OPTIMIZE_DTYPE)) for i, (m, v) in bn_stats.items()
             }
-    net, center, radius, box = _interval_pass(model, x, eps, bn_stats)
+    net, center, radius, box = interval_pass(model, x, eps, bn_stats)
     interval = margins_from_pass(model[-1], box, y).detach()
     weight_diff, bias_diff = margin_spec(model[-1], y)
     weight_diff = weight_diff.detach()
@@ -121,7 +120,7 @@ def optimize_slopes(
         part_bias = bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff
         parts.append(
             _ascend(
-                _subset(net, rows),
+                subset(net, rows),
                 center[rows],
                 radius[rows],
                 weight_diff[rows],
@@ -138,7 +137,7 @@ def optimize_slopes(
 
 
 def _ascend(
-    net: _Network,
+    net: Network,
     center: Tensor,
     radius: Tensor,
     weight_diff: Tensor,
@@ -161,13 +160,13 @@ def _ascend(
         adaptive[index] = line.expand(-1, count, *lower.shape[1:]).clone()
     failing = interval <= 0
     bounds = interval.clone()
-    _refine(net, center, radius, weight_diff, bias_diff, failing, bounds)
+    refine_margins(net, center, radius, weight_diff, bias_diff, failing, bounds)
     # One row per optimized (sample, margin): each sample's lowest failing margins.
     lowest = torch.where(failing, bounds, math.inf).argsort(dim=1)[:, : min(margins, count)]
     keep = failing.gather(1, lowest)
     sample = torch.arange(len(bounds), device=bounds.device)[:, None].expand_as(lowest)[keep]
     margin = lowest[keep]
-    part = _subset(net, sample)
+    part = subset(net, sample)
     center, radius = center[sample], radius[sample]
     weight_diff = weight_diff[sample, margin][:, None]
     bias_diff = bias_diff[sample, margin][:, None] if isinstance(bias_diff, Tensor) else bias_diff

@@ -16,8 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from raycert.cert.backward import Slopes
 from raycert.cert.bounds import BatchStats, margin_lower_bounds
-from raycert.cert.linear import Slopes, linear_decision, linear_margin_bounds
+from raycert.cert.linear import linear_decision, linear_margin_bounds
 from raycert.cert.slopes import alpha_margin_bounds, stage_slopes
 from raycert.errors import UserError
 
