@@ -193,6 +193,20 @@ def test_optimized_slopes_beat_crown_ibp_where_optimized_and_leave_the_model_alo
     assert torch.equal(guide[~refined], interval[~refined])
 
 
+def test_slopes_where_the_interval_bound_verifies_every_margin():
+    """Nothing to optimize (a float32 copy can verify what float64 did not): no backward row
+    runs, even into an image's one channel, and the bounds are the interval ones."""
+    torch.manual_seed(0)
+    net = build_model("cnn_small", (1, 28, 28), 10, (0.1307,), (0.3081,)).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+        optimized = optimize_slopes(net, x, y, 0.0)
+        interval = margin_bounds(net, x, y, 0.0, "ibp")
+    assert (interval > 0).all()
+    assert torch.equal(optimized.bounds, interval)
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn_small"])
 def test_crown_runs_on_the_mnist_architectures(name):
     torch.manual_seed(0)
