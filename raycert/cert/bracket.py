@@ -3,9 +3,12 @@
 The search brackets the crossing of ``g(eps) = min_t LB_t(eps)`` between a verified ``lo`` and
 an unverified ``hi`` and returns ``lo``: a radius is a certificate, never an interpolated root.
 The bracket shrinks by the Illinois variant of false position (``g`` is piecewise linear in
-eps, so it usually lands next to the crossing in one or two steps), with two safeguards: a probe
-is kept at least ``tol / 2`` inside the bracket, so a probe next to the crossing closes it from
-the other side, and a step that fails to halve the bracket over two rounds is a bisection.
+eps, so it usually lands next to the crossing in one or two steps); after a step that moved the
+lower end, by the secant through the two last verified points instead (``g`` steepens with
+eps, so the chord to a far upper end lands short of the crossing, where the secant of nearby
+points does not). Two safeguards: a probe is kept at least ``tol / 2`` inside the bracket, so a
+probe next to the crossing closes it from the other side, and a step that fails to halve the
+bracket over two rounds, other than a secant step, is a bisection.
 Samples whose bracket is closed leave the batch; the room they free goes to the rest, each
 probed at several radii in one pass (a k-section grid beside the false-position estimate), so
 the few slow brackets that decide a search's length close in fewer rounds.
@@ -71,6 +74,10 @@ def shrink(
     side = torch.zeros(len(idx), dtype=torch.int8, device=idx.device)  # +1 lo moved, -1 hi
     width_before = torch.full_like(lo, math.inf)  # bracket width two rounds ago
     width_last = torch.full_like(lo, math.inf)  # bracket width one round ago
+    # ``g`` itself (never Illinois-halved) at ``lo`` and at the lower end before it, where
+    # this search probed them (NaN where not): the secant through them.
+    g_own = torch.full_like(lo, math.nan)
+    lo_before, g_before = torch.full_like(lo, math.nan), torch.full_like(lo, math.nan)
 
     for _ in range(max_iter):
         live = (hi - lo) > tol
@@ -82,9 +89,15 @@ def shrink(
                 t[live] for t in (idx, pos, lo, hi, g_lo, g_hi, side, tol)
             )
             width_before, width_last = width_before[live], width_last[live]
+            g_own, lo_before, g_before = g_own[live], lo_before[live], g_before[live]
         width = hi - lo
         estimate = lo + width * g_lo / (g_lo - g_hi)
-        stalled = width > width_before / 2
+        # After a step up, the secant through the last two verified points: near the crossing
+        # ``g`` is close to linear, and the chord to ``hi`` bends towards a steeper far end.
+        secant = lo + g_own * (lo - lo_before) / (g_before - g_own)
+        extrapolate = (side == 1) & (g_before > g_own) & (secant > lo) & (secant < hi)
+        estimate = torch.where(extrapolate, secant, estimate)
+        stalled = (width > width_before / 2) & ~extrapolate
         estimate = torch.where(stalled | ~torch.isfinite(estimate), lo + width / 2, estimate)
         estimate = torch.minimum(torch.maximum(estimate, lo + tol / 2), hi - tol / 2)
         # Room left in the batch goes to the stragglers: k probes each, one pass, no more
@@ -106,7 +119,11 @@ def shrink(
         # Illinois: an end that survives two rounds in a row has its value halved.
         g_hi = torch.where(moved_lo & ~moved_hi & (side == 1), g_hi / 2, g_hi)
         g_lo = torch.where(moved_hi & ~moved_lo & (side == -1), g_lo / 2, g_lo)
-        g_lo = torch.where(moved_lo, values.gather(1, best.indices[:, None]).squeeze(1), g_lo)
+        g_new = values.gather(1, best.indices[:, None]).squeeze(1)
+        lo_before = torch.where(moved_lo, lo, lo_before)
+        g_before = torch.where(moved_lo, g_own, g_before)
+        g_own = torch.where(moved_lo, g_new, g_own)
+        g_lo = torch.where(moved_lo, g_new, g_lo)
         g_hi = torch.where(moved_hi, values.gather(1, first.indices[:, None]).squeeze(1), g_hi)
         lo, hi = new_lo, torch.where(moved_hi, first.values, hi)
         side = (moved_lo & ~moved_hi).to(torch.int8) - (moved_hi & ~moved_lo).to(torch.int8)
