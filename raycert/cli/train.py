@@ -93,8 +93,7 @@ def certify_command(
         str,
         typer.Option(
             help="ibp, crown-ibp, crown, alpha-crown-ibp (after another), or a cascade like "
-            "ibp+crown-ibp (about 1.5x the time of ibp); the default is the tightest, about "
-            "3x."
+            "ibp+crown-ibp (about 1.5x the time of ibp); the default is the tightest, 2-3x."
         ),
     ] = "ibp+alpha-crown-ibp",
     attack: Annotated[
