@@ -92,8 +92,8 @@ def shrink(
             g_own, lo_before, g_before = g_own[live], lo_before[live], g_before[live]
         width = hi - lo
         estimate = lo + width * g_lo / (g_lo - g_hi)
-        # After a step up, the secant through the last two verified points: near the crossing
-        # ``g`` is close to linear, and the chord to ``hi`` bends towards a steeper far end.
+        # After the lower end moved, the secant through the last two verified points: near the
+        # crossing ``g`` is close to linear, and the chord to ``hi`` bends to a steeper far end.
         secant = lo + g_own * (lo - lo_before) / (g_before - g_own)
         extrapolate = (side == 1) & (g_before > g_own) & (secant > lo) & (secant < hi)
         estimate = torch.where(extrapolate, secant, estimate)
