@@ -104,6 +104,16 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         (PRESET + 'max_eps = "2/0"\n' + KAPPA, ["presets.smoke.max_eps: cannot read eps"]),
         (PRESET + 'dataset = "mnist"\n' + KAPPA, ["is for 'mnist', not 'synthetic'"]),
         (PRESET, ["has no [search] table"]),
+        (
+            PRESET + KAPPA + "[study.smoke]\nstarts = [{ lr = 1e-3 }]\n",
+            ["study.smoke.starts[0].lr is not searched ([search] holds kappa)"],
+        ),
+        (
+            PRESET + KAPPA + "[study.smoke]\nstarts = [{ kappa = 0.9 }]\n",
+            ["study.smoke.starts[0].kappa = 0.9 is outside [search.kappa]"],
+        ),
+        (PRESET + KAPPA + "[study.smoke]\nstarts = [{}]\n", ["starts[0] changes nothing"]),
+        (PRESET + KAPPA + "[study.smoke]\nstarts = [{ kappa = 'x' }]\n", ["starts[0].kappa: "]),
         ("[presets.smoke\n", ["cannot read"]),
     ],
 )
@@ -137,3 +147,18 @@ def test_a_baseline_study_names_its_sampler_and_skips_the_recipe(tmp_path):
     assert (spec.sampler, spec.recipe_first) == ("random", False)
     default = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA))
     assert (default.sampler, default.recipe_first) == ("tpe", True)
+
+
+def test_starts_follow_the_recipe_as_the_recipe_with_their_fields_changed(tmp_path):
+    eps = '[search.max_eps]\ntype = "float"\nlow = "1/255"\nhigh = "8/255"\n'
+    study = '[study.smoke]\nstarts = [{ max_eps = "2/255" }, { kappa = 0.5, max_eps = 0.01 }]\n'
+    path = write(tmp_path, PRESET + 'max_eps = "4/255"\n' + KAPPA + eps + study)
+    spec = load_study_spec("synthetic", "smoke", path)
+    assert spec.known_points == [
+        {"kappa": 0.0, "max_eps": 4 / 255},
+        {"kappa": 0.0, "max_eps": 2 / 255},  # read by the field's rule: pixel units
+        {"kappa": 0.5, "max_eps": 0.01},
+    ]
+    baseline = study + "recipe_first = false\n"
+    path = write(tmp_path, PRESET + 'max_eps = "4/255"\n' + KAPPA + eps + baseline)
+    assert load_study_spec("synthetic", "smoke", path).known_points == []

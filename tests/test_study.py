@@ -224,6 +224,14 @@ def test_a_study_without_recipe_first_samples_trial_0(ray_local, tmp_path):
     assert len(trials) == 4 and trials[0].params["kappa"] != 0.0  # the recipe's kappa is 0
 
 
+def test_the_specs_starts_are_tried_after_the_recipe(ray_local, tmp_path):
+    spec = toy_spec(tmp_path, study="[study.smoke]\nstarts = [{ kappa = 0.5 }]\n")
+    request = toy_request(tmp_path, "starts", (0.8,), trials=3, spec=spec)
+    result = run_study(request, trainable=toy, progress=False)
+    trials = journal_study(Path(result.study_dir), "starts").trials
+    assert len(trials) == 3 and [t.params["kappa"] for t in trials[:2]] == [0.0, 0.5]
+
+
 def method_toy(config: dict) -> None:
     """``toy`` where IBP trades 0.1 of accuracy for 0.1 more ACR than ACERT."""
     x, ibp = config["kappa"], config["method"] == "ibp"

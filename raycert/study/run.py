@@ -284,8 +284,8 @@ def _tuner(
         eta=spec.eta,
         epochs=spec.base.epochs,
         val_size=_val_size(spec),
-        # Trial 0: the preset's own configuration (at the top rung).
-        points_to_evaluate=[spec.recipe] if spec.recipe and spec.recipe_first else None,
+        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
+        points_to_evaluate=spec.known_points or None,
     )
     scheduler = None
     if spec.asha:

@@ -48,8 +48,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
     ``rungs`` (increasing fidelities ending at 1) and ``eta`` set the multi-fidelity search;
     a trial's config then carries its ``fidelity``. ``epochs`` is the full run's length (to
     judge what fits the budget) and ``val_size`` the validation images behind a trial's
-    accuracy (its noise margin when promoting). The first trial of ``points_to_evaluate`` (the
-    recipe) runs at the top rung.
+    accuracy (its noise margin when promoting). The trials of ``points_to_evaluate`` (the
+    recipe and the spec's starts) run at the top rung.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
         promotion = None if waiting else self._promotion()
         if promotion is not None and not self._fits(promotion[1]):
             promotion = None  # too long for what is left: explore at the lowest rung instead
-        fidelity = self._rungs[-1] if waiting else self._rungs[0]  # waiting: the recipe
+        fidelity = self._rungs[-1] if waiting else self._rungs[0]  # waiting: a known point
         if promotion is not None:
             run, fidelity = promotion
             attrs = {PROMOTED_FROM: run.number, FIDELITY: fidelity}

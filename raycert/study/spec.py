@@ -11,8 +11,10 @@ table and key with its rule:
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
   before ASHA may stop a trial), ``rungs`` and ``eta`` (multi-fidelity search over the run's
-  length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline) and
-  ``recipe_first`` (default true: trial 0 is the preset's own configuration).
+  length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline),
+  ``recipe_first`` (default true: trial 0 is the preset's own configuration) and ``starts``
+  (known-good configurations tried next, each the recipe with some searched fields changed:
+  ``starts = [{ max_eps = 0.2 }]``).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
@@ -68,6 +70,10 @@ class FloatParam(BaseModel):
     low: FieldValue
     high: FieldValue
 
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` lies in the range."""
+        return self.low <= value <= self.high
+
     @model_validator(mode="after")
     def _a_range(self) -> FloatParam:
         if not self.low < self.high:
@@ -92,6 +98,10 @@ class IntParam(BaseModel):
     high: Annotated[int, AfterValidator(_as_field_value)]
     step: int = Field(1, ge=1)
 
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` lies in the range (steps aside: a recipe may sit between)."""
+        return self.low <= value <= self.high
+
     @model_validator(mode="after")
     def _a_range(self) -> IntParam:
         if not self.low < self.high:
@@ -107,6 +117,10 @@ class CategoricalParam(BaseModel):
     name: str
     type: Literal["categorical"]
     choices: Annotated[tuple[FieldValue, ...], Field(strict=False, min_length=1)]
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is one of the choices."""
+        return value in self.choices
 
 
 SearchParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
@@ -158,7 +172,9 @@ class PresetStudy(BaseModel):
     whichever comes first), its own targets, whether ASHA stops weak trials after
     ``grace_period`` epochs, the ``rungs`` of a multi-fidelity search and its ``eta`` (a rung's
     best ``1/eta`` are re-run at the next), the Optuna ``sampler`` (``random`` is a baseline),
-    and whether the preset's recipe is tried first (``recipe_first``)."""
+    whether the preset's recipe is tried first (``recipe_first``), and the known-good
+    ``starts`` tried after it (each a few searched fields changed from the recipe, checked
+    against ``[search]`` by ``SpecFile``; none without ``recipe_first``)."""
 
     model_config = STRICT
 
@@ -171,6 +187,7 @@ class PresetStudy(BaseModel):
     eta: int = Field(3, ge=2)
     sampler: Literal["tpe", "random"] = "tpe"
     recipe_first: bool = True
+    starts: Annotated[tuple[dict[str, Any], ...], Field(strict=False)] = ()
 
     @model_validator(mode="after")
     def _one_kind_of_early_stop(self) -> PresetStudy:
@@ -227,6 +244,27 @@ class SpecFile(BaseModel):
             if isinstance(table, dict) and "name" in table:
                 raise ValueError(f"[search.{key}] has unknown key 'name': the table's name is it")
         return {k: {**t, "name": k} if isinstance(t, dict) else t for k, t in search.items()}
+
+    @model_validator(mode="after")
+    def _starts_lie_in_the_search_space(self) -> SpecFile:
+        for preset in PRESETS:
+            for number, start in enumerate(getattr(self.study, preset).starts):
+                where = f"study.{preset}.starts[{number}]"
+                if not start:
+                    raise ValueError(f"{where} changes nothing: name a searched field")
+                for key, value in start.items():
+                    if key not in self.search:
+                        searched = ", ".join(self.search) or "none"
+                        raise ValueError(
+                            f"{where}.{key} is not searched ([search] holds {searched})"
+                        )
+                    try:
+                        start[key] = TrainConfig.check_value(key, value)
+                    except ValueError as exc:
+                        raise ValueError(f"{where}.{key}: {exc}") from None
+                    if not self.search[key].holds(start[key]):
+                        raise ValueError(f"{where}.{key} = {value!r} is outside [search.{key}]")
+        return self
 
 
 def spec_file(dataset: str, spec_path: str | Path | None = None) -> Path:
@@ -289,21 +327,27 @@ class StudySpec:
     eta: int = 3
     sampler: str = "tpe"
     recipe_first: bool = True
+    starts: tuple[dict[str, Any], ...] = ()
 
     @property
     def recipe(self) -> dict[str, Any]:
         """The preset's value of each searched field that the search space holds (inside a
         range, or one of the choices); a field whose preset value lies outside is sampled."""
-        recipe = {}
-        for param in self.params:
-            value = getattr(self.base, param.name)
-            if param.type == "categorical":
-                inside = value in param.choices
-            else:
-                inside = param.low <= value <= param.high
-            if inside:
-                recipe[param.name] = value
-        return recipe
+        return {
+            param.name: getattr(self.base, param.name)
+            for param in self.params
+            if param.holds(getattr(self.base, param.name))
+        }
+
+    @property
+    def known_points(self) -> list[dict[str, Any]]:
+        """What the study tries first, in order (Optuna's enqueued trials): the recipe, then
+        each start (the recipe with the start's fields changed); none without
+        ``recipe_first``. Fields in none of them are sampled."""
+        if not self.recipe_first:
+            return []
+        points = [self.recipe, *({**self.recipe, **start} for start in self.starts)]
+        return [point for point in points if point]
 
 
 def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = None) -> StudySpec:
@@ -339,6 +383,7 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
         eta=settings.eta,
         sampler=settings.sampler,
         recipe_first=settings.recipe_first,
+        starts=settings.starts,
     )
 
 
