@@ -7,7 +7,8 @@
 Every strategy is one ``run_study`` of the MNIST quick preset's search space, ACERT, targets
 0.95 and 0.9, at the same wall-clock ``--budget`` (the old quick study has its own length):
 
-- ``raycert``: the quick preset as shipped (the recipe as trial 0, then TPE);
+- ``raycert``: the quick preset as shipped (the recipe as trial 0, its ``starts`` next, then
+  TPE);
 - ``rungs``: the same with a multi-fidelity search over the run's length: new configurations
   train a third of the run (4 of 12 epochs, the schedule's shape kept), the best third of
   those are re-run whole;
