@@ -115,7 +115,7 @@ def test_a_study_through_address_runs_trials_on_both_nodes(two_nodes, tmp_path):
     args += ["--address", address, "--storage", str(tmp_path), "--name", "cluster"]
     result = subprocess.run(
         [sys.executable, "-m", "raycert.cli", "study", *args, "--min-acc", "0.8"],
-        cwd=REPO,
+        cwd=tmp_path,  # its report (reports/cluster.html) stays out of the checkout
         env={**env, "COLUMNS": "200"},
         capture_output=True,
         text=True,

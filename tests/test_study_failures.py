@@ -127,6 +127,7 @@ def run_cli_with(monkeypatch, trainable, *args: str):
 def test_a_study_where_no_trial_completed_exits_1_with_the_first_error(
     ray_local, tmp_path, monkeypatch
 ):
+    monkeypatch.chdir(tmp_path)  # the report (reports/nothing.html) stays out of the checkout
     request = toy_request(tmp_path, "nothing", (0.8,), trials=2)
     args = ["synthetic", "--preset", "smoke", "--trials", "2", "--min-acc", "0.8"]
     args += ["--storage", request.storage, "--name", "nothing", "--spec", request.spec]
@@ -141,6 +142,7 @@ def test_a_study_where_no_trial_completed_exits_1_with_the_first_error(
 
 
 def test_partial_failures_exit_0_and_say_how_many_and_why(ray_local, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report (reports/partial.html) stays out of the checkout
     request = toy_request(tmp_path, "partial", (0.8,), trials=8)
     args = ["synthetic", "--preset", "smoke", "--trials", "8", "--min-acc", "0.8"]
     args += ["--storage", request.storage, "--name", "partial", "--spec", request.spec]
