@@ -20,7 +20,8 @@ optimizes the slopes through it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,41 @@ class Network:
     shapes: list[torch.Size]  # input shape of each hidden layer (no batch), then its output
     affine: dict[int, tuple[Tensor, Tensor]]  # (scale, shift) of Normalize and BatchNorm layers
     relu_bounds: dict[int, Bounds]  # input bounds of each ReLU, by layer index
+    # (weight, bias) of a Conv2d or Linear with the BatchNorm after it folded in; that
+    # BatchNorm's index is in ``folded`` and the backward pass steps over it.
+    weights: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    folded: frozenset[int] = frozenset()
+    # Each ReLU's relaxation, with the bounds it was computed from (``relaxation``).
+    relaxed: dict[int, tuple[Bounds, Relaxation]] = field(default_factory=dict, repr=False)
+
+    def relaxation(self, index: int) -> Relaxation:
+        """The relaxation of the ReLU at ``index`` for its current bounds, computed once: a
+        slope optimization runs several passes over the same bounds."""
+        bounds = self.relu_bounds[index]
+        known = self.relaxed.get(index)
+        if known is None or known[0] is not bounds:
+            known = (bounds, relax(*bounds))
+            self.relaxed[index] = known
+        return known[1]
+
+
+class Relaxation(NamedTuple):
+    """The lines of a ReLU whose input lies in [lower, upper], per neuron (batch, *neurons)."""
+
+    up_slope: Tensor  # the upper line's slope: the chord's, 1 if active, 0 if inactive
+    up_shift: Tensor  # its intercept: nonzero for unstable neurons only
+    unstable: Tensor  # lower < 0 < upper
+    adaptive: Tensor  # CROWN's lower slope: 1 where upper > -lower (active ones too), else 0
+
+
+def relax(lower: Tensor, upper: Tensor) -> Relaxation:
+    """The ReLU's lines over [lower, upper]. With l = min(lower, 0) and u = max(upper, 0), the
+    upper line u (z - l) / (u - l) is the chord of an unstable neuron, the identity of an active
+    one (l = 0) and zero of an inactive one (u = 0); a neuron fixed at 0 gets the zero line."""
+    low_end, up_end = lower.clamp(max=0), upper.clamp(min=0)
+    up_slope = up_end / (up_end - low_end).clamp(min=torch.finfo(lower.dtype).tiny)
+    unstable = (lower < 0) & (upper > 0)
+    return Relaxation(up_slope, -up_slope * low_end, unstable, (up_end > -low_end).to(lower.dtype))
 
 
 def layer_shapes(layers: list[nn.Module], x: Tensor) -> list[torch.Size]:
@@ -70,16 +106,29 @@ def layer_shapes(layers: list[nn.Module], x: Tensor) -> list[torch.Size]:
 
 
 def network(model: nn.Sequential, x: Tensor, stats: BatchStats) -> Network:
+    """The hidden layers of ``model`` for backward passes over batch ``x``: affine maps read
+    from Normalize and BatchNorm (``stats`` for train-mode ones), and each BatchNorm right after
+    a Conv2d or Linear folded into its weights, which saves the backward rows a pass over it."""
     layers = list(model[:-1])
     shapes = layer_shapes(layers, x)
     affine: dict[int, tuple[Tensor, Tensor]] = {}
+    weights: dict[int, tuple[Tensor, Tensor]] = {}
     for index, layer in enumerate(layers):
         probe = x.new_zeros(1, *shapes[index])
         if isinstance(layer, BATCHNORM):
-            affine[index] = batchnorm_affine(layer, probe, stats.get(index))
+            scale, shift = batchnorm_affine(layer, probe, stats.get(index))
+            before = layers[index - 1] if index else None
+            if isinstance(before, nn.Conv2d | nn.Linear):
+                scale, shift = scale.flatten(), shift.flatten()
+                weight = before.weight * scale.view(-1, *[1] * (before.weight.dim() - 1))
+                bias = shift if before.bias is None else before.bias * scale + shift
+                weights[index - 1] = (weight, bias)
+            else:
+                affine[index] = (scale, shift)
         elif isinstance(layer, Normalize):
             affine[index] = (1 / layer.std, -layer.mean / layer.std)
-    return Network(layers, shapes, affine, {})
+    folded = frozenset(index + 1 for index in weights)
+    return Network(layers, shapes, affine, {}, weights, folded)
 
 
 def by_autograd(fn: Callable[[Tensor], Tensor], coeffs: Tensor, in_shape: torch.Size) -> Tensor:
@@ -95,10 +144,14 @@ def by_autograd(fn: Callable[[Tensor], Tensor], coeffs: Tensor, in_shape: torch.
     return grad.view(*rows, *in_shape)
 
 
-def conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> Tensor:
-    """``coeffs`` (batch, rows, C_out, H_out, W_out) mapped back through the conv's weights."""
+def conv_transpose(
+    layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size, weight: Tensor | None = None
+) -> Tensor:
+    """``coeffs`` (batch, rows, C_out, H_out, W_out) mapped back through the conv's weights
+    (``weight`` in their place where given: the BatchNorm after it folded in)."""
+    weight = layer.weight if weight is None else weight
     if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-        return by_autograd(lambda z: layer._conv_forward(z, layer.weight, None), coeffs, in_shape)
+        return by_autograd(lambda z: layer._conv_forward(z, weight, None), coeffs, in_shape)
     rows = coeffs.shape[:2]
     flat = coeffs.reshape(rows.numel(), *coeffs.shape[2:])
     out_pad = []
@@ -114,7 +167,7 @@ def conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> Te
         # which conv_transpose2d maps to none.
         back = torch.ops.aten.slow_conv_transpose2d(
             flat,
-            layer.weight,
+            weight,
             list(layer.kernel_size),
             None,
             list(layer.stride),
@@ -125,7 +178,7 @@ def conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> Te
     else:
         back = F.conv_transpose2d(
             flat,
-            layer.weight,
+            weight,
             None,
             layer.stride,
             layer.padding,
@@ -137,26 +190,21 @@ def conv_transpose(layer: nn.Conv2d, coeffs: Tensor, in_shape: torch.Size) -> Te
 
 
 def relu_back(
-    coeffs: Tensor, bias: Tensor, bounds: Bounds, slope: Tensor | None = None
+    coeffs: Tensor, bias: Tensor, relaxation: Relaxation, slope: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Relax a ReLU for a lower bound of ``coeffs @ relu(z) + bias`` given ``z`` in bounds.
+    """Relax a ReLU for a lower bound of ``coeffs @ relu(z) + bias`` given its ``relaxation``.
 
     ``slope`` (batch, rows, *neurons), values in [0, 1], sets the lower lines of unstable
     neurons per row (``raycert.cert.slopes``); without it, CROWN's adaptive 0 or 1."""
-    lower, upper = bounds
-    unstable = (lower < 0) & (upper > 0)
-    active = (lower >= 0).to(coeffs.dtype)
-    width = torch.where(unstable, upper - lower, torch.ones_like(upper))
-    up_slope = torch.where(unstable, upper / width, active)
-    up_shift = torch.where(unstable, -upper * lower / width, torch.zeros_like(upper))
+    up_slope = relaxation.up_slope[:, None]
     if slope is None:
-        low_slope = torch.where(unstable, (upper > -lower).to(coeffs.dtype), active)[:, None]
-    else:
-        low_slope = torch.where(unstable[:, None], slope, active[:, None])
+        low_slope = relaxation.adaptive[:, None]
+    else:  # stable neurons are exact: their lower line is the upper one
+        low_slope = torch.where(relaxation.unstable[:, None], slope, up_slope)
     negative = coeffs.clamp(max=0)
-    bias = bias + torch.einsum("bri,bi->br", negative.flatten(2), up_shift.flatten(1))
+    bias = bias + torch.einsum("bri,bi->br", negative.flatten(2), relaxation.up_shift.flatten(1))
     # Positive coefficients take the lower line, the others the upper one.
-    return coeffs * torch.where(coeffs > 0, low_slope, up_slope[:, None]), bias
+    return coeffs * torch.where(coeffs > 0, low_slope, up_slope), bias
 
 
 def backward(
@@ -170,22 +218,26 @@ def backward(
     the ReLUs' lower ``slopes`` by layer index where given."""
     for index in reversed(range(stop)):
         layer, in_shape = net.layers[index], net.shapes[index]
+        if index in net.folded:
+            continue
         if isinstance(layer, nn.ReLU):
             slope = None if slopes is None else slopes[index]
-            coeffs, bias = relu_back(coeffs, bias, net.relu_bounds[index], slope)
+            coeffs, bias = relu_back(coeffs, bias, net.relaxation(index), slope)
         elif index in net.affine:
             scale, shift = net.affine[index]
             shift = shift.expand(1, *in_shape)[0]
             bias = bias + (coeffs * shift).flatten(2).sum(-1)
             coeffs = coeffs * scale.expand(1, *in_shape)[0]
-        elif isinstance(layer, nn.Linear):
-            if layer.bias is not None:
-                bias = bias + coeffs @ layer.bias
-            coeffs = coeffs @ layer.weight
-        elif isinstance(layer, nn.Conv2d):
-            if layer.bias is not None:
-                bias = bias + torch.einsum("brchw,c->br", coeffs, layer.bias)
-            coeffs = conv_transpose(layer, coeffs, in_shape)
+        elif isinstance(layer, nn.Linear | nn.Conv2d):
+            weight, layer_bias = net.weights.get(index, (layer.weight, layer.bias))
+            if isinstance(layer, nn.Linear):
+                if layer_bias is not None:
+                    bias = bias + coeffs @ layer_bias
+                coeffs = coeffs @ weight
+            else:
+                if layer_bias is not None:
+                    bias = bias + torch.einsum("brchw,c->br", coeffs, layer_bias)
+                coeffs = conv_transpose(layer, coeffs, in_shape, weight)
         elif isinstance(layer, nn.Flatten):
             coeffs = coeffs.reshape(*coeffs.shape[:2], *in_shape)
         else:  # AvgPool2d
@@ -224,7 +276,15 @@ def interval_pass(
     return net, center, radius, box
 
 
-def subset(net: Network, rows: Tensor) -> Network:
+def subset(net: Network, rows: Tensor | slice) -> Network:
     """The network with the ReLU bounds of batch ``rows`` only."""
     bounds = {i: (lo[rows], up[rows]) for i, (lo, up) in net.relu_bounds.items()}
-    return Network(net.layers, net.shapes, net.affine, bounds)
+    return Network(net.layers, net.shapes, net.affine, bounds, net.weights, net.folded)
+
+
+def every_or(rows: Tensor, count: int) -> Tensor | slice:
+    """``rows`` as an index into ``count`` batch rows: ``slice(None)`` where it is all of them
+    in order (the common case of a search pass), so indexing takes views, not copies."""
+    if len(rows) == count and torch.equal(rows, torch.arange(count, device=rows.device)):
+        return slice(None)
+    return rows

@@ -40,6 +40,7 @@ from raycert.cert.backward import (
     backward,
     chunk,
     concretize,
+    every_or,
     interval_pass,
     layer_shapes,
     subset,
@@ -181,6 +182,7 @@ def _linear_bounds(
     chosen = torch.nonzero(todo.any(dim=1)).flatten()  # samples with a margin to refine
     if len(chosen) == 0:
         return bounds, bounds.min(dim=1).values
+    chosen = every_or(chosen, len(bounds))
     net, center, radius = subset(net, chosen), center[chosen], radius[chosen]
     if intermediate == "crown":
         for index in sorted(net.relu_bounds):
@@ -189,7 +191,8 @@ def _linear_bounds(
     weight_diff, bias_diff = margin_spec(last, y[chosen])
     refined, todo = bounds[chosen], todo[chosen]
     if slopes is not None:
-        slope_rows = chosen if slope_rows is None else slope_rows[chosen]
+        everyone = torch.arange(len(bounds), device=bounds.device)
+        slope_rows = (everyone if slope_rows is None else slope_rows)[chosen]
     if verify_above is None:  # every margin
         refine_margins(
             net, center, radius, weight_diff, bias_diff, todo, refined, slopes, slope_rows
@@ -238,6 +241,7 @@ def refine_margins(
     for part in torch.arange(len(sample), device=sample.device).split(step):
         rows, pick = sample[part], margin[part]
         coeffs = weight_diff[rows, pick][:, None]
+        batch_rows = every_or(rows, len(center))  # per-sample tensors: views where it can
         if isinstance(bias_diff, Tensor):
             bias = bias_diff[rows, pick][:, None]
         else:
@@ -248,8 +252,8 @@ def refine_margins(
                 index: s[slope_rows[rows], pick][:, None].to(center.dtype).clamp(0.0, 1.0)
                 for index, s in slopes.items()
             }
-        coeffs, bias = backward(subset(net, rows), len(net.layers), coeffs, bias, chosen)
-        lin = concretize(coeffs, bias, center[rows], radius[rows])[:, 0]
+        coeffs, bias = backward(subset(net, batch_rows), len(net.layers), coeffs, bias, chosen)
+        lin = concretize(coeffs, bias, center[batch_rows], radius[batch_rows])[:, 0]
         refined[rows, pick] = torch.maximum(refined[rows, pick], lin)
 
 

@@ -114,11 +114,16 @@ def optimize_slopes(
     # kept for the gradient, their slopes and Adam's two moments.
     rows_held = weight_diff.shape[1] + 4 * margins
     step = max(1, MEMORY_BUDGET // _sample_bytes(net, rows_held, center.element_size()))
-    parts: list[tuple[Slopes, Tensor]] = []
+    count = weight_diff.shape[1]
+    slopes: Slopes = {
+        index: center.new_empty(len(x), count, *lower.shape[1:])
+        for index, (lower, _) in net.relu_bounds.items()
+    }
+    bounds: list[Tensor] = []
     for start in range(0, max(len(x), 1), step):
-        rows = torch.arange(start, min(start + step, len(x)), device=x.device)
+        rows = slice(start, start + step)  # views: each chunk writes its rows of ``slopes``
         part_bias = bias_diff[rows] if isinstance(bias_diff, Tensor) else bias_diff
-        parts.append(
+        bounds.append(
             _ascend(
                 subset(net, rows),
                 center[rows],
@@ -126,14 +131,14 @@ def optimize_slopes(
                 weight_diff[rows],
                 part_bias,
                 interval[rows],
+                {index: s[rows] for index, s in slopes.items()},
                 steps,
                 lr,
                 margins,
             )
         )
-    slopes = {index: torch.cat([p[0][index] for p in parts]) for index in parts[0][0]}
     eps = torch.as_tensor(eps, dtype=center.dtype, device=x.device).expand(len(x))
-    return Optimized(slopes, eps, torch.cat([p[1] for p in parts]))
+    return Optimized(slopes, eps, torch.cat(bounds))
 
 
 def _ascend(
@@ -143,21 +148,20 @@ def _ascend(
     weight_diff: Tensor,
     bias_diff: Tensor | float,
     interval: Tensor,
+    out: Slopes,
     steps: int,
     lr: float,
     margins: int,
-) -> tuple[Slopes, Tensor]:
+) -> Tensor:
     """Adam on the slopes of one chunk of samples. Each sample's ``margins`` lowest margins
     under CROWN's adaptive slopes are optimized, each to the slopes of its best bound; the
     other margins keep the adaptive slopes (they are the margins a radius seldom hinges on).
     Margins whose ``interval`` bound is above 0 hold no radius back: they get no backward row
-    and are not optimized. Returns the slopes and the margin bounds with them
-    (``Optimized.bounds``)."""
+    and are not optimized. Writes the slopes into ``out`` (views of the batch's) and returns
+    the margin bounds with them (``Optimized.bounds``)."""
     count = weight_diff.shape[1]
-    adaptive: Slopes = {}
     for index, (lower, upper) in net.relu_bounds.items():
-        line = (upper > -lower).to(center.dtype)[:, None]
-        adaptive[index] = line.expand(-1, count, *lower.shape[1:]).clone()
+        out[index].copy_((upper > -lower).to(center.dtype)[:, None].expand_as(out[index]))
     failing = interval <= 0
     bounds = interval.clone()
     refine_margins(net, center, radius, weight_diff, bias_diff, failing, bounds)
@@ -170,7 +174,7 @@ def _ascend(
     center, radius = center[sample], radius[sample]
     weight_diff = weight_diff[sample, margin][:, None]
     bias_diff = bias_diff[sample, margin][:, None] if isinstance(bias_diff, Tensor) else bias_diff
-    slopes = {index: s[sample, margin][:, None].requires_grad_() for index, s in adaptive.items()}
+    slopes = {index: s[sample, margin][:, None].requires_grad_() for index, s in out.items()}
     best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
     best = torch.full((len(sample), 1), -math.inf, dtype=center.dtype, device=center.device)
     # Adam by hand, as torch.optim.Adam computes it: constructing that optimizer imports
@@ -192,10 +196,10 @@ def _ascend(
         with torch.no_grad():
             for (index, s), grad in zip(slopes.items(), grads, strict=True):
                 _adam_step(s, grad, *moments[index], step + 1, lr)
-    for index, s in adaptive.items():
+    for index, s in out.items():
         s[sample, margin] = best_slopes[index][:, 0]
     bounds[sample, margin] = torch.maximum(bounds[sample, margin], best[:, 0].detach())
-    return adaptive, bounds
+    return bounds
 
 
 def _adam_step(
