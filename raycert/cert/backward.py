@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -68,28 +68,34 @@ class Network:
         bounds = self.relu_bounds[index]
         known = self.relaxed.get(index)
         if known is None or known[0] is not bounds:
-            known = (bounds, relax(*bounds))
+            known = (bounds, Relaxation(*bounds))
             self.relaxed[index] = known
         return known[1]
 
 
-class Relaxation(NamedTuple):
-    """The lines of a ReLU whose input lies in [lower, upper], per neuron (batch, *neurons)."""
+class Relaxation:
+    """The lines of a ReLU whose input lies in [lower, upper], per neuron (batch, *neurons).
 
-    up_slope: Tensor  # the upper line's slope: the chord's, 1 if active, 0 if inactive
-    up_shift: Tensor  # its intercept: nonzero for unstable neurons only
-    unstable: Tensor  # lower < 0 < upper
-    adaptive: Tensor  # CROWN's lower slope: 1 where upper > -lower (active ones too), else 0
+    With l = min(lower, 0) and u = max(upper, 0), the upper line u (z - l) / (u - l) is the
+    chord of an unstable neuron, the identity of an active one (l = 0) and zero of an inactive
+    one (u = 0); a neuron fixed at 0 gets the zero line. What a pass does not use (the adaptive
+    lower slopes where slopes are given) is not computed."""
 
+    def __init__(self, lower: Tensor, upper: Tensor) -> None:
+        low_end, up_end = lower.clamp(max=0), upper.clamp(min=0)
+        self.up_slope = up_end / (up_end - low_end).clamp(min=torch.finfo(lower.dtype).tiny)
+        self.up_shift = -self.up_slope * low_end  # > 0 for unstable neurons only
 
-def relax(lower: Tensor, upper: Tensor) -> Relaxation:
-    """The ReLU's lines over [lower, upper]. With l = min(lower, 0) and u = max(upper, 0), the
-    upper line u (z - l) / (u - l) is the chord of an unstable neuron, the identity of an active
-    one (l = 0) and zero of an inactive one (u = 0); a neuron fixed at 0 gets the zero line."""
-    low_end, up_end = lower.clamp(max=0), upper.clamp(min=0)
-    up_slope = up_end / (up_end - low_end).clamp(min=torch.finfo(lower.dtype).tiny)
-    unstable = (lower < 0) & (upper > 0)
-    return Relaxation(up_slope, -up_slope * low_end, unstable, (up_end > -low_end).to(lower.dtype))
+    @cached_property
+    def unstable(self) -> Tensor:
+        """lower < 0 < upper."""
+        return self.up_shift > 0
+
+    @cached_property
+    def adaptive(self) -> Tensor:
+        """CROWN's lower slopes: 1 where u > -l, that is where the chord is steeper than 1/2
+        (active neurons too), else 0."""
+        return (self.up_slope > 0.5).to(self.up_slope.dtype)
 
 
 def layer_shapes(layers: list[nn.Module], x: Tensor) -> list[torch.Size]:
