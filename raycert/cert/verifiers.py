@@ -24,7 +24,7 @@ from raycert.errors import UserError
 
 ALPHA = "alpha-crown-ibp"
 VERIFIERS = ("ibp", "crown-ibp", "crown", ALPHA)
-# The most certified, at 1.8-3.1x IBP's time on MNIST quick models (benchmarks/bounds.py (e)):
+# The most certified, at 1.8-2.8x IBP's time on MNIST quick models (benchmarks/bounds.py (e)):
 # final certification's default.
 TIGHTEST_VERIFIER = f"ibp+{ALPHA}"
 DEFAULT_VERIFIER = TIGHTEST_VERIFIER
