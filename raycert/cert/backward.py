@@ -10,11 +10,12 @@ by the chord ``u (z - l) / (u - l)`` and below by ``alpha z``, with CROWN's adap
 input the box gives ``A center - |A| radius + b`` (``concretize``).
 
 BatchNorm is affine per channel: running statistics in eval mode, or in train mode the clean
-batch's statistics (``bn_stats`` from ``bounds.clean_forward``; computed from ``x`` if missing).
-Conv2d and AvgPool2d map their coefficients back through their transposes (for Conv2d padding
-other than zeros, and for AvgPool2d, by autograd's vector-Jacobian product of the layer without
-bias). ``raycert.cert.linear`` builds CROWN-IBP and CROWN on this; ``raycert.cert.slopes``
-optimizes the slopes through it.
+batch's statistics (``bn_stats`` from ``bounds.clean_forward``; computed from ``x`` if missing),
+folded into the weights of a Conv2d or Linear right before it. Conv2d and AvgPool2d map their
+coefficients back through their transposes (for Conv2d padding other than zeros, and for
+AvgPool2d, by autograd's vector-Jacobian product of the layer without bias).
+``raycert.cert.linear`` builds CROWN-IBP and CROWN on this; ``raycert.cert.slopes`` optimizes
+the slopes through it.
 """
 
 from __future__ import annotations

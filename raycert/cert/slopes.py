@@ -160,8 +160,8 @@ def _ascend(
     and are not optimized. Writes the slopes into ``out`` (views of the batch's) and returns
     the margin bounds with them (``Optimized.bounds``)."""
     count = weight_diff.shape[1]
-    for index, (lower, upper) in net.relu_bounds.items():
-        out[index].copy_((upper > -lower).to(center.dtype)[:, None].expand_as(out[index]))
+    for index, s in out.items():
+        s.copy_(net.relaxation(index).adaptive[:, None].expand_as(s))
     failing = interval <= 0
     bounds = interval.clone()
     refine_margins(net, center, radius, weight_diff, bias_diff, failing, bounds)
