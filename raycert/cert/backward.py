@@ -56,10 +56,9 @@ class Network:
     shapes: list[torch.Size]  # input shape of each hidden layer (no batch), then its output
     affine: dict[int, tuple[Tensor, Tensor]]  # (scale, shift) of Normalize and BatchNorm layers
     relu_bounds: dict[int, Bounds]  # input bounds of each ReLU, by layer index
-    # (weight, bias) of a Conv2d or Linear with the BatchNorm after it folded in; that
-    # BatchNorm's index is in ``folded`` and the backward pass steps over it.
+    # (weight, bias) of a Conv2d or Linear with the BatchNorm after it folded in; a BatchNorm
+    # without ``affine`` entry is such a folded one, and the backward pass steps over it.
     weights: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    folded: frozenset[int] = frozenset()
     # Each ReLU's relaxation, with the bounds it was computed from (``relaxation``).
     relaxed: dict[int, tuple[Bounds, Relaxation]] = field(default_factory=dict, repr=False)
 
@@ -134,8 +133,7 @@ def network(model: nn.Sequential, x: Tensor, stats: BatchStats) -> Network:
                 affine[index] = (scale, shift)
         elif isinstance(layer, Normalize):
             affine[index] = (1 / layer.std, -layer.mean / layer.std)
-    folded = frozenset(index + 1 for index in weights)
-    return Network(layers, shapes, affine, {}, weights, folded)
+    return Network(layers, shapes, affine, {}, weights)
 
 
 def by_autograd(fn: Callable[[Tensor], Tensor], coeffs: Tensor, in_shape: torch.Size) -> Tensor:
@@ -225,11 +223,11 @@ def backward(
     the ReLUs' lower ``slopes`` by layer index where given."""
     for index in reversed(range(stop)):
         layer, in_shape = net.layers[index], net.shapes[index]
-        if index in net.folded:
-            continue
         if isinstance(layer, nn.ReLU):
             slope = None if slopes is None else slopes[index]
             coeffs, bias = relu_back(coeffs, bias, net.relaxation(index), slope)
+        elif isinstance(layer, BATCHNORM) and index not in net.affine:
+            continue  # folded into the Conv2d or Linear before it (``Network.weights``)
         elif index in net.affine:
             scale, shift = net.affine[index]
             shift = shift.expand(1, *in_shape)[0]
@@ -286,7 +284,7 @@ def interval_pass(
 def subset(net: Network, rows: Tensor | slice) -> Network:
     """The network with the ReLU bounds of batch ``rows`` only."""
     bounds = {i: (lo[rows], up[rows]) for i, (lo, up) in net.relu_bounds.items()}
-    return Network(net.layers, net.shapes, net.affine, bounds, net.weights, net.folded)
+    return Network(net.layers, net.shapes, net.affine, bounds, net.weights)
 
 
 def every_or(rows: Tensor, count: int) -> Tensor | slice:

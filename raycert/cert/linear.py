@@ -191,8 +191,9 @@ def _linear_bounds(
     weight_diff, bias_diff = margin_spec(last, y[chosen])
     refined, todo = bounds[chosen], todo[chosen]
     if slopes is not None:
-        everyone = torch.arange(len(bounds), device=bounds.device)
-        slope_rows = (everyone if slope_rows is None else slope_rows)[chosen]
+        if slope_rows is None:  # each sample's own row
+            slope_rows = torch.arange(len(bounds), device=bounds.device)
+        slope_rows = slope_rows[chosen]
     if verify_above is None:  # every margin
         refine_margins(
             net, center, radius, weight_diff, bias_diff, todo, refined, slopes, slope_rows
