@@ -8,13 +8,13 @@ Every strategy is one ``run_study`` of the MNIST quick preset's search space, AC
 0.95 and 0.9, at the same wall-clock ``--budget`` (the old quick study has its own length):
 
 - ``raycert``: the quick preset as shipped (the recipe as trial 0, its ``starts`` next, then
-  TPE);
+  TPE; the budget's end polishes the front, ``raycert.study.polish``);
 - ``rungs``: the same with a multi-fidelity search over the run's length: new configurations
   train a third of the run (4 of 12 epochs, the schedule's shape kept), the best third of
   those are re-run whole;
 - ``tpe``: Ray Tune + Optuna as a user would wire them alone: TPE, every trial at the quick
-  preset's full schedule, no enqueued recipe (the fair anchor);
-- ``random``: random search at that length, no recipe;
+  preset's full schedule, no enqueued recipe, no polishing (the fair anchor);
+- ``random``: random search at that length, no recipe, no polishing;
 - ``old``: the quick study before budgets, for the record: 12 trials of 5 epochs (1 warm-up,
   3 ramp) on 15k images, ``max_eps`` 0.1-0.4, ``kappa`` <= 0.5, ``lr``.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +86,8 @@ def spec_text(strategy: str, budget: str) -> str:
         "old": "trials = 12\nrecipe_first = false\n",
     }[strategy]
     text = text.replace(QUICK_STUDY, f"[study.quick]\n{settings}")
+    if strategy in ("tpe", "random", "old"):  # polishing is raycert's
+        text = re.sub(r"(?m)^polish = .*\n", "", text)
     if strategy == "old":
         quick = text.index("[presets.quick]")
         end = text.index("train_limit = 20000\n", quick) + len("train_limit = 20000\n")

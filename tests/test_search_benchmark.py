@@ -35,6 +35,8 @@ def test_each_strategy_is_a_valid_spec_with_its_settings(
     assert (spec.sampler, spec.recipe_first, spec.budget_s) == (sampler, recipe_first, budget_s)
     assert spec.base.epochs == epochs and {p.name for p in spec.params} == searched
     assert spec.rungs == ((0.333, 1.0) if strategy == "rungs" else (1.0,))
+    ours = strategy in ("raycert", "rungs")
+    assert spec.polish == ({"kappa": 0.95, "lr": 2e-4} if ours else None)
     if strategy == "old":
         assert spec.trials == 12 and spec.base.train_limit == 15000
         assert spec.search_space["kappa"]["high"] == 0.5

@@ -114,6 +114,15 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         ),
         (PRESET + KAPPA + "[study.smoke]\nstarts = [{}]\n", ["starts[0] changes nothing"]),
         (PRESET + KAPPA + "[study.smoke]\nstarts = [{ kappa = 'x' }]\n", ["starts[0].kappa: "]),
+        (
+            PRESET + KAPPA + "[study.smoke]\npolish = { kapa = 0.8 }\n",
+            ["study.smoke.polish: ", "'kapa' is not a field a fine-tuning", "'kappa'"],
+        ),
+        (
+            PRESET + KAPPA + '[study.smoke]\npolish = { model = "cnn7" }\n',
+            ["study.smoke.polish: 'model' is not a field a fine-tuning may change"],
+        ),
+        (PRESET + KAPPA + "[study.smoke]\npolish = { kappa = 2 }\n", ["polish: kappa: "]),
         ("[presets.smoke\n", ["cannot read"]),
     ],
 )
@@ -147,6 +156,13 @@ def test_a_baseline_study_names_its_sampler_and_skips_the_recipe(tmp_path):
     assert (spec.sampler, spec.recipe_first) == ("random", False)
     default = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA))
     assert (default.sampler, default.recipe_first) == ("tpe", True)
+
+
+def test_polish_holds_training_changes_read_by_the_fields_rules(tmp_path):
+    study = '[study.smoke]\npolish = { kappa = 0.8, max_eps = "2/255", epochs = 2 }\n'
+    spec = load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA + study))
+    assert spec.polish == {"kappa": 0.8, "max_eps": 2 / 255, "epochs": 2}
+    assert load_study_spec("synthetic", "smoke", write(tmp_path, PRESET + KAPPA)).polish is None
 
 
 def test_starts_follow_the_recipe_as_the_recipe_with_their_fields_changed(tmp_path):

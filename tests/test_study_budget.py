@@ -1,6 +1,6 @@
 """A study under a wall-clock budget (``--budget``), with the real trainer on synthetic data:
-it ends on time with its results, tries the preset's recipe first, and counts the time spent
-before when it is resumed with a larger budget."""
+it ends on time with its results, tries the preset's recipe first, polishes its front once no
+whole trial fits, and counts the time spent before when it is resumed with a larger budget."""
 
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ import pytest
 from studyruns import journal_study, slow_toy, toy_request, toy_spec
 
 from raycert.study import budget
+from raycert.study.polish import WholeRun, next_parent
 from raycert.study.run import StudyRequest, run_study
 from raycert.study.spec import load_study_spec
+from raycert.training.rundir import load_run
 
 BUDGET_S = 40.0
 
 
 @pytest.fixture(scope="module")
 def budgeted(ray_local, tmp_path_factory) -> tuple[StudyRequest, Path, float]:
-    """A 40-second study of the synthetic smoke preset (its own search space, no trial
-    count): the request, its study folder and the wall time it took."""
+    """A 40-second study of the synthetic smoke preset (its own search space and polish, no
+    trial count): the request, its study folder and the wall time it took."""
     storage = tmp_path_factory.mktemp("runs")
     request = StudyRequest(
         dataset="synthetic",
@@ -72,6 +74,33 @@ def test_each_trials_optuna_state_matches_its_table_status(budgeted):
     expected = {"completed": "COMPLETE", "pruned": "PRUNED"}
     rows = zip(table["number"], table["status"], strict=True)
     assert all(states[number] == expected[status] for number, status in rows)
+
+
+def test_the_budgets_end_polishes_front_runs_once_each_from_their_models(budgeted):
+    _, study_dir, _ = budgeted
+    table = pd.read_csv(study_dir / "trials.csv").set_index("number")
+    polish = table[table["polished_from"].notna()]
+    assert len(polish) >= 1 and (polish["status"] == "completed").all()
+    parents = polish["polished_from"].astype(int)
+    assert parents.is_unique and (parents < polish.index).all()
+    whole = table.loc[parents]
+    assert (whole["status"] == "completed").all() and whole["polished_from"].isna().all()
+    assert polish.index.min() > table[table["polished_from"].isna()].index.max()
+    journal = {t.number: t for t in journal_study(study_dir, "budget").trials}
+    for number, parent in parents.items():
+        assert journal[number].user_attrs["polished_from"] == parent
+        assert journal[number].params == journal[parent].params
+        model, cfg = load_run(polish.loc[number, "run_dir"])
+        parent_model, parent_cfg = load_run(table.loc[parent, "run_dir"])
+        assert (cfg.epochs, cfg.warmup_epochs, cfg.ramp_epochs, cfg.kappa) == (1, 0, 0, 0.5)
+        assert cfg.max_eps == parent_cfg.max_eps and cfg.lr_schedule == "constant"
+        moved = max(
+            (a - b).abs().max().item()
+            for a, b in zip(model.parameters(), parent_model.parameters(), strict=True)
+        )
+        assert moved < 1e-3, f"trial {number} did not start from trial {parent}'s model"
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert meta["polish"] == {"kappa": 0.5, "lr": 1e-4}
 
 
 def test_a_larger_budget_on_resume_counts_the_time_already_spent(budgeted):
@@ -177,3 +206,18 @@ def test_the_clock_judges_a_trial_by_its_length_and_the_reserve_by_the_trials_pr
         assert budget.room_for_another_trial(uri, 4) and not budget.room_for_another_trial(uri, 12)
     finally:
         budget.forget(uri)
+
+
+def whole_run(number: int, clean_acc: float, acr: float) -> WholeRun:
+    return WholeRun(number, clean_acc, acr, {"kappa": number / 10})
+
+
+def test_the_front_is_polished_from_its_robust_end_each_run_once():
+    points = [(0.95, 0.35), (0.97, 0.21), (0.94, 0.30), (0.96, 0.30)]
+    runs = [whole_run(number, *point) for number, point in enumerate(points)]
+    order, polished = [], set()
+    while (parent := next_parent(runs, polished)) is not None:
+        order.append(parent.number)
+        polished.add(parent.number)
+    assert order == [0, 3, 1]  # run 2 is dominated by run 0: never polished
+    assert next_parent([], set()) is None

@@ -20,7 +20,7 @@ from raycert.training.evaluation import resolve_device
 from raycert.training.loop import new_model, train
 from raycert.training.methods import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
 from raycert.training.rundir import load_run
-from raycert.training.schedule import regularizer_weight, scheduled_eps
+from raycert.training.schedule import polished, regularizer_weight, scheduled_eps
 
 TIMING = {"train_seconds", "eval_seconds"}
 
@@ -260,6 +260,27 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
         train(cfg.replace(lr=0.5), tmp_path / "cut", resume=True, device="cpu")
     with pytest.raises(UserError, match="already holds a run"):
         train(cfg, tmp_path / "cut", device="cpu")
+
+
+def test_a_polished_run_fine_tunes_its_parents_model_at_the_full_radius(tmp_path):
+    parent = train(tiny(), tmp_path / "parent", device="cpu")
+    cfg = polished(parent.config, {"kappa": 0.8, "lr": 1e-12})
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.ramp_epochs) == (1, 0, 0)
+    assert (cfg.kappa, cfg.lr_schedule, cfg.max_eps) == (0.8, "constant", 0.05)
+    child = train(cfg, tmp_path / "child", device="cpu", init_from=tmp_path / "parent")
+    assert child.metrics[0]["eps"] == 0.05 and child.metrics[0]["lr"] == 1e-12
+    # Adam moves each weight by about lr per step: the child's weights are its parent's.
+    for (name, x), (_, y) in zip(
+        parent.model.named_parameters(), child.model.named_parameters(), strict=True
+    ):
+        assert torch.allclose(x, y, atol=1e-9), name
+    fresh = train(cfg, device="cpu")  # the same config from the seed's initialization
+    assert not torch.allclose(fresh.model[2].weight, parent.model[2].weight, atol=1e-3)
+    resumed = train(cfg, tmp_path / "child", resume=True, device="cpu", init_from="/nowhere")
+    assert without_timing(resumed.metrics) == without_timing(child.metrics)  # its own run
+    with pytest.raises(UserError) as info:
+        train(cfg.replace(model="cnn_small"), device="cpu", init_from=tmp_path / "parent")
+    assert_one_line_error(info, f"cannot start from the run in {tmp_path / 'parent'}")
 
 
 def test_a_nan_weight_ends_the_run_as_diverged_and_keeps_the_last_good_epoch(tmp_path):

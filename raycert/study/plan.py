@@ -138,6 +138,7 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
         trial_counts={},
         attack=bool(request.attack),
         budget_s=budget_s,
+        polish=spec.polish if budget_s is not None else None,
     )
     return spec, meta
 

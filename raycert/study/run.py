@@ -65,6 +65,7 @@ from raycert.studyfolder import (
     read_meta,
     write_meta,
 )
+from raycert.training.schedule import polished
 from raycert.units import format_duration
 
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # from raycert.study.plan, .outcome
@@ -256,6 +257,7 @@ def _tuner(
             min(targets),
             finished=outcome.finished_runs(store, targets) if restore else {},
             attack=meta.attack,
+            polish=meta.polish or {},
         )
         trainable = tune.with_parameters(train_trial, setup=setup)
     trainable = tune.with_resources(
@@ -284,6 +286,7 @@ def _tuner(
         eta=spec.eta,
         epochs=spec.base.epochs,
         val_size=_val_size(spec),
+        polish_epochs=None if meta.polish is None else polished(spec.base, meta.polish).epochs,
         # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
         points_to_evaluate=spec.known_points or None,
     )

@@ -8,7 +8,9 @@ accuracy into the ACR objective. It also keeps to the study's wall-clock budget
 (``raycert.study.budget``): it starts no trial that would not finish within it. With several
 rungs it runs a multi-fidelity search over the length of the whole run
 (``raycert.study.fidelity``): it decides each new trial's fidelity, and re-runs the best short
-trials longer. It lives in its own importable module because Tune pickles it into the
+trials longer. Once no whole trial fits the budget, it polishes the front's models
+(``raycert.study.polish``) for as long as such short fine-tunings fit. It lives in its own
+importable module because Tune pickles it into the
 experiment state that ``--resume`` restores.
 """
 
@@ -23,6 +25,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from raycert.errors import UserError
 from raycert.study import budget
 from raycert.study.fidelity import (
     PROMOTED_FROM,
@@ -30,9 +33,10 @@ from raycert.study.fidelity import (
     accuracy_margin,
     next_promotion,
 )
+from raycert.study.polish import INIT_FROM, POLISHED_FROM, WholeRun, next_parent
 from raycert.study.spec import SearchParam
 from raycert.study.tune_state import back_up_tune_state
-from raycert.studyfolder import FIDELITY
+from raycert.studyfolder import FIDELITY, StudyDir, read_trials
 from raycert.training.schedule import shortened_epochs
 
 CONSTRAINT_KEY = "min_acc"
@@ -49,7 +53,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
     a trial's config then carries its ``fidelity``. ``epochs`` is the full run's length (to
     judge what fits the budget) and ``val_size`` the validation images behind a trial's
     accuracy (its noise margin when promoting). The trials of ``points_to_evaluate`` (the
-    recipe and the spec's starts) run at the top rung.
+    recipe and the spec's starts) run at the top rung. ``polish_epochs`` (with a budget): once
+    no whole trial fits, polish trials of that many epochs fine-tune the front's runs; their
+    config carries ``polished_from`` and ``init_from``.
     """
 
     def __init__(
@@ -63,12 +69,14 @@ class ConstrainedOptunaSearch(OptunaSearch):
         eta: int = 3,
         epochs: int | None = None,
         val_size: int = 0,
+        polish_epochs: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._cmin, self._cmetric, self._final_key = min_value, constraint_metric, final_key
         self._study_uri = study_uri
         self._rungs, self._eta, self._epochs = tuple(rungs), eta, epochs
+        self._polish_epochs = polish_epochs
         self._margin = accuracy_margin(min_value, val_size) if val_size else 0.0
         metric = self._metric if isinstance(self._metric, list) else [self._metric]
         with warnings.catch_warnings():
@@ -88,7 +96,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
             attrs = {PROMOTED_FROM: run.number, FIDELITY: fidelity}
             self._ot_study.enqueue_trial(run.params, user_attrs=attrs)
         elif not self._fits(fidelity):
-            return Searcher.FINISHED
+            return self._polish(trial_id)
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_trial_id", trial_id)
@@ -97,11 +105,57 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return self._config(trial_id, config)
 
     def _config(self, trial_id: str, config: dict) -> dict:
-        """The trial's config: the sampled parameters, and its fidelity when there are rungs."""
+        """The trial's config: the sampled parameters, its fidelity when there are rungs, and
+        its parent when it is a polish trial."""
+        attrs = self._ot_trials[trial_id].user_attrs
+        if POLISHED_FROM in attrs:
+            config = {**config, POLISHED_FROM: attrs[POLISHED_FROM], INIT_FROM: attrs[INIT_FROM]}
         if len(self._rungs) == 1:
             return config
-        fidelity = self._ot_trials[trial_id].user_attrs.get(FIDELITY, self._rungs[-1])
-        return {**config, FIDELITY: fidelity}
+        return {**config, FIDELITY: attrs.get(FIDELITY, self._rungs[-1])}
+
+    def _polish(self, trial_id: str) -> dict | str | None:
+        """A polish trial of the front's next run if one fits in the budget; ``None`` (ask
+        again) while a whole trial still runs that may need one; else ``FINISHED``."""
+        if self._polish_epochs is None or self._study_uri is None:
+            return Searcher.FINISHED
+        trials = self._ot_study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if any(POLISHED_FROM not in t.user_attrs for t in waiting):
+            return Searcher.FINISHED  # a known point left: Optuna would hand it out first
+        if not budget.room_for_another_trial(self._study_uri, self._polish_epochs):
+            return Searcher.FINISHED
+        if not waiting:  # else a driver killed after enqueueing one: ask that
+            parent = self._next_parent(trials)
+            if parent is None:
+                running = set(self._ot_trials) - set(self._completed_trials)
+                return None if running else Searcher.FINISHED
+            run, location = parent
+            attrs = {POLISHED_FROM: run.number, INIT_FROM: location, FIDELITY: self._rungs[-1]}
+            self._ot_study.enqueue_trial(run.params, user_attrs=attrs)
+        config = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        return self._config(trial_id, config)
+
+    def _next_parent(self, trials: list) -> tuple[WholeRun, str] | None:
+        """The completed whole run to polish next (``polish.next_parent``) and its checkpoint
+        from the trials table; a run whose checkpoint the table lacks is passed over."""
+        polished = {t.user_attrs[POLISHED_FROM] for t in trials if POLISHED_FROM in t.user_attrs}
+        runs = [
+            WholeRun(t.number, t.user_attrs["clean_acc"], t.user_attrs["acr"], t.params)
+            for t in trials
+            if t.state == TrialState.COMPLETE
+            and POLISHED_FROM not in t.user_attrs
+            and {"clean_acc", "acr"} <= t.user_attrs.keys()
+            and math.isclose(t.user_attrs.get(FIDELITY, self._rungs[-1]), self._rungs[-1])
+        ]
+        locations: dict[int, str] | None = None  # read only when a run is due
+        while (run := next_parent(runs, polished)) is not None:
+            locations = locations or _checkpoints(self._study_uri, self._cmin)
+            if run.number in locations:
+                return run, locations[run.number]
+            polished.add(run.number)
+        return None
 
     def _fits(self, fidelity: float) -> bool:
         """Whether a trial at ``fidelity`` started now ends before the budget's search does."""
@@ -160,6 +214,19 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 if self._study_uri is not None:
                     budget.observe(self._study_uri, result)
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _checkpoints(study_uri: str, min_target: float) -> dict[int, str]:
+    """Each finished trial's checkpoint (by number) as the trials table records it."""
+    try:
+        table = read_trials(StudyDir.at(study_uri), [min_target])
+    except UserError:
+        return {}
+    return {
+        int(number): str(run_dir)
+        for number, run_dir in zip(table["number"], table["run_dir"], strict=True)
+        if isinstance(run_dir, str) and run_dir
+    }
 
 
 def distributions(params: tuple[SearchParam, ...]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ table and key with its rule:
   length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline),
   ``recipe_first`` (default true: trial 0 is the preset's own configuration) and ``starts``
   (known-good configurations tried next, each the recipe with some searched fields changed:
-  ``starts = [{ max_eps = 0.2 }]``).
+  ``starts = [{ max_eps = 0.2 }]``) and ``polish`` (once no whole trial fits the budget,
+  fine-tune the front's models with these ``TrainConfig`` changes: ``schedule.polished``).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
@@ -48,6 +49,8 @@ from raycert.validation import STRICT, validation_error
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("smoke", "quick", "paper")
+# A fine-tuning continues its parent's model on its parent's data: these stay the parent's.
+UNPOLISHABLE = ("dataset", "model", "init", "train_limit", "val_limit")
 
 
 def _as_field_value(value: Any, info: ValidationInfo) -> Any:
@@ -172,9 +175,11 @@ class PresetStudy(BaseModel):
     whichever comes first), its own targets, whether ASHA stops weak trials after
     ``grace_period`` epochs, the ``rungs`` of a multi-fidelity search and its ``eta`` (a rung's
     best ``1/eta`` are re-run at the next), the Optuna ``sampler`` (``random`` is a baseline),
-    whether the preset's recipe is tried first (``recipe_first``), and the known-good
-    ``starts`` tried after it (each a few searched fields changed from the recipe, checked
-    against ``[search]`` by ``SpecFile``; none without ``recipe_first``)."""
+    whether the preset's recipe is tried first (``recipe_first``), the known-good ``starts``
+    tried after it (each a few searched fields changed from the recipe, checked against
+    ``[search]`` by ``SpecFile``; none without ``recipe_first``), and ``polish``: the
+    ``TrainConfig`` changes of the fine-tuning trials that spend the end of a budget on the
+    models of the front (``raycert.study.polish``; none without a budget)."""
 
     model_config = STRICT
 
@@ -188,12 +193,30 @@ class PresetStudy(BaseModel):
     sampler: Literal["tpe", "random"] = "tpe"
     recipe_first: bool = True
     starts: Annotated[tuple[dict[str, Any], ...], Field(strict=False)] = ()
+    polish: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_early_stop(self) -> PresetStudy:
         if self.asha and len(self.rungs) > 1:
             raise ValueError("asha and rungs are two ways to spend less on weak trials: pick one")
         return self
+
+    @field_validator("polish")
+    @classmethod
+    def _polish_changes_training(cls, polish: dict[str, Any] | None) -> dict[str, Any] | None:
+        if polish is None:
+            return None
+        fields = [name for name in TrainConfig.model_fields if name not in UNPOLISHABLE]
+        for key, value in polish.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{key!r} is not a field a fine-tuning may change{hint}")
+            try:
+                polish[key] = TrainConfig.check_value(key, value)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return polish
 
 
 class StudyTable(BaseModel):
@@ -328,6 +351,7 @@ class StudySpec:
     sampler: str = "tpe"
     recipe_first: bool = True
     starts: tuple[dict[str, Any], ...] = ()
+    polish: dict[str, Any] | None = None
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -384,6 +408,7 @@ def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = No
         sampler=settings.sampler,
         recipe_first=settings.recipe_first,
         starts=settings.starts,
+        polish=settings.polish,
     )
 
 

@@ -5,7 +5,9 @@ certification (``certify_on_cluster`` launches it as Ray tasks).
 base config and the sampled hyperparameters, trains on the device Ray assigned, and reports
 after every epoch with the run directory as a ``tune.Checkpoint``; a trial Tune restarts (a
 worker crash, ``--resume``) continues from that checkpoint. A config's ``fidelity`` (a
-multi-fidelity study's short trial) shortens the whole run (``schedule.shortened``). Every
+multi-fidelity study's short trial) shortens the whole run (``schedule.shortened``); a polish
+trial's (``init_from``: a finished trial's checkpoint) fine-tunes that trial's model with the
+study's ``polish`` changes (``schedule.polished``, ``raycert.study.polish``). Every
 report carries the metrics the searcher and the scheduler need: ``clean_acc``, ``acr`` and
 ``sched_score`` (ACR when the epoch meets the lowest accuracy target, else minus the
 shortfall), plus ``epochs`` (the run's length), ``final`` (a completed run's last epoch),
@@ -43,12 +45,13 @@ from ray import tune
 from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates
 from raycert.errors import UserError
+from raycert.study.polish import INIT_FROM, POLISHED_FROM
 from raycert.studyfolder import FIDELITY
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
 from raycert.training.rundir import Metrics, read_metrics
-from raycert.training.schedule import shortened
+from raycert.training.schedule import polished, shortened
 
 FINAL_CERT_PROBE = 128  # val images a completed trial certifies as the final test pass would
 
@@ -66,8 +69,9 @@ class FinishedRun:
 class TrialSetup:
     """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the
     absolute data root on the workers, the GPU share per trial, the lowest accuracy target,
-    the runs already over by trial id (see the module note), and whether the chosen models'
-    test certification runs PGD too (``attack``)."""
+    the runs already over by trial id (see the module note), whether the chosen models'
+    test certification runs PGD too (``attack``), and the ``TrainConfig`` changes of a polish
+    trial (``polish``)."""
 
     base: dict[str, Any]
     data_dir: str | None
@@ -75,6 +79,7 @@ class TrialSetup:
     min_target: float
     finished: dict[str, FinishedRun] = field(default_factory=dict)
     attack: bool = False
+    polish: dict[str, Any] = field(default_factory=dict)
 
 
 def pick_device(gpu_fraction: float) -> torch.device:
@@ -97,8 +102,11 @@ def sched_score(metrics: Metrics, min_target: float) -> float:
 
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Ray Tune function trainable: train ``setup.base`` with ``config`` and report each epoch."""
-    params = {k: v for k, v in config.items() if k != FIDELITY}
+    params = {k: v for k, v in config.items() if k not in (FIDELITY, POLISHED_FROM, INIT_FROM)}
     cfg = shortened(TrainConfig.from_dict({**setup.base, **params}), config.get(FIDELITY, 1.0))
+    parent = config.get(INIT_FROM)
+    if parent is not None:
+        cfg = polished(cfg, setup.polish)
     device = pick_device(setup.gpu_fraction)
     extra = {
         "device": device.type,
@@ -125,6 +133,10 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             checkpoint.to_directory(run_dir)
+        init_from = None
+        if parent is not None and checkpoint is None:
+            init_from = Path(tmp) / "parent"
+            tune.Checkpoint(parent).to_directory(init_from)
         result = train(
             cfg,
             run_dir,
@@ -133,6 +145,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             resume=checkpoint is not None,
             callback=report,
             device=str(device),
+            init_from=init_from,
         )
     last = result.metrics[-1] if result.metrics else None
     if result.status == "diverged":

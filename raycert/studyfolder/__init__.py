@@ -62,6 +62,7 @@ from raycert.studyfolder.records import (
     METRIC_COLUMNS,
     PARETO,
     PGD_COLUMN,
+    POLISHED_FROM,
     RADII_COLUMNS,
     STAGE_PREFIX,
     TRIAL_COLUMNS,
@@ -93,6 +94,7 @@ from raycert.studyfolder.trials import (
 
 __all__ = [
     "FIDELITY",
+    "POLISHED_FROM",
     "CHOSEN",
     "JOURNAL",
     "METRIC_COLUMNS",

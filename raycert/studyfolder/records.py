@@ -23,6 +23,7 @@ TRIAL_COLUMNS = ("trial_id", "number", "status", "node", "seconds")
 METRIC_COLUMNS = ("clean_acc", "acr", "acr_cap", "acr_pct", "epoch", "train_seconds", "device")
 PARAM_PREFIX = "param."
 FIDELITY = "fidelity"  # a multi-fidelity study's trial config key: the share of the run trained
+POLISHED_FROM = "polished_from"  # a polish trial's: the number of the trial it fine-tuned
 PARETO = "pareto"
 RADII_COLUMNS = ("radius", "correct")
 STAGE_PREFIX = "radius_"  # test_radii.csv: the radius after each verifier stage of a cascade
@@ -96,7 +97,8 @@ class StudyMeta:
     (``--budget``; ``None``: none), ``spent_s`` the wall time its drivers have run, in seconds.
     ``attack``: the chosen models' test certification also runs PGD (``pgd_acc@<eps>``,
     ``pgd_radius``); false in older studies. ``rungs``: the shares of the preset's run that
-    trials train (``[1.0]``: one length; more: a multi-fidelity study).
+    trials train (``[1.0]``: one length; more: a multi-fidelity study). ``polish``: the
+    ``TrainConfig`` changes of the study's polish trials (``None``: it polishes nothing).
     """
 
     name: str
@@ -128,6 +130,7 @@ class StudyMeta:
     budget_s: float | None = None
     spent_s: float = 0.0
     rungs: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    polish: dict[str, Any] | None = None
 
     def trial_params(self) -> list[str]:
         """The trials table's parameter columns: the searched fields, and in a multi-fidelity
@@ -178,7 +181,8 @@ class TrialRow:
 
     ``params`` are the searched hyperparameters by name (columns ``param.<name>``), ``metrics``
     the last reported val metrics (``METRIC_COLUMNS`` and ``cert_acc@<eps>``), ``run_dir`` the
-    trial's checkpoint (a path or URI), ``seconds`` its wall time.
+    trial's checkpoint (a path or URI), ``seconds`` its wall time. A polish trial's row names
+    the trial whose model it fine-tuned (``polished_from``, a column only where one does).
     """
 
     trial_id: str
@@ -190,6 +194,7 @@ class TrialRow:
     metrics: Metrics
     run_dir: str | None
     error: str | None = None
+    polished_from: int | None = None
 
     def columns(self) -> dict[str, Any]:
         """The row as the table's columns, in their order."""
@@ -197,6 +202,8 @@ class TrialRow:
         row.update({f"{PARAM_PREFIX}{name}": value for name, value in self.params.items()})
         row.update(self.metrics)
         row["error"] = self.error
+        if self.polished_from is not None:
+            row[POLISHED_FROM] = self.polished_from
         row["run_dir"] = self.run_dir
         return row
 
@@ -204,6 +211,7 @@ class TrialRow:
     def from_columns(cls, row: dict[str, Any]) -> TrialRow:
         """A row read back from the table (numpy scalars as Python ones, NaN as None)."""
         metric_keys = [*METRIC_COLUMNS, *(k for k in row if k.startswith("cert_acc@"))]
+        parent = _plain(row.get(POLISHED_FROM))
         return cls(
             trial_id=str(row["trial_id"]),
             number=int(row["number"]),
@@ -214,6 +222,7 @@ class TrialRow:
             metrics=Metrics(**{k: _plain(row[k]) for k in metric_keys if k in row}),
             run_dir=_plain(row.get("run_dir")),
             error=_plain(row.get("error")),
+            polished_from=None if parent is None else int(parent),
         )
 
 

@@ -21,6 +21,7 @@ from raycert.studyfolder.pareto import pareto_mask
 from raycert.studyfolder.records import (
     METRIC_COLUMNS,
     PARETO,
+    POLISHED_FROM,
     TRIAL_COLUMNS,
     TRIAL_STATUSES,
     ClosestTrial,
@@ -65,6 +66,7 @@ def trial_row(
         metrics=Metrics(**{k: metrics.get(k) for k in (*METRIC_COLUMNS, *cert)}),
         run_dir=run_dir,
         error=error,
+        polished_from=config.get(POLISHED_FROM),
     )
 
 

@@ -38,6 +38,7 @@ from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
 from raycert.training.methods import LOSSES, LossFn, Stats, l1_penalty
 from raycert.training.rundir import (
     Metrics,
+    load_run,
     prepare_run_dir,
     read_metrics,
     save_checkpoint,
@@ -85,13 +86,16 @@ def train(
     callback: Callback | None = None,
     device: str = "auto",
     progress: bool = False,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on its dataset's train split, certifying on val after every epoch.
 
     With ``run_dir``, checkpoints go there; ``resume=True`` continues the run saved there (a
-    finished run is returned as it is). ``callback(metrics, run_dir)`` runs after each epoch's
-    checkpoint; an exception from it stops the run, which can then be resumed. A missing dataset
-    is downloaded unless ``download=False``.
+    finished run is returned as it is). ``init_from``, a run folder, starts the model from the
+    one saved there (fine-tuning, ``schedule.polished``) instead of ``cfg.seed``'s
+    initialization; a resumed run starts from its own checkpoint. ``callback(metrics,
+    run_dir)`` runs after each epoch's checkpoint; an exception from it stops the run, which
+    can then be resumed. A missing dataset is downloaded unless ``download=False``.
     """
     cfg = cfg.resolve()
     dev = resolve_device(device)
@@ -100,6 +104,8 @@ def train(
     out = Path(run_dir) if run_dir is not None else None
     saved = prepare_run_dir(out, cfg, resume) if out is not None else None
     model = new_model(cfg).to(dev)
+    if init_from is not None and saved is None:
+        _start_from(model, init_from)
     if saved is not None and saved["status"] != "running":  # finished before: nothing to do
         model.load_state_dict(saved["model"])
         return TrainResult(
@@ -119,6 +125,16 @@ def train(
             _mark_ended(out, "failed", " ".join(str(exc).split()) or type(exc).__name__, cfg)
         raise
     return TrainResult(status, metrics, out, model.eval(), cfg, message)
+
+
+def _start_from(model: nn.Sequential, run_dir: str | Path) -> None:
+    """Load the model saved in ``run_dir`` into ``model`` (same architecture)."""
+    parent, _ = load_run(run_dir)
+    try:
+        model.load_state_dict(parent.state_dict())
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise UserError(f"cannot start from the run in {run_dir}: {reason}") from None
 
 
 def _train_loop(

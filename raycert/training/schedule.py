@@ -5,6 +5,8 @@ All radii are in pixel units of [0, 1] images; steps are global batch indices (0
 
 from __future__ import annotations
 
+from typing import Any
+
 from raycert.training.config import TrainConfig
 
 
@@ -60,6 +62,23 @@ def shortened(cfg: TrainConfig, fidelity: float) -> TrainConfig:
         warmup_epochs=cfg.warmup_epochs * scale,
         ramp_epochs=cfg.ramp_epochs * scale,
         lr_milestones=[m for m in milestones if m <= epochs],
+    )
+
+
+def polished(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """The config that fine-tunes a finished run of ``cfg``: at ``cfg``'s full radius from the
+    first step (no warm-up, no ramp, so no regularizers), a constant learning rate, for one
+    epoch; ``changes`` (``kappa``, ``lr``, ``epochs``, ...) go over that. The run starts from
+    the finished run's model (``train(init_from=...)``): a study polishes its front this way."""
+    return cfg.replace(
+        **{
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "ramp_epochs": 0,
+            "lr_schedule": "constant",
+            "lr_milestones": (),
+            **changes,
+        }
     )
 
 
