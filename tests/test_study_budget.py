@@ -157,7 +157,7 @@ def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
     uri = "memory://stopper"
     stopper = budget.BudgetStopper(uri, epochs=12)
     started = time.monotonic() - 101.0  # with no reserve, the search ended a second ago
-    clock = budget.start(uri, total_s=100.0, started=started, final_runs=1, test_size=1)
+    clock = budget.start(uri, total_s=100.0, started=started, targets=(0.5,), test_size=1)
     try:
         clock.reserve_s = 0.0
         nearly_done = {"epoch": 11, "time_total_s": 55.0}  # 5 s to go: within 8 s of slack
@@ -177,33 +177,57 @@ def test_a_first_completion_past_the_deadline_moves_the_searchs_end_to_it():
     uri = "memory://late"
     stopper = budget.BudgetStopper(uri, epochs=12)
     started = time.monotonic() - 130.0  # the search ended 30 s ago (reserve 0)
-    clock = budget.start(uri, total_s=100.0, started=started, final_runs=1, test_size=1)
+    clock = budget.start(uri, total_s=100.0, started=started, targets=(0.5,), test_size=1)
     try:
         clock.reserve_s = 0.0
         budget.observe(uri, {"epoch": 12, "time_total_s": 125.0})  # the first, 30 s late
-        assert clock.waited_s == pytest.approx(30.0, abs=0.5)
+        assert clock.search_left() == pytest.approx(0.0, abs=0.5)
         assert not stopper.stop_all(), "its neighbour, as far along, may still finish"
         assert not stopper("t", {"epoch": 11, "time_total_s": 66.0})  # 6 s to go: in the slack
         assert not budget.room_for_another_trial(uri)
         budget.observe(uri, {"epoch": 12, "time_total_s": 130.0})  # a second moves nothing
-        assert clock.waited_s == pytest.approx(30.0, abs=0.5)
+        assert clock.search_left() == pytest.approx(0.0, abs=0.5)
     finally:
         budget.forget(uri)
 
 
-def test_the_clock_judges_a_trial_by_its_length_and_the_reserve_by_the_trials_probe():
+def test_the_clock_judges_a_trial_by_its_length():
     uri = "memory://clock"
-    clock = budget.start(uri, total_s=1000.0, started=time.monotonic(), final_runs=2, test_size=100)
+    clock = budget.start(uri, total_s=1000.0, started=time.monotonic(), targets=(0.9,), test_size=1)
     try:
         assert clock.trial_seconds(4) == 0.0 and budget.room_for_another_trial(uri, 12)
-        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0, "final_cert_s_per_image": 0.5})
-        assert clock.reserve_s == pytest.approx(0.5 * budget.FINAL_CERT_SAFETY * 100 * 2)
+        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0})
         budget.observe(uri, {"epoch": 4, "time_total_s": 150.0})
         assert clock.trial_seconds(12) == 360.0 and clock.trial_seconds(4) == 150.0
         assert clock.trial_seconds(6) == pytest.approx(6 * 150.0 / 4)  # the slowest pace
         assert clock.trial_seconds() == 360.0 and clock.completed == 2
         clock.started -= 1000.0 - clock.reserve_s - 200.0  # 200 s of search left
         assert budget.room_for_another_trial(uri, 4) and not budget.room_for_another_trial(uri, 12)
+    finally:
+        budget.forget(uri)
+
+
+def test_the_reserve_is_the_test_certification_of_each_targets_winner_so_far():
+    uri = "memory://reserve"
+    clock = budget.start(uri, 1000.0, time.monotonic(), targets=(0.9, 0.95), test_size=200)
+    per_run = budget.FINAL_CERT_SAFETY * 200  # seconds per probed second per image
+
+    def completes(clean_acc: float, acr: float, per_image: float) -> float:
+        metrics = {"clean_acc": clean_acc, "acr": acr, "final_cert_s_per_image": per_image}
+        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0, **metrics})
+        return clock.reserve_s
+
+    try:
+        assert clock.reserve_s == budget.RESERVE_SHARE * 1000.0
+        assert completes(0.96, 0.20, 0.5) == pytest.approx(0.5 * per_run)  # wins both
+        # A robust run wins both targets now: the costly accuracy end would not be certified.
+        assert completes(0.952, 0.34, 0.1) == budget.RESERVE_SHARE * 1000.0
+        assert completes(0.93, 0.36, 0.6) == pytest.approx(2 * 0.6 * per_run)  # wins 0.9
+        clock.concurrency = 2  # both winners at once: the slower one's time
+        assert completes(0.80, 0.39, 2.0) == pytest.approx(0.6 * per_run)  # wins nothing
+        clock.concurrency = 1
+        assert completes(0.99, 0.10, 90.0) == pytest.approx(2 * 0.6 * per_run)
+        assert completes(0.951, 0.39, 9.0) == 0.5 * 1000.0  # at most half the budget
     finally:
         budget.forget(uri)
 

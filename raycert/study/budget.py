@@ -16,7 +16,7 @@ The search ends at ``total - reserve``:
   trial stopped so is PRUNED in Optuna and ``pruned`` in the trials table. A study without a
   completed trial would end with nothing to show, so until one completes the stopper waits for
   it: a budget too small for one trial of the preset overruns, and says so. The search then
-  ends at that first completion instead (``waited_s``), and the slack counts from there: the
+  ends at that first completion instead (``first_done_s``), and the slack counts from there: the
   trials that started beside it are about as far along, and one an epoch from its end would
   otherwise be thrown away with all its work (on a busy 2-core machine, the recipe was).
 
@@ -54,11 +54,14 @@ class Clock:
 
     total_s: float
     started: float  # when this driver started, less the time spent by earlier drivers
-    final_runs: int  # rounds of test certification the end needs (targets / concurrency)
+    targets: tuple[float, ...]
     test_size: int
+    concurrency: int = 1  # test certifications at once
     reserve_s: float = field(init=False)
     runs: list[tuple[int, float]] = field(default_factory=list)  # completed: (epochs, seconds)
-    waited_s: float = 0.0  # how far past the search's end the first trial completed
+    # completed and probed: (clean_acc, acr, seconds per test image of the final certification)
+    finals: list[tuple[float, float, float]] = field(default_factory=list)
+    first_done_s: float | None = None  # when the first trial completed, in seconds of the study
 
     def __post_init__(self) -> None:
         self.reserve_s = RESERVE_SHARE * self.total_s
@@ -70,7 +73,10 @@ class Clock:
 
     def search_left(self) -> float:
         """Seconds the search may still run."""
-        return self.total_s + self.waited_s - self.reserve_s - (time.monotonic() - self.started)
+        end = self.total_s - self.reserve_s
+        if self.first_done_s is not None:  # the search waited for it (the module note)
+            end = max(end, self.first_done_s)
+        return end - (time.monotonic() - self.started)
 
     def trial_seconds(self, epochs: int | None = None) -> float:
         """How long a trial of ``epochs`` (``None``: the longest kind) takes, judged by the
@@ -85,6 +91,22 @@ class Clock:
             return max(same)
         return epochs * max(seconds / max(1, n) for n, seconds in self.runs)
 
+    def final_seconds(self) -> float:
+        """The test certification of each target's winner so far (``finals``; ties as
+        ``studyfolder.choose`` breaks them), ``concurrency`` at a time, with a margin."""
+        winners = set()
+        for target in self.targets:
+            feasible = [
+                (acr, acc, -i) for i, (acc, acr, _) in enumerate(self.finals) if acc >= target
+            ]
+            if feasible:
+                winners.add(-max(feasible)[2])
+        if not winners:
+            return 0.0
+        per_image = max(self.finals[i][2] for i in winners)
+        rounds = math.ceil(len(winners) / max(1, self.concurrency))
+        return per_image * FINAL_CERT_SAFETY * self.test_size * rounds
+
 
 _CLOCKS: dict[str, Clock] = {}
 
@@ -93,14 +115,15 @@ def start(
     uri: str,
     total_s: float,
     started: float,
-    final_runs: int,
+    targets: Sequence[float],
     test_size: int,
     completed: Sequence[tuple[int, float]] = (),
 ) -> Clock:
     """Start the clock of study ``uri``: ``total_s`` in all, counted from ``started`` (a
-    ``time.monotonic()`` moved back by the time earlier drivers spent); ``completed`` are the
-    (epochs, seconds) of the trials completed before (on resume)."""
-    clock = Clock(total_s, started, final_runs, test_size)
+    ``time.monotonic()`` moved back by the time earlier drivers spent), for accuracy
+    ``targets`` and a test split of ``test_size``; ``completed`` are the (epochs, seconds) of
+    the trials completed before (on resume)."""
+    clock = Clock(total_s, started, tuple(targets), test_size)
     clock.runs = [(int(n), float(s)) for n, s in completed]
     _CLOCKS[uri] = clock
     return clock
@@ -113,9 +136,10 @@ def forget(uri: str) -> None:
 
 def observe(uri: str, result: dict) -> None:
     """Learn from a completed trial's last result how long a trial takes (Tune's
-    ``time_total_s`` for its ``epoch`` epochs), and how long the end needs: the trial's own
-    measure of the final certification (``final_cert_s_per_image``), else its last validation
-    pass (``eval_seconds`` for ``eval_n`` samples) times ``FINAL_CERT_COST``."""
+    ``time_total_s`` for its ``epoch`` epochs), and how long the end needs should it win a
+    target (its ``clean_acc`` and ``acr``): the trial's own measure of the final certification
+    (``final_cert_s_per_image``), else its last validation pass (``eval_seconds`` for
+    ``eval_n`` samples) times ``FINAL_CERT_COST``."""
     clock = _CLOCKS.get(uri)
     if clock is None:
         return
@@ -124,11 +148,13 @@ def observe(uri: str, result: dict) -> None:
     if not per_image:
         eval_s, eval_n = result.get("eval_seconds"), result.get("eval_n")
         per_image = eval_s / eval_n * FINAL_CERT_COST if eval_s and eval_n else None
-    if per_image:
-        final_s = per_image * FINAL_CERT_SAFETY * clock.test_size * clock.final_runs
-        clock.reserve_s = max(clock.reserve_s, min(final_s, 0.5 * clock.total_s))
+    acc, acr = result.get("clean_acc"), result.get("acr")
+    if per_image and acc is not None and acr is not None:
+        clock.finals.append((float(acc), float(acr), float(per_image)))
+        final_s = min(clock.final_seconds(), 0.5 * clock.total_s)
+        clock.reserve_s = max(RESERVE_SHARE * clock.total_s, final_s)
     if clock.completed == 1:  # the first: if the search waited for it, it ends now
-        clock.waited_s = max(0.0, -clock.search_left())
+        clock.first_done_s = time.monotonic() - clock.started
 
 
 def room_for_another_trial(uri: str, epochs: int | None = None) -> bool:
@@ -162,8 +188,3 @@ class BudgetStopper(Stopper):
         if clock is None or clock.completed == 0:
             return False
         return clock.search_left() <= -SLACK_SHARE * clock.total_s
-
-
-def final_runs(targets: int, concurrency: int) -> int:
-    """Rounds of test certification: one model per target, ``concurrency`` at a time."""
-    return math.ceil(targets / max(1, concurrency))

@@ -131,7 +131,7 @@ def _run_locked(
             store.uri,
             meta.budget_s,
             started - spent_before,
-            len(meta.targets),
+            meta.targets,
             test_size,
             outcome.completed_runs(store, meta.targets) if saved is not None else (),
         )
@@ -164,7 +164,7 @@ def _run_locked(
             if warning:
                 print(warning, file=sys.stderr, flush=True)
             if clock is not None:
-                clock.final_runs = budget.final_runs(len(meta.targets), res.concurrency)
+                clock.concurrency = res.concurrency
             if progress:
                 print(_start_line(store, meta, res), file=sys.stderr, flush=True)
             meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)

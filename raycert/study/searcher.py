@@ -123,12 +123,13 @@ class ConstrainedOptunaSearch(OptunaSearch):
         waiting = [t for t in trials if t.state == TrialState.WAITING]
         if any(POLISHED_FROM not in t.user_attrs for t in waiting):
             return Searcher.FINISHED  # a known point left: Optuna would hand it out first
+        running = set(self._ot_trials) - set(self._completed_trials)
         if not budget.room_for_another_trial(self._study_uri, self._polish_epochs):
-            return Searcher.FINISHED
+            # A running trial may yet end as a cheaper winner and shrink the budget's reserve.
+            return None if running else Searcher.FINISHED
         if not waiting:  # else a driver killed after enqueueing one: ask that
             parent = self._next_parent(trials)
             if parent is None:
-                running = set(self._ot_trials) - set(self._completed_trials)
                 return None if running else Searcher.FINISHED
             run, location = parent
             attrs = {POLISHED_FROM: run.number, INIT_FROM: location, FIDELITY: self._rungs[-1]}
