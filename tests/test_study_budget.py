@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from studyruns import journal_study, slow_toy, toy_request, toy_spec
 
+from raycert.data import dataset_info
 from raycert.study import budget
 from raycert.study.polish import WholeRun, next_parent
 from raycert.study.run import StudyRequest, run_study
@@ -55,7 +56,11 @@ def test_a_budgeted_study_ends_on_time_with_certified_results(budgeted):
     assert (table["status"] == "completed").sum() >= 3, "the budget held several trials"
     (result,) = json.loads((study_dir / "results.json").read_text())["targets"]
     assert result["met"] and result["test"]["clean_acc"] > 0.5
-    assert (study_dir / result["run_dir"] / "test_radii.csv").is_file()
+    # Certified in shards, one per trial slot, joined again: every test image once, in order.
+    radii = pd.read_csv(study_dir / result["run_dir"] / "test_radii.csv")
+    assert result["test"]["n"] == dataset_info("synthetic").test_size == len(radii)
+    assert list(radii["index"]) == list(range(len(radii)))
+    assert result["test"]["acr"] == pytest.approx(radii["radius"].mean())
 
 
 def test_the_first_trial_is_the_presets_recipe(budgeted):
@@ -222,11 +227,11 @@ def test_the_reserve_is_the_test_certification_of_each_targets_winner_so_far():
         assert completes(0.96, 0.20, 0.5) == pytest.approx(0.5 * per_run)  # wins both
         # A robust run wins both targets now: the costly accuracy end would not be certified.
         assert completes(0.952, 0.34, 0.1) == budget.RESERVE_SHARE * 1000.0
-        assert completes(0.93, 0.36, 0.6) == pytest.approx(2 * 0.6 * per_run)  # wins 0.9
-        clock.concurrency = 2  # both winners at once: the slower one's time
-        assert completes(0.80, 0.39, 2.0) == pytest.approx(0.6 * per_run)  # wins nothing
+        assert completes(0.93, 0.36, 0.9) == pytest.approx((0.1 + 0.9) * per_run)  # wins 0.9
+        clock.concurrency = 2  # each winner's split in two shards, one per slot
+        assert completes(0.80, 0.39, 0.4) == pytest.approx((0.1 + 0.9) / 2 * per_run)
         clock.concurrency = 1
-        assert completes(0.99, 0.10, 90.0) == pytest.approx(2 * 0.6 * per_run)
+        assert completes(0.99, 0.10, 90.0) == pytest.approx((0.1 + 0.9) * per_run)  # no win
         assert completes(0.951, 0.39, 9.0) == 0.5 * 1000.0  # at most half the budget
     finally:
         budget.forget(uri)

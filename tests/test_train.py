@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_one_line_error
 
+from raycert.cert.attack import AttackSettings
 from raycert.cert.bounds import clean_forward, margin_lower_bounds
-from raycert.cert.certify import certify
+from raycert.cert.certify import Certificates, certify, merge_summaries
 from raycert.data import load
 from raycert.errors import UserError
 from raycert.study.spec import PRESETS, PRESETS_DIR, load_preset
 from raycert.training.config import METHODS, TrainConfig
-from raycert.training.evaluation import resolve_device
+from raycert.training.evaluation import certify_run, resolve_device
 from raycert.training.loop import new_model, train
 from raycert.training.methods import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
 from raycert.training.rundir import load_run
@@ -232,6 +233,32 @@ def test_checkpoint_round_trip_certifies_identically(tmp_path):
     assert torch.equal(before.radii, after.radii)
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "completed"
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_split_certified_in_shards_joins_into_the_whole(tmp_path):
+    train(tiny(), tmp_path / "run", device="cpu")
+    run = {
+        "split": "val",
+        "limit": 64,
+        "attack": AttackSettings(steps=3, restarts=1),
+        "device": "cpu",
+    }
+    whole_certs, whole = certify_run(tmp_path / "run", **run)
+    shards = [certify_run(tmp_path / "run", **run, rows=slice(a, a + 24)) for a in (0, 24, 48)]
+    certs = Certificates.concat([c for c, _ in shards])
+    summary = merge_summaries([m for _, m in shards])
+    assert [m["n"] for _, m in shards] == [24, 24, 16] and summary["n"] == whole["n"] == 64
+    # Radius searches of other batches stop elsewhere within their tolerance; PGD's random
+    # starts differ too.
+    assert torch.equal(certs.predictions, whole_certs.predictions)
+    assert torch.equal(certs.labels, whole_certs.labels)
+    assert torch.allclose(certs.radii, whole_certs.radii, rtol=0, atol=1e-5)
+    for name, radii in whole_certs.stage_radii.items():
+        assert torch.allclose(certs.stage_radii[name], radii, rtol=0, atol=1e-5), name
+    for key, value in whole.items():
+        if key not in ("cert_seconds", "by_verifier") and not key.startswith("pgd_acc@"):
+            assert summary[key] == pytest.approx(value, abs=1e-4), key
+    assert 0 <= summary["pgd_acc@0.05"] <= 1 and len(summary["by_verifier"]) == 2
 
 
 def test_load_run_reports_missing_and_corrupt_checkpoints(tmp_path):

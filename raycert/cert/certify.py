@@ -26,6 +26,9 @@ from raycert.cert.verifiers import DEFAULT_VERIFIER, parse_verifier
 from raycert.errors import UserError
 from raycert.units import cert_acc_key
 
+# Summary values that are means over a split's samples.
+MEAN_KEYS = ("clean_acc", "acr", "acr_pct")
+
 
 @dataclass
 class Certificates:
@@ -78,6 +81,27 @@ class Certificates:
                 + [repr(r) for r in per_stage]
             )
         return text.getvalue()
+
+    @classmethod
+    def concat(cls, parts: Sequence[Certificates]) -> Certificates:
+        """The certificates of consecutive parts of one split (each certified alike), in order."""
+        first = parts[0]
+
+        def cat(tensors: list[Tensor | None]) -> Tensor | None:
+            return None if any(t is None for t in tensors) else torch.cat(tensors)
+
+        return cls(
+            labels=torch.cat([p.labels for p in parts]),
+            predictions=torch.cat([p.predictions for p in parts]),
+            radii=torch.cat([p.radii for p in parts]),
+            cap=first.cap,
+            verifier=first.verifier,
+            verified_by=cat([p.verified_by for p in parts]),
+            stage_radii={
+                k: torch.cat([p.stage_radii[k] for p in parts]) for k in first.stage_radii
+            },
+            empirical_radii=cat([p.empirical_radii for p in parts]),
+        )
 
     def write_csv(self, path: str | Path) -> Path:
         """``to_csv`` into the file ``path`` (its folders are created)."""
@@ -159,6 +183,25 @@ def summarize(certs: Certificates, eps_list: Sequence[float] = ()) -> dict[str, 
         name: _radius_metrics(certs, radii, eps_list) for name, radii in certs.stage_radii.items()
     }
     return metrics
+
+
+def merge_summaries(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a split from those of its consecutive parts: every per-sample mean
+    (accuracies, ACR and its %, ``cert_acc@``/``pgd_acc@``, per stage too) weighted by the
+    part's ``n``; ``n`` and ``cert_seconds`` (compute time) added up; the rest as the first's."""
+    sizes = [part["n"] for part in parts]
+    total = sum(sizes)
+
+    def merged(values: list[Any], key: str) -> Any:
+        if isinstance(values[0], dict):
+            return {k: merged([v[k] for v in values], k) for k in values[0]}
+        if key in ("n", "cert_seconds"):
+            return sum(values)
+        if key in MEAN_KEYS or key.startswith(("cert_acc@", "pgd_acc@")):
+            return sum(v * n for v, n in zip(values, sizes, strict=True)) / total if total else 0.0
+        return values[0]
+
+    return {key: merged([part[key] for part in parts], key) for key in parts[0]}
 
 
 def _radius_metrics(certs: Certificates, radii: Tensor, eps_list: Sequence[float]) -> dict:

@@ -47,7 +47,8 @@ def study_command(
         str | None,
         typer.Option(
             help="Wall clock for the whole study, like 10m, 2h or 1.5d; it ends on time with "
-            "what finished (default: the preset's).",
+            "what finished, and spends an end too short for a whole trial polishing the front "
+            "where its spec sets polish (default: the preset's).",
             show_default=False,
         ),
     ] = None,

@@ -29,7 +29,6 @@ unpickled copies, so the clock is kept per study in this module, as ``failures``
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,7 +92,8 @@ class Clock:
 
     def final_seconds(self) -> float:
         """The test certification of each target's winner so far (``finals``; ties as
-        ``studyfolder.choose`` breaks them), ``concurrency`` at a time, with a margin."""
+        ``studyfolder.choose`` breaks them), shared by ``concurrency`` slots (each winner's
+        split is cut into that many shards), with a margin."""
         winners = set()
         for target in self.targets:
             feasible = [
@@ -103,9 +103,8 @@ class Clock:
                 winners.add(-max(feasible)[2])
         if not winners:
             return 0.0
-        per_image = max(self.finals[i][2] for i in winners)
-        rounds = math.ceil(len(winners) / max(1, self.concurrency))
-        return per_image * FINAL_CERT_SAFETY * self.test_size * rounds
+        per_image = sum(self.finals[i][2] for i in winners) / max(1, self.concurrency)
+        return per_image * FINAL_CERT_SAFETY * self.test_size
 
 
 _CLOCKS: dict[str, Clock] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 from ray import tune
 
+from raycert.data import dataset_info
 from raycert.errors import UserError
 from raycert.study import cluster
 from raycert.study.plan import timestamp
@@ -87,7 +88,10 @@ def finish(
     if finished:
         stopped = {row.trial_id for row in rows if row.status == "pruned"}
         fail_stale_trials(store, meta.name, stopped)
-        results = choose_and_certify(store, table, meta.targets, res, data_dir, meta.attack)
+        test_size = dataset_info(meta.dataset).test_size
+        results = choose_and_certify(
+            store, table, meta.targets, res, data_dir, meta.attack, test_size
+        )
         write_results(store, results)
     meta.status = "finished" if finished else "interrupted"
     meta.finished = timestamp() if finished else None
@@ -103,9 +107,11 @@ def choose_and_certify(
     res: cluster.Resources,
     data_dir: str | None,
     attack: bool,
+    test_size: int | None = None,
 ) -> list[TargetResult]:
     """Per target: the winner (certified on test, with ``attack`` attacked by PGD too, copied to
-    ``chosen/<target>``) or the closest."""
+    ``chosen/<target>``) or the closest. With the split's ``test_size``, each winner's split
+    is cut into ``res.concurrency`` shards, so the winners share the cluster evenly."""
     results, runs = [], {}
     for target in targets:
         winner, closest = choose(table, target)
@@ -119,7 +125,13 @@ def choose_and_certify(
             runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
     certified = certify_on_cluster(
-        runs, data_dir, res.cpus_per_trial, res.gpus_per_trial, attack=attack
+        runs,
+        data_dir,
+        res.cpus_per_trial,
+        res.gpus_per_trial,
+        attack=attack,
+        test_size=test_size,
+        shards=res.concurrency,
     )
     for result in results:
         if result.run_dir is None:

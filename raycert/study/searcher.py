@@ -10,8 +10,8 @@ rungs it runs a multi-fidelity search over the length of the whole run
 (``raycert.study.fidelity``): it decides each new trial's fidelity, and re-runs the best short
 trials longer. Once no whole trial fits the budget, it polishes the front's models
 (``raycert.study.polish``) for as long as such short fine-tunings fit. It lives in its own
-importable module because Tune pickles it into the
-experiment state that ``--resume`` restores.
+importable module because Tune pickles it into the experiment state that ``--resume``
+restores.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return {**config, FIDELITY: attrs.get(FIDELITY, self._rungs[-1])}
 
     def _polish(self, trial_id: str) -> dict | str | None:
-        """A polish trial of the front's next run if one fits in the budget; ``None`` (ask
-        again) while a whole trial still runs that may need one; else ``FINISHED``."""
+        """A polish trial of the front's next run if one fits in the budget; else ``None`` (ask
+        again) while a trial runs whose end may make room for one or need one; else
+        ``FINISHED``."""
         if self._polish_epochs is None or self._study_uri is None:
             return Searcher.FINISHED
         trials = self._ot_study.get_trials(deepcopy=False)
@@ -152,7 +153,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
         ]
         locations: dict[int, str] | None = None  # read only when a run is due
         while (run := next_parent(runs, polished)) is not None:
-            locations = locations or _checkpoints(self._study_uri, self._cmin)
+            if locations is None:
+                locations = _checkpoints(self._study_uri, self._cmin)
             if run.number in locations:
                 return run, locations[run.number]
             polished.add(run.number)

@@ -12,7 +12,7 @@ table and key with its rule:
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
   before ASHA may stop a trial), ``rungs`` and ``eta`` (multi-fidelity search over the run's
   length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline),
-  ``recipe_first`` (default true: trial 0 is the preset's own configuration) and ``starts``
+  ``recipe_first`` (default true: trial 0 is the preset's own configuration), ``starts``
   (known-good configurations tried next, each the recipe with some searched fields changed:
   ``starts = [{ max_eps = 0.2 }]``) and ``polish`` (once no whole trial fits the budget,
   fine-tune the front's models with these ``TrainConfig`` changes: ``schedule.polished``).

@@ -33,6 +33,7 @@ the threads Ray's CPU request allows.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 from ray import tune
 
 from raycert.cert.attack import AttackSettings, CertificateViolation
-from raycert.cert.certify import Certificates
+from raycert.cert.certify import Certificates, merge_summaries
 from raycert.errors import UserError
 from raycert.study.polish import INIT_FROM, POLISHED_FROM
 from raycert.studyfolder import FIDELITY
@@ -196,17 +197,28 @@ def _report_again(
 
 
 def certify_test(
-    checkpoint: tune.Checkpoint, data_dir: str | None, gpu_fraction: float, attack: bool = False
+    checkpoint: tune.Checkpoint,
+    data_dir: str | None,
+    gpu_fraction: float,
+    attack: bool = False,
+    rows: slice | None = None,
 ) -> tuple[Certificates, Metrics]:
-    """Certify a trial's saved model on the test split in float64 (run it as a Ray task): the
-    per-sample certificates and their summary at the run's standard radii. With ``attack``,
-    PGD too (default ``AttackSettings``): ``pgd_acc@<eps>`` and per-sample empirical radii; a
-    flip inside a certified radius raises ``CertificateViolation``."""
+    """Certify a trial's saved model on the test split (``rows``: those samples of it) in
+    float64 (run it as a Ray task): the per-sample certificates and their summary at the run's
+    standard radii. With ``attack``, PGD too (default ``AttackSettings``): ``pgd_acc@<eps>``
+    and per-sample empirical radii; a flip inside a certified radius raises
+    ``CertificateViolation``."""
     device = pick_device(gpu_fraction)
     settings = AttackSettings() if attack else None
     with checkpoint.as_directory() as run_dir:
         return certify_run(
-            run_dir, "test", data_dir=data_dir, download=False, attack=settings, device=str(device)
+            run_dir,
+            "test",
+            data_dir=data_dir,
+            download=False,
+            attack=settings,
+            device=str(device),
+            rows=rows,
         )
 
 
@@ -217,14 +229,30 @@ def certify_on_cluster(
     gpus: float,
     *,
     attack: bool = False,
+    test_size: int | None = None,
+    shards: int = 1,
 ) -> dict[str, tuple[Certificates, Metrics]]:
-    """``certify_test`` each run (by trial id) at once, as Ray tasks with a trial's resources."""
+    """``certify_test`` each run (by trial id) at once, as Ray tasks with a trial's resources.
+    With the split's ``test_size``, each run's split is cut into ``shards`` parts, one task
+    each, so that the runs share the cluster evenly (a study's accuracy-end model can take
+    five times the recipe's time per image), and the parts are joined again."""
     task = ray.remote(certify_test).options(num_cpus=cpus, num_gpus=gpus)
-    refs = {trial_id: task.remote(ckpt, data_dir, gpus, attack) for trial_id, ckpt in runs.items()}
+    parts = [None]
+    if test_size is not None and shards > 1:
+        size = math.ceil(test_size / shards)
+        parts = [slice(start, start + size) for start in range(0, test_size, size)]
+    refs = {
+        trial_id: [task.remote(ckpt, data_dir, gpus, attack, rows) for rows in parts]
+        for trial_id, ckpt in runs.items()
+    }
     out = {}
-    for trial_id, ref in refs.items():
+    for trial_id, shard_refs in refs.items():
         try:
-            out[trial_id] = ray.get(ref)
+            done = ray.get(shard_refs)
+            out[trial_id] = (
+                Certificates.concat([certs for certs, _ in done]),
+                merge_summaries([summary for _, summary in done]),
+            )
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, CertificateViolation):  # a bug in the bounds: no user error
                 raise exc.cause from None

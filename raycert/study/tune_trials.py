@@ -117,10 +117,10 @@ class TrialsWriter(Callback):
             return
         if self.progress:
             row = next(r for r in rows if r.trial_id == trial.trial_id)
-            line = f"trial {row.number} {row.status} ({len(rows)} finished)"
+            what = f"trial {row.number}"
             if row.polished_from is not None:
-                line = f"trial {row.number} (trial {row.polished_from} polished) {row.status}"
-                line += f" ({len(rows)} finished)"
+                what += f" (trial {row.polished_from} polished)"
+            line = f"{what} {row.status} ({len(rows)} finished)"
             if row.status != "error":
                 line += f": clean_acc {row.metrics['clean_acc']:.4f}, acr {row.metrics['acr']:.4g}"
             print(line, file=sys.stderr, flush=True)

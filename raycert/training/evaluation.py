@@ -8,6 +8,7 @@ run's final certification uses the default cascade of ``raycert.cert.verifiers``
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,7 @@ def certify_run(
     attack: AttackSettings | None = None,
     device: str = "auto",
     progress: Callable | None = None,
+    rows: slice | None = None,
 ) -> tuple[Certificates, Metrics]:
     """Certify a saved run on ``split`` (``test`` or ``val``): per-sample certificates and their
     summary (clean accuracy, ACR with cap and %, certified accuracy at ``eps_list``, default the
@@ -86,10 +88,14 @@ def certify_run(
     ``by_verifier``). The val split is the run's own held-out one. With ``attack``, PGD runs
     too: ``pgd_acc@<eps>`` at the same radii and per-sample empirical radii (the CSV's
     ``pgd_radius``); a flip inside a certified radius raises ``CertificateViolation``.
-    ``cert_seconds`` is the wall time of the certification and the attack, loading excluded."""
+    ``cert_seconds`` is the wall time of the certification and the attack, loading excluded.
+    ``rows`` certifies only those samples of the split (a shard: ``Certificates.concat`` and
+    ``merge_summaries`` join the shards of a split into its whole)."""
     parse_verifier(verifier)  # a bad name fails before any data is loaded
     model, cfg = load_run(run_dir)
     data = load(cfg.dataset, split, data_dir, download=download, seed=SPLIT_SEED, limit=limit)
+    if rows is not None:
+        data = dataclasses.replace(data, images=data.images[rows], labels=data.labels[rows])
     tic = time.perf_counter()
     certs = certify(
         model,
