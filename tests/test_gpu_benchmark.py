@@ -45,11 +45,13 @@ TABLE_ROWS = [
 
 
 def python(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """A fresh interpreter in the repo root with ``PYTHONPATH=.``, as the device command runs."""
+    """A fresh interpreter in the repo root with ``PYTHONPATH=.`` before what it held (the
+    device command's carried wheels), as the device command runs."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=timeout,
