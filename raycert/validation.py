@@ -13,6 +13,7 @@ Two kinds of file, two readers:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -23,6 +24,12 @@ from raycert.errors import UserError
 # How every record a person writes reads its values: exact types (no "3" for 3, no true for 1),
 # finite numbers, no unknown keys, and frozen once built.
 STRICT = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def did_you_mean(key: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known key closest to a misspelt ``key``, or ""."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def validation_error(exc: pydantic.ValidationError, where: str, schema: Any = None) -> UserError:
@@ -39,8 +46,7 @@ def validation_error(exc: pydantic.ValidationError, where: str, schema: Any = No
     key = ".".join(keys)
     prefix = f"{where}: {key}" if key else where
     if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(keys[-1], known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(keys[-1], known)
         listing = f"; known keys: {', '.join(known)}" if known else ""
         return UserError(f"{prefix}: unknown key{hint}{listing}")
     if error["type"] == "missing":

@@ -10,11 +10,12 @@ nothing else that fits.
 
 Which runs: the completed whole runs on the (clean accuracy, ACR) front of the whole runs,
 each once, the most robust first (the front's accuracy end gains least area). A polish trial
-is an Optuna trial with its parent's parameters and the ``polished_from`` user attribute (its
-parent's number), which the journal keeps across ``--resume``; its Tune config also names the
-parent's checkpoint (``init_from``). Its model stands beside its parent's: the targets'
-winners are chosen from both. TPE reads a polish trial as one more observation of its
-parent's parameters: that matters only to a study resumed with a larger budget.
+is an Optuna trial with its parent's parameters and the ``studyfolder.POLISHED_FROM`` user
+attribute (its parent's number), which the journal keeps across ``--resume``; its Tune
+config also names the parent's checkpoint (``init_from``). Its model stands beside its
+parent's: the targets' winners are chosen from both. TPE reads a polish trial as one more
+observation of its parent's parameters: that matters only to a study resumed with a larger
+budget.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from raycert.study.fidelity import pareto_ranks
-from raycert.studyfolder import POLISHED_FROM
-
-__all__ = ["INIT_FROM", "POLISHED_FROM", "WholeRun", "next_parent"]
 
 INIT_FROM = "init_from"  # trial config key: the parent's checkpoint (a path or URI)
 

@@ -33,10 +33,10 @@ from raycert.study.fidelity import (
     accuracy_margin,
     next_promotion,
 )
-from raycert.study.polish import INIT_FROM, POLISHED_FROM, WholeRun, next_parent
+from raycert.study.polish import INIT_FROM, WholeRun, next_parent
 from raycert.study.spec import SearchParam
 from raycert.study.tune_state import back_up_tune_state
-from raycert.studyfolder import FIDELITY, StudyDir, read_trials
+from raycert.studyfolder import FIDELITY, POLISHED_FROM, StudyDir, read_trials
 from raycert.training.schedule import shortened_epochs
 
 CONSTRAINT_KEY = "min_acc"

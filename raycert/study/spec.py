@@ -23,7 +23,6 @@ the key (``presets.quick.lr``), with the closest known key for a misspelt one.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from raycert.data import dataset_info
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.units import parse_duration
-from raycert.validation import STRICT, validation_error
+from raycert.validation import STRICT, did_you_mean, validation_error
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("smoke", "quick", "paper")
@@ -209,9 +208,9 @@ class PresetStudy(BaseModel):
         fields = [name for name in TrainConfig.model_fields if name not in UNPOLISHABLE]
         for key, value in polish.items():
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{key!r} is not a field a fine-tuning may change{hint}")
+                raise ValueError(
+                    f"{key!r} is not a field a fine-tuning may change{did_you_mean(key, fields)}"
+                )
             try:
                 polish[key] = TrainConfig.check_value(key, value)
             except ValueError as exc:
@@ -261,9 +260,9 @@ class SpecFile(BaseModel):
         fields = [name for name in TrainConfig.model_fields if name != "dataset"]
         for key, table in search.items():
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{key!r} is not a searchable TrainConfig field{hint}")
+                raise ValueError(
+                    f"{key!r} is not a searchable TrainConfig field{did_you_mean(key, fields)}"
+                )
             if isinstance(table, dict) and "name" in table:
                 raise ValueError(f"[search.{key}] has unknown key 'name': the table's name is it")
         return {k: {**t, "name": k} if isinstance(t, dict) else t for k, t in search.items()}

@@ -46,8 +46,8 @@ from ray import tune
 from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates, merge_summaries
 from raycert.errors import UserError
-from raycert.study.polish import INIT_FROM, POLISHED_FROM
-from raycert.studyfolder import FIDELITY
+from raycert.study.polish import INIT_FROM
+from raycert.studyfolder import FIDELITY, POLISHED_FROM
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
