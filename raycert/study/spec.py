@@ -206,16 +206,11 @@ class PresetStudy(BaseModel):
         if polish is None:
             return None
         fields = [name for name in TrainConfig.model_fields if name not in UNPOLISHABLE]
-        for key, value in polish.items():
+        for key in polish:
             if key not in fields:
-                raise ValueError(
-                    f"{key!r} is not a field a fine-tuning may change{did_you_mean(key, fields)}"
-                )
-            try:
-                polish[key] = TrainConfig.check_value(key, value)
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
-        return polish
+                hint = did_you_mean(key, fields)
+                raise ValueError(f"{key!r} is not a field a fine-tuning may change{hint}")
+        return _read_as_fields(polish, "")
 
 
 class StudyTable(BaseModel):
@@ -274,19 +269,31 @@ class SpecFile(BaseModel):
                 where = f"study.{preset}.starts[{number}]"
                 if not start:
                     raise ValueError(f"{where} changes nothing: name a searched field")
-                for key, value in start.items():
+                for key in start:
                     if key not in self.search:
                         searched = ", ".join(self.search) or "none"
                         raise ValueError(
                             f"{where}.{key} is not searched ([search] holds {searched})"
                         )
-                    try:
-                        start[key] = TrainConfig.check_value(key, value)
-                    except ValueError as exc:
-                        raise ValueError(f"{where}.{key}: {exc}") from None
-                    if not self.search[key].holds(start[key]):
-                        raise ValueError(f"{where}.{key} = {value!r} is outside [search.{key}]")
+                written = dict(start)
+                for key, value in _read_as_fields(start, f"{where}.").items():
+                    if not self.search[key].holds(value):
+                        raise ValueError(
+                            f"{where}.{key} = {written[key]!r} is outside [search.{key}]"
+                        )
         return self
+
+
+def _read_as_fields(changes: dict[str, Any], where: str) -> dict[str, Any]:
+    """``changes`` (``TrainConfig`` field -> value) with each value read by its field's own rule,
+    in place (``"2/255"`` becomes a float); a ``ValueError`` named ``<where><key>`` if one
+    is refused."""
+    for key, value in changes.items():
+        try:
+            changes[key] = TrainConfig.check_value(key, value)
+        except ValueError as exc:
+            raise ValueError(f"{where}{key}: {exc}") from None
+    return changes
 
 
 def spec_file(dataset: str, spec_path: str | Path | None = None) -> Path:
