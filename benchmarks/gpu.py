@@ -19,10 +19,10 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    stopped there and measured on the images it finished (the output says how many).
 3. Sharing one device. 1, 2 and 4 training processes at once (acert mid-ramp), each capping its
    memory with ``torch.cuda.set_per_process_memory_fraction(1 / k)`` as a study trial with
-   ``--gpus-per-trial 1/k`` does (``raycert.study.trial.pick_device``); total images/s and the
+   ``--gpus-per-trial 1/k`` does (``raycert.study.tune.trial.pick_device``); total images/s and the
    speed-up over one process.
 4. Projection. Wall time of one ``paper`` CIFAR-10 trial (its epochs, ramp, eval sizes read from
-   ``raycert/study/presets/cifar10.toml``) and of a 48-trial study at 1, 0.5 and 0.25 GPU per
+   ``raycert/spec/presets/cifar10.toml``) and of a 48-trial study at 1, 0.5 and 0.25 GPU per
    trial on 1 and 8 GPUs, from the numbers above.
 
 The measurement (sections 0 to 3) lives in benchmarks/gpu_measure.py, the projection, table and

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import raycert.cert.verifiers as verifiers_module
 from raycert.cert.certify import certify
 from raycert.data import dataset_info, synthetic_split
-from raycert.study.spec import load_preset
+from raycert.spec import load_preset
 from raycert.training import loop
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import EVAL_BATCH
@@ -291,7 +291,7 @@ def _shared_round(
     fraction = 1 / procs
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the cap applies to what the allocator holds
-        if 0 < fraction < 1:  # as raycert.study.trial.pick_device sets it
+        if 0 < fraction < 1:  # as raycert.study.tune.trial.pick_device sets it
             torch.cuda.set_per_process_memory_fraction(fraction, device)
     else:  # a study gives each CPU trial its share of the cores
         torch.set_num_threads(max(1, job["threads"] // procs))

@@ -8,7 +8,7 @@ Every strategy is one ``run_study`` of the MNIST quick preset's search space, AC
 0.95 and 0.9, at the same wall-clock ``--budget`` (the old quick study has its own length):
 
 - ``raycert``: the quick preset as shipped (the recipe as trial 0, its ``starts`` next, then
-  TPE; the budget's end polishes the front, ``raycert.study.polish``);
+  TPE; the budget's end polishes the front, ``raycert.study.policy.polish``);
 - ``rungs``: the same with a multi-fidelity search over the run's length: new configurations
   train a third of the run (4 of 12 epochs, the schedule's shape kept), the best third of
   those are re-run whole;
@@ -37,8 +37,8 @@ from pathlib import Path
 import pandas as pd
 
 from raycert.data import resolve_root
-from raycert.study.run import StudyRequest, run_study
-from raycert.study.spec import PRESETS_DIR
+from raycert.spec import PRESETS_DIR
+from raycert.study.tune.run import StudyRequest, run_study
 from raycert.training.evaluation import certify_run
 from raycert.units import parse_duration
 

@@ -34,8 +34,8 @@ import pandas as pd
 import ray
 import torch
 
-from raycert.study.run import StudyRequest, run_study
-from raycert.study.spec import PRESETS_DIR
+from raycert.spec import PRESETS_DIR
+from raycert.study.tune.run import StudyRequest, run_study
 from raycert.training.config import TrainConfig
 from raycert.training.loop import train
 

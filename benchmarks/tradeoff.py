@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from raycert.study.spec import load_preset
+from raycert.spec import load_preset
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
 

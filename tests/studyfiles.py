@@ -244,7 +244,7 @@ def _meta(
         eps_list=list(EPS_LIST),
         storage=str(root),
         address="local",
-        spec_file="raycert/study/presets/mnist.toml",
+        spec_file="raycert/spec/presets/mnist.toml",
         versions={
             "raycert": "0.1.0",
             "ray": "2.60.0",

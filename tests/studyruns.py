@@ -20,8 +20,8 @@ import ray.cloudpickle
 from helpers import REPO
 from ray import tune
 
-from raycert.study.run import StudyRequest
-from raycert.study.spec import PRESETS_DIR
+from raycert.spec import PRESETS_DIR
+from raycert.study.tune.run import StudyRequest
 
 # Ray workers cannot import the test helpers: ship the trainables defined here by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

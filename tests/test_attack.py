@@ -16,7 +16,7 @@ from raycert.cert.attack import (
 )
 from raycert.cert.certify import certify
 from raycert.data import load
-from raycert.study.spec import load_preset
+from raycert.spec import load_preset
 from raycert.training.loop import train
 
 N_TEST = 60

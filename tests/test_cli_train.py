@@ -11,7 +11,7 @@ from helpers import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from raycert.cli import app
-from raycert.study.spec import load_preset
+from raycert.spec import load_preset
 from raycert.training.evaluation import certify_run
 from raycert.training.rundir import load_run
 

@@ -1,9 +1,10 @@
 """The package's import graph runs one way, from lower concerns to higher ones, and the report
 path never loads torch or Ray.
 
-Layers, low to high: errors/units/files/paths/validation < data < cert < training < studyfolder
-< study < report < cli. A module may import its own layer and lower ones; ``report`` only the
-Ray-free base (errors, units, files, studyfolder); nothing imports ``cli``. Imports inside
+Layers, low to high: errors/units/files/paths/validation < data < cert < training < spec and
+studyfolder < study < report < cli. A module may import its own layer and lower ones; ``report``
+only the Ray-free base (errors, units, files, studyfolder); nothing imports ``cli``. Inside
+``study``, the policy core imports neither Ray, Optuna nor the Tune adapter. Imports inside
 functions count too: a lazy import still runs when the function does.
 """
 
@@ -29,6 +30,7 @@ LAYERS = {
     "raycert.data": 1,
     "raycert.cert": 2,
     "raycert.training": 3,
+    "raycert.spec": 4,
     "raycert.studyfolder": 4,
     "raycert.study": 5,
     "raycert.report": 6,
@@ -36,6 +38,8 @@ LAYERS = {
 }
 REPORT_MAY_IMPORT = {"raycert.errors", "raycert.units", "raycert.files", "raycert.studyfolder"}
 NEVER_IN_REPORT = {"torch", "ray"}
+POLICY, ADAPTER = "raycert.study.policy", "raycert.study.tune"
+NEVER_IN_POLICY = {"ray", "optuna"}
 
 
 def concern(module: str) -> str:
@@ -73,6 +77,9 @@ def violations(modules: dict[str, tuple[str, bool]]) -> list[str]:
             top = target.split(".")[0]
             if mine == "raycert.report" and top in NEVER_IN_REPORT:
                 problems.append(f"{where} (report never loads torch or ray)")
+            in_policy = module == POLICY or module.startswith(f"{POLICY}.")
+            if in_policy and (top in NEVER_IN_POLICY or target.startswith(ADAPTER)):
+                problems.append(f"{where} (the study policy imports neither Ray, Optuna nor tune)")
             if top != "raycert":
                 continue
             theirs = concern(target)
@@ -110,7 +117,11 @@ def test_the_package_imports_only_downwards():
         ("raycert.report.page", "def f():\n    import torch\n", "torch or ray"),
         ("raycert.report.figures", "from ray import tune\n", "torch or ray"),
         ("raycert.report.reading", "from raycert.data import load\n", "studyfolder only"),
-        ("raycert.studyfolder", "from raycert.study.spec import PRESETS\n", "higher"),
+        ("raycert.studyfolder", "from raycert.study.run import run_study\n", "higher"),
+        ("raycert.spec.file", "from raycert.study.policy import plan\n", "higher"),
+        ("raycert.study.policy.budget", "from ray.tune import Stopper\n", "Ray, Optuna"),
+        ("raycert.study.policy.search", "def f():\n    import optuna\n", "Ray, Optuna"),
+        ("raycert.study.policy", "from raycert.study.tune import run\n", "Ray, Optuna"),
     ],
 )
 def test_the_check_catches_each_kind_of_upward_import(module, source, why):

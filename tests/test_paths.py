@@ -16,10 +16,10 @@ from helpers import run_cli
 from studyfiles import write_study
 from typer.testing import CliRunner
 
-import raycert.study.cluster
+import raycert.study.tune.cluster
 from raycert.cli import app
-from raycert.study.plan import StudyRequest, resolve_paths
-from raycert.study.storage import cluster_warning
+from raycert.study.policy.plan import StudyRequest, resolve_paths
+from raycert.study.tune.storage import cluster_warning
 
 WIDE = {"COLUMNS": "200"}
 
@@ -46,7 +46,7 @@ def no_ray(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Ray started before the problem was reported")
 
-    monkeypatch.setattr(raycert.study.cluster, "connect", refuse)
+    monkeypatch.setattr(raycert.study.tune.cluster, "connect", refuse)
 
 
 # Relative paths resolve against the working folder, on the driver

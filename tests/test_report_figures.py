@@ -26,7 +26,7 @@ from raycert.report.figures import (
 )
 from raycert.report.page import build_report
 from raycert.report.reading import load_study
-from raycert.study.run import StudyRequest, run_study
+from raycert.study.tune.run import StudyRequest, run_study
 from raycert.studyfolder import JOURNAL, StudyDir, read_trials, write_trials
 
 

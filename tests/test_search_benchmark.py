@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raycert.study.spec import load_study_spec
+from raycert.spec import load_study_spec
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "search.py"
 _spec = importlib.util.spec_from_file_location("search_benchmark", SCRIPT)

@@ -1,4 +1,4 @@
-"""Spec files (``raycert/study/presets/<dataset>.toml``): what a valid file yields, and a
+"""Spec files (``raycert/spec/presets/<dataset>.toml``): what a valid file yields, and a
 one-line error naming the file and the key for each kind of mistake."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from helpers import assert_one_line_error
 
 from raycert.errors import UserError
-from raycert.study import spec as spec_module
-from raycert.study.spec import load_preset, load_study_spec, parse_targets
+from raycert.spec import file as spec_module
+from raycert.spec import load_preset, load_study_spec, parse_targets
 
 PRESET = '[presets.smoke]\nmodel = "mlp"\nepochs = 2\n'
 KAPPA = '[search.kappa]\ntype = "float"\nlow = 0.0\nhigh = 0.5\n'

@@ -25,9 +25,9 @@ from raycert.cli import app
 from raycert.data import load
 from raycert.errors import UserError
 from raycert.report.reading import load_study
-from raycert.study.plan import check_resumable, plan
-from raycert.study.run import StudyRequest, run_study
-from raycert.study.tune_state import repair_tune_state
+from raycert.study.policy.plan import check_resumable, plan
+from raycert.study.tune.run import StudyRequest, run_study
+from raycert.study.tune.state import repair_tune_state
 from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir, pareto_mask
 
 # Ray workers cannot import this test module: ship its functions by value.
@@ -404,7 +404,7 @@ def test_the_cli_hands_attack_to_the_study_as_typed(monkeypatch, flag, attack):
         asked.append(request)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("raycert.study.run.run_study", run)
+    monkeypatch.setattr("raycert.study.tune.run.run_study", run)
     result = runner.invoke(app, ["study", "synthetic", *flag])
     assert result.exit_code == 130 and [r.attack for r in asked] == [attack]
     assert plan(asked[0])[1].attack is bool(attack)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import pytest
 from studyruns import journal_study, slow_toy, toy_request, toy_spec
 
 from raycert.data import dataset_info
-from raycert.study import budget
-from raycert.study.polish import WholeRun, next_parent
-from raycert.study.run import StudyRequest, run_study
-from raycert.study.spec import load_study_spec
+from raycert.spec import load_study_spec
+from raycert.study.policy.budget import Clock
+from raycert.study.tune.run import StudyRequest, run_study
+from raycert.study.tune.stopper import BudgetStopper, clock_of, lend_clock
 from raycert.training.rundir import load_run
 
 BUDGET_S = 40.0
@@ -158,95 +159,14 @@ def test_a_budget_too_small_for_one_trial_waits_for_the_first_to_complete(ray_lo
     assert (table["status"] == "completed").sum() >= 1 and result.targets[0].met
 
 
-def test_past_the_deadline_only_a_trial_that_ends_within_the_slack_runs_on():
-    uri = "memory://stopper"
-    stopper = budget.BudgetStopper(uri, epochs=12)
-    started = time.monotonic() - 101.0  # with no reserve, the search ended a second ago
-    clock = budget.start(uri, total_s=100.0, started=started, targets=(0.5,), test_size=1)
-    try:
-        clock.reserve_s = 0.0
-        nearly_done = {"epoch": 11, "time_total_s": 55.0}  # 5 s to go: within 8 s of slack
-        slow = {"epoch": 11, "time_total_s": 110.0}  # 10 s to go
-        assert not stopper("t", nearly_done)  # no trial completed yet: nothing stops
-        clock.runs.append((12, 60.0))
-        assert not stopper("t", nearly_done) and stopper("t", slow)
-        assert stopper("t", {"epoch": 12, "time_total_s": 60.0})  # past its length: no pace
-        assert not stopper.stop_all()
-        clock.started -= 8.0  # now 9 s past the search's end: every trial stops
-        assert stopper.stop_all()
-    finally:
-        budget.forget(uri)
-
-
-def test_a_first_completion_past_the_deadline_moves_the_searchs_end_to_it():
-    uri = "memory://late"
-    stopper = budget.BudgetStopper(uri, epochs=12)
-    started = time.monotonic() - 130.0  # the search ended 30 s ago (reserve 0)
-    clock = budget.start(uri, total_s=100.0, started=started, targets=(0.5,), test_size=1)
-    try:
-        clock.reserve_s = 0.0
-        budget.observe(uri, {"epoch": 12, "time_total_s": 125.0})  # the first, 30 s late
-        assert clock.search_left() == pytest.approx(0.0, abs=0.5)
-        assert not stopper.stop_all(), "its neighbour, as far along, may still finish"
-        assert not stopper("t", {"epoch": 11, "time_total_s": 66.0})  # 6 s to go: in the slack
-        assert not budget.room_for_another_trial(uri)
-        budget.observe(uri, {"epoch": 12, "time_total_s": 130.0})  # a second moves nothing
-        assert clock.search_left() == pytest.approx(0.0, abs=0.5)
-    finally:
-        budget.forget(uri)
-
-
-def test_the_clock_judges_a_trial_by_its_length():
-    uri = "memory://clock"
-    clock = budget.start(uri, total_s=1000.0, started=time.monotonic(), targets=(0.9,), test_size=1)
-    try:
-        assert clock.trial_seconds(4) == 0.0 and budget.room_for_another_trial(uri, 12)
-        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0})
-        budget.observe(uri, {"epoch": 4, "time_total_s": 150.0})
-        assert clock.trial_seconds(12) == 360.0 and clock.trial_seconds(4) == 150.0
-        assert clock.trial_seconds(6) == pytest.approx(6 * 150.0 / 4)  # the slowest pace
-        assert clock.trial_seconds() == 360.0 and clock.completed == 2
-        clock.started -= 1000.0 - clock.reserve_s - 200.0  # 200 s of search left
-        assert budget.room_for_another_trial(uri, 4) and not budget.room_for_another_trial(uri, 12)
-    finally:
-        budget.forget(uri)
-
-
-def test_the_reserve_is_the_test_certification_of_each_targets_winner_so_far():
-    uri = "memory://reserve"
-    clock = budget.start(uri, 1000.0, time.monotonic(), targets=(0.9, 0.95), test_size=200)
-    per_run = budget.FINAL_CERT_SAFETY * 200  # seconds per probed second per image
-
-    def completes(clean_acc: float, acr: float, per_image: float) -> float:
-        metrics = {"clean_acc": clean_acc, "acr": acr, "final_cert_s_per_image": per_image}
-        budget.observe(uri, {"epoch": 12, "time_total_s": 360.0, **metrics})
-        return clock.reserve_s
-
-    try:
-        assert clock.reserve_s == budget.RESERVE_SHARE * 1000.0
-        assert completes(0.96, 0.20, 0.5) == pytest.approx(0.5 * per_run)  # wins both
-        # A robust run wins both targets now: the costly accuracy end would not be certified.
-        assert completes(0.952, 0.34, 0.1) == budget.RESERVE_SHARE * 1000.0
-        assert completes(0.93, 0.36, 0.9) == pytest.approx((0.1 + 0.9) * per_run)  # wins 0.9
-        clock.concurrency = 2  # each winner's split in two shards, one per slot
-        assert completes(0.80, 0.39, 0.4) == pytest.approx((0.1 + 0.9) / 2 * per_run)
-        clock.concurrency = 1
-        assert completes(0.99, 0.10, 90.0) == pytest.approx((0.1 + 0.9) * per_run)  # no win
-        assert completes(0.951, 0.39, 9.0) == 0.5 * 1000.0  # at most half the budget
-    finally:
-        budget.forget(uri)
-
-
-def whole_run(number: int, clean_acc: float, acr: float) -> WholeRun:
-    return WholeRun(number, clean_acc, acr, {"kappa": number / 10})
-
-
-def test_the_front_is_polished_from_its_robust_end_each_run_once():
-    points = [(0.95, 0.35), (0.97, 0.21), (0.94, 0.30), (0.96, 0.30)]
-    runs = [whole_run(number, *point) for number, point in enumerate(points)]
-    order, polished = [], set()
-    while (parent := next_parent(runs, polished)) is not None:
-        order.append(parent.number)
-        polished.add(parent.number)
-    assert order == [0, 3, 1]  # run 2 is dominated by run 0: never polished
-    assert next_parent([], set()) is None
+def test_the_stopper_reads_the_clock_lent_for_its_study_and_only_while_it_is_lent():
+    """Tune's copies of the stopper find the driver's clock by the study's URI; the rules are
+    the clock's own (``test_study_policy``)."""
+    stopper = pickle.loads(pickle.dumps(BudgetStopper("memory://lent", epochs=12)))
+    spent = Clock(100.0, time.monotonic() - 200.0, (0.5,), 1, runs=[(12, 60.0)])
+    slow = {"epoch": 2, "time_total_s": 100.0}
+    assert not stopper("t", slow) and not stopper.stop_all()  # no clock: no budget
+    with lend_clock("memory://lent", spent):
+        assert clock_of("memory://lent") is spent and clock_of("memory://other") is None
+        assert stopper("t", slow) and stopper.stop_all()
+    assert clock_of("memory://lent") is None and not stopper.stop_all()

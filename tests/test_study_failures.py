@@ -20,10 +20,10 @@ from ray import tune
 from studyruns import toy_request
 from typer.testing import CliRunner
 
-import raycert.study.run as study_run
+import raycert.study.tune.run as study_run
 from raycert.cli import app
 from raycert.errors import UserError
-from raycert.study.run import run_study
+from raycert.study.tune.run import run_study
 
 # Trainables defined here go to Ray workers by value: they cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,15 +1,13 @@
-"""Multi-fidelity search over the whole run's length: short runs keep the schedule's shape, the
-promotion rule respects the accuracy target, and the rung state lives in the Optuna journal
-(real Ray, a real journal, and a SIGKILL of the driver mid-rung)."""
+"""Multi-fidelity search over the whole run's length, with real Ray and a real journal: a study
+starts short and re-runs the best longer, and the rung state lives in the Optuna journal through
+a SIGKILL of the driver mid-rung (the rules themselves: ``test_study_policy``)."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 
 import pandas as pd
-import pytest
 import ray.cloudpickle
 from ray import tune
 from studyruns import (
@@ -22,74 +20,12 @@ from studyruns import (
     toy_spec,
 )
 
-from raycert.study.fidelity import (
-    PROMOTED_FROM,
-    RungRun,
-    accuracy_margin,
-    next_promotion,
-    pareto_ranks,
-    promotion_order,
-)
-from raycert.study.run import run_study
-from raycert.study.spec import PRESETS_DIR
-from raycert.training.config import TrainConfig
-from raycert.training.schedule import ramp_steps, scheduled_eps, shortened
+from raycert.spec import PRESETS_DIR
+from raycert.study.policy.fidelity import RungRun, accuracy_margin, promotion_order
+from raycert.study.tune.run import run_study
+from raycert.study.tune.searcher import PROMOTED_FROM
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def _run(number: int, clean_acc: float, acr: float, fidelity: float = 0.25) -> RungRun:
-    return RungRun(number, fidelity, clean_acc, acr, {"kappa": number / 100})
-
-
-def test_a_short_run_keeps_the_schedules_shape():
-    full = TrainConfig(dataset="mnist", epochs=12, warmup_epochs=1, ramp_epochs=6, max_eps=0.4)
-    short = shortened(full, 1 / 3)
-    assert (short.epochs, short.warmup_epochs, short.ramp_epochs) == (4, 1 / 3, 2.0)
-    for cfg, steps in ((full, 100), (short, 100)):
-        start, end = ramp_steps(steps, cfg)
-        total = cfg.epochs * steps
-        assert (start / total, end / total) == pytest.approx((1 / 12, 7 / 12), abs=0.01)
-        assert scheduled_eps(start, steps, cfg) == 0 < scheduled_eps(start + 1, steps, cfg)
-        assert scheduled_eps(end - 1, steps, cfg) < 0.4 == scheduled_eps(end, steps, cfg)
-    assert shortened(full, 1.0) is full
-    with pytest.raises(ValueError, match="fidelity"):
-        shortened(full, 0)
-
-
-def test_pareto_ranks_peel_fronts():
-    points = [(0.9, 0.1), (0.8, 0.3), (0.85, 0.05), (0.7, 0.2), (0.9, 0.1)]
-    assert pareto_ranks(points) == [0, 0, 1, 1, 0]
-
-
-def test_an_infeasible_run_is_never_promoted_over_a_feasible_one():
-    rng = random.Random(0)
-    for _ in range(200):
-        runs = [_run(i, rng.uniform(0.6, 1.0), rng.uniform(0, 1)) for i in range(rng.randint(1, 9))]
-        order = promotion_order(runs, min_target=0.8, margin=0.02)
-        meets = [r.clean_acc >= 0.78 for r in order]
-        assert meets == sorted(meets, reverse=True), "a run below the target ranked first"
-        meeting = [r for r in runs if r.clean_acc >= 0.78]
-        ranks = pareto_ranks([(r.clean_acc, r.acr) for r in meeting])
-        front = [r for r, rank in zip(meeting, ranks, strict=True) if rank == 0]
-        assert order[0] in front or not meeting
-
-
-def test_a_rung_promotes_its_best_third_once_each_and_the_highest_rung_first():
-    rungs, eta = (0.25, 0.5, 1.0), 3
-    runs = [_run(0, 0.95, 0.2), _run(1, 0.70, 0.9), _run(2, 0.90, 0.5)]
-    assert next_promotion(runs[:2], set(), rungs, eta, 0.8, 0.0) is None  # fewer than eta
-    run, fidelity = next_promotion(runs, set(), rungs, eta, 0.8, 0.0)
-    assert (run.number, fidelity) == (2, 0.5), "the feasible run with the most ACR goes on"
-    assert next_promotion(runs, {2}, rungs, eta, 0.8, 0.0) is None
-    higher = [_run(10 + i, 0.9, 0.1 * i, fidelity=0.5) for i in range(3)]
-    run, fidelity = next_promotion([*runs, *higher], {2}, rungs, eta, 0.8, 0.0)
-    assert (run.number, fidelity) == (12, 1.0)
-
-
-def test_the_accuracy_margin_is_two_standard_errors():
-    assert accuracy_margin(0.95, 1000) == pytest.approx(2 * (0.95 * 0.05 / 1000) ** 0.5)
-    assert accuracy_margin(0.95, 10_000) < accuracy_margin(0.95, 1000)
 
 
 def fidelity_toy(config: dict) -> None:

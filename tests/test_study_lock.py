@@ -16,7 +16,7 @@ import pytest
 from studyruns import finished_rows, run_study_cli, study_cli
 
 from raycert.errors import UserError
-from raycert.study.lock import StudyLock
+from raycert.study.tune.lock import StudyLock
 
 # A driver's first step in a child process: say it is ready, wait for the start signal, then
 # take the lock.
@@ -24,7 +24,7 @@ TAKE = """
 import os, sys, time
 from pathlib import Path
 from raycert.errors import UserError
-from raycert.study.lock import StudyLock
+from raycert.study.tune.lock import StudyLock
 storage, go = sys.argv[1], Path(sys.argv[2])
 lock = StudyLock(storage, "race")
 (go.parent / f"ready-{os.getpid()}").touch()

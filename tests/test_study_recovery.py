@@ -16,7 +16,7 @@ from studyruns import (
     toy_spec,
 )
 
-from raycert.study.run import run_study
+from raycert.study.tune.run import run_study
 
 # Trainables defined here go to Ray workers by value: they cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -17,9 +17,9 @@ from ray import tune
 from studyruns import run_study_cli, toy, toy_request
 
 from raycert.errors import UserError
-from raycert.study.run import StudyRequest, run_study
-from raycert.study.spec import load_study_spec
-from raycert.study.trial import TrialSetup, train_trial
+from raycert.spec import load_study_spec
+from raycert.study.tune.run import StudyRequest, run_study
+from raycert.study.tune.trial import TrialSetup, train_trial
 from raycert.studyfolder import TrialResources
 
 # Trainables defined here go to Ray workers by value: they cannot import this test module.

@@ -26,7 +26,7 @@ from studyruns import (
 )
 
 from raycert.errors import UserError
-from raycert.study.run import run_study
+from raycert.study.tune.run import run_study
 
 
 def _start_and_wait(args: list[str], cwd: Path, rows: int, **pipes) -> subprocess.Popen:

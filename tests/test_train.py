@@ -15,13 +15,14 @@ from raycert.cert.bounds import clean_forward, margin_lower_bounds
 from raycert.cert.certify import Certificates, certify, merge_summaries
 from raycert.data import load
 from raycert.errors import UserError
-from raycert.study.spec import PRESETS, PRESETS_DIR, load_preset
+from raycert.spec import PRESETS, PRESETS_DIR, load_preset
+from raycert.study.policy.polish import polished
 from raycert.training.config import METHODS, TrainConfig
 from raycert.training.evaluation import certify_run, resolve_device
 from raycert.training.loop import new_model, train
 from raycert.training.methods import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
 from raycert.training.rundir import load_run
-from raycert.training.schedule import polished, regularizer_weight, scheduled_eps
+from raycert.training.schedule import regularizer_weight, scheduled_eps
 
 TIMING = {"train_seconds", "eval_seconds"}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-PRESET_FILES = sorted(p.name for p in (REPO / "raycert" / "study" / "presets").glob("*.toml"))
+PRESET_FILES = sorted(p.name for p in (REPO / "raycert" / "spec" / "presets").glob("*.toml"))
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (wheel,) = root.glob("raycert-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    assert "mnist.toml" in PRESET_FILES
     assert sorted(n.rsplit("/", 1)[-1] for n in names if "/presets/" in n) == PRESET_FILES
 
     env_dir = root / "env"
@@ -90,7 +91,7 @@ def run_installed(bin_dir: Path, args: list[str], cwd: Path, timeout: float) -> 
 
 
 def test_the_installed_package_is_the_wheel_not_this_checkout(installed: Path, tmp_path: Path):
-    code = "import raycert.study.spec as s; print(s.__file__); print(s.PRESETS_DIR)"
+    code = "import raycert.spec.file as s; print(s.__file__); print(s.PRESETS_DIR)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
         [installed / "python", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True

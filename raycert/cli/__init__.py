@@ -1,9 +1,13 @@
 """The ``raycert`` command line: validates input, calls library functions, prints results.
 
 ``app`` is the Typer application (``raycert.cli:app`` is the console script; ``python -m
-raycert.cli`` runs it too). Its commands, one module per group: ``data`` (check, download),
-``report``, ``train`` and ``certify`` (``raycert.cli.train``), ``study``; ``raycert.cli.root``
-holds the application itself and ``raycert.cli.output`` the tables and lines they print.
+raycert.cli`` runs it too). Modules, one line each:
+- ``root``: the application, its error handling and the options several commands share;
+- ``data``: ``raycert data check`` and ``raycert data download``;
+- ``train``: ``raycert train`` and ``raycert certify``;
+- ``study``: ``raycert study``;
+- ``report``: ``raycert report``;
+- ``output``: the tables and lines the commands print.
 
 Start-up stays fast (``raycert --help`` well under a second): these modules import only Typer and
 Rich at the top, and each command imports the library it needs (torch, Ray, the report) at the

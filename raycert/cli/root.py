@@ -84,7 +84,7 @@ PresetOption = Annotated[
     str,
     typer.Option(
         help="smoke (seconds: tries the tool), quick (a laptop CPU: MNIST's study is a 10-minute "
-        "budget) or paper (the ACERT paper's runs: GPU days); raycert/study/presets/DATASET.toml."
+        "budget) or paper (the ACERT paper's runs: GPU days); raycert/spec/presets/DATASET.toml."
     ),
 ]
 DatasetArgument = Annotated[str, typer.Argument(help="mnist, cifar10, tinyimagenet or synthetic.")]

@@ -1,6 +1,6 @@
 """``raycert study``: a hyperparameter search, its chosen models, and its report.
 
-The command parses what the user typed and hands it over as typed: ``raycert.study.plan``
+The command parses what the user typed and hands it over as typed: ``raycert.study.policy.plan``
 checks every value and resolves every path, before Ray starts."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def study_command(
     data_dir: DataDirOption = None,
     no_download: NoDownloadOption = False,
     spec: Annotated[
-        Path | None, typer.Option(help="Spec file instead of raycert/study/presets/DATASET.toml.")
+        Path | None, typer.Option(help="Spec file instead of raycert/spec/presets/DATASET.toml.")
     ] = None,
     attack: Annotated[
         bool | None,
@@ -88,7 +88,7 @@ def study_command(
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
     from raycert.paths import is_uri
     from raycert.report.page import build_report
-    from raycert.study.run import StudyRequest, run_study  # Ray loads for this command only
+    from raycert.study.tune.run import StudyRequest, run_study  # Ray loads for this command only
 
     request = StudyRequest(
         dataset=dataset,

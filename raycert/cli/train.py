@@ -40,7 +40,7 @@ def train_command(
 ) -> None:
     """Train one model (ACERT by default) and certify it on the validation split every epoch."""
     from raycert.paths import writable_dir
-    from raycert.study.spec import load_preset
+    from raycert.spec import load_preset
     from raycert.training.loop import train
 
     overrides = {"method": method, "model": model, "epochs": epochs, "kappa": kappa, "lr": lr}

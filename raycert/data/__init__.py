@@ -1,10 +1,14 @@
 """Datasets in torchvision's on-disk layouts, read into memory as uint8, with seeded val splits.
 
 The public face of the data layer: the registry (``dataset_info``), ``load``, ``check``,
-``download``, ``augment`` and the synthetic set. Modules: ``registry`` (what each dataset is),
-``split`` (one split in memory), ``loading`` (data root, splits, checks), ``formats`` (the
-torchvision layouts and their readers), ``downloads`` (checked fetching), ``augment``,
-``synthetic``.
+``download``, ``augment`` and the synthetic set. Modules, one line each:
+- ``registry``: what raycert knows of each dataset without reading it;
+- ``split``: one split in memory (uint8 images, int64 labels);
+- ``loading``: the data root, ``load``, ``check`` and ``download``;
+- ``formats``: the torchvision folder layouts and their readers;
+- ``downloads``: official sources, md5-checked;
+- ``augment``: random crop and flip on the batch's device;
+- ``synthetic``: a learnable synthetic dataset made in memory.
 """
 
 from raycert.data.augment import augment

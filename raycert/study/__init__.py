@@ -1,7 +1,9 @@
 """Studies: Optuna searches a spec's space, Ray Tune runs the trials, the best feasible model wins.
 
-``spec`` (spec files: presets, search space, study settings), ``run`` (``run_study``),
-``searcher`` (Optuna under an accuracy constraint), ``trial`` (one trial), ``cluster`` (Ray),
-``tune_trials`` and ``tune_state`` (Tune's records in the study folder). Importing this package
-imports nothing: Ray loads with ``run``.
+Two subpackages, one way: ``tune`` imports ``policy``, never the reverse.
+- ``policy``: the decisions a study makes (plan, budget, fidelity, polish, the next step), as
+  plain functions of plain values; it imports neither Ray nor Optuna.
+- ``tune``: the thin Ray Tune + Optuna adapter that runs them (``tune.run.run_study``).
+
+Importing this package imports nothing: Ray loads with ``tune.run``.
 """

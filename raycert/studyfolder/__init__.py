@@ -25,9 +25,12 @@ Storage is a local or shared path, or a URI (``s3://...``) read and written thro
 ``pyarrow.fs``. Optuna's journal needs a local file: on a URI it lives in a local cache and is
 copied to the study directory when the study stops. Nothing here imports torch or ray.
 
-Modules: ``records`` (the typed records and column names), ``folder`` (``StudyDir``, the file
-names, the JSON records and test outcomes), ``trials`` (the trials table and its rules),
-``pareto`` (``pareto_mask``) and ``journal`` (Optuna's journal). Import from the package.
+Modules, one line each (import from the package):
+- ``records``: the typed records and column names;
+- ``folder``: ``StudyDir``, the file names, the JSON records and test outcomes;
+- ``trials``: the trials table and its rules;
+- ``pareto``: Pareto fronts (``pareto_mask``) and ranks (``pareto_ranks``);
+- ``journal``: Optuna's journal.
 """
 
 from raycert.studyfolder.folder import (
@@ -56,7 +59,7 @@ from raycert.studyfolder.journal import (
     optuna_numbers,
     optuna_study,
 )
-from raycert.studyfolder.pareto import pareto_mask
+from raycert.studyfolder.pareto import pareto_mask, pareto_ranks
 from raycert.studyfolder.records import (
     FIDELITY,
     METRIC_COLUMNS,
@@ -130,6 +133,7 @@ __all__ = [
     "optuna_numbers",
     "optuna_study",
     "pareto_mask",
+    "pareto_ranks",
     "read_meta",
     "read_results",
     "read_test_metrics",

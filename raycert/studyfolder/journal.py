@@ -1,18 +1,24 @@
 """Optuna's journal of a study: the one place that opens it (``StudyDir.journal_file`` says
-where it lies; on a URI, in a local cache copied back by ``StudyDir.save_journal``)."""
+where it lies; on a URI, in a local cache copied back by ``StudyDir.save_journal``).
+
+Optuna loads when a function here runs, not on import: the study folder's other readers (the
+report, the study's policy) never need it."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from raycert.studyfolder.folder import StudyDir
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def journal_storage(store: StudyDir) -> optuna.storages.JournalStorage:
     """The study's Optuna storage, on its journal file (created, with its folder, if new)."""
+    import optuna
+
     journal = store.journal_file()
     journal.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
@@ -20,6 +26,8 @@ def journal_storage(store: StudyDir) -> optuna.storages.JournalStorage:
 
 def optuna_study(store: StudyDir, name: str) -> optuna.Study | None:
     """The study's Optuna study, loaded from its journal (None before there is one)."""
+    import optuna
+
     if not store.journal_file().exists():
         return None
     try:
@@ -33,6 +41,8 @@ def fail_stale_trials(store: StudyDir, name: str, stopped: Collection[str] = ())
     mid-run when the study's budget ran out: Tune tells the searcher nothing then), FAIL for the
     rest (asked by a killed driver, then lost with Tune's state). Call it only once every Tune
     trial has finished."""
+    from optuna.trial import TrialState
+
     study = optuna_study(store, name)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []
     for trial in running:

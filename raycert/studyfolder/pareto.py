@@ -1,6 +1,9 @@
-"""Pareto membership: which points no other point beats in every objective."""
+"""Pareto fronts: which points no other point beats in every objective (the trials table's
+``pareto`` column), and the non-dominated sorting ranks a study's promotions and polish read."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,3 +50,20 @@ def _sweep_2d(points: np.ndarray) -> np.ndarray:
             best_second = top
         i = j
     return on_front
+
+
+def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting rank of each point (objectives to maximize), by ``pareto_mask``: 0
+    for the front, 1 for the front of the rest, and so on; -1 for a point holding NaN."""
+    values = np.asarray(points, dtype=float)
+    ranks = np.full(len(values), -1)
+    if not len(values):
+        return []
+    left = np.flatnonzero(~np.isnan(values).any(axis=1))
+    rank = 0
+    while len(left):
+        front = pareto_mask(values[left])
+        ranks[left[front]] = rank
+        left = left[~front]
+        rank += 1
+    return ranks.tolist()

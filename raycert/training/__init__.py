@@ -1,6 +1,10 @@
 """Training: the typed config, each method's loss, the eps schedule, the loop, the run folder.
 
-``config`` (``TrainConfig``), ``schedule`` (scheduled eps and regularizer weight), ``methods``
-(standard, IBP and ACERT losses), ``loop`` (``train``), ``rundir`` (checkpoints, ``load_run``),
-``evaluation`` (val checks, ``certify_run``).
+Modules, one line each:
+- ``config``: ``TrainConfig``, every field with its default and rule;
+- ``schedule``: the training radius over the run and the regularizer weight;
+- ``methods``: the standard, IBP and ACERT losses and their regularizers;
+- ``loop``: ``train``, one loop for every method;
+- ``rundir``: the run folder (checkpoints, metrics, ``load_run``);
+- ``evaluation``: the per-epoch val check and ``certify_run``.
 """

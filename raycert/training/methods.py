@@ -6,7 +6,7 @@ bound of the step reuses, so running statistics move once per step and the bound
 function the clean loss sees. ``stats`` holds detached per-batch sums (``correct``, ``radius``)
 that the trainer adds up without a device sync.
 
-This lives apart from ``train.py`` so the loop reads top to bottom and the formulas, which follow
+This lives apart from ``loop.py`` so the loop reads top to bottom and the formulas, which follow
 the reference code of Shi et al. (``compute_reg``) and ACERT (``EpsIBP.model_step``), can be
 checked in one place.
 """

@@ -5,8 +5,6 @@ All radii are in pixel units of [0, 1] images; steps are global batch indices (0
 
 from __future__ import annotations
 
-from typing import Any
-
 from raycert.training.config import TrainConfig
 
 
@@ -38,48 +36,6 @@ def ramp_steps(steps_per_epoch: int, cfg: TrainConfig) -> tuple[int, int]:
     round to the nearest step)."""
     start = round(cfg.warmup_epochs * steps_per_epoch)
     return start, start + round(cfg.ramp_epochs * steps_per_epoch)
-
-
-def shortened_epochs(epochs: int, fidelity: float) -> int:
-    """The epochs of a run ``fidelity`` times as long as one of ``epochs`` (at least one)."""
-    return max(1, round(epochs * fidelity))
-
-
-def shortened(cfg: TrainConfig, fidelity: float) -> TrainConfig:
-    """``cfg`` as a whole run ``fidelity`` (0 < f <= 1) times as long: ``round(f * epochs)``
-    epochs (at least one), with warm-up, ramp and step-LR milestones kept at the same fractions
-    of the run. A multi-fidelity study's short trials are such runs: complete trainings whose
-    ramp ends where the full run's does, relative to their length."""
-    if not 0 < fidelity <= 1:
-        raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
-    if fidelity == 1:
-        return cfg
-    epochs = shortened_epochs(cfg.epochs, fidelity)
-    scale = epochs / cfg.epochs
-    milestones = sorted({max(1, round(m * scale)) for m in cfg.lr_milestones})
-    return cfg.replace(
-        epochs=epochs,
-        warmup_epochs=cfg.warmup_epochs * scale,
-        ramp_epochs=cfg.ramp_epochs * scale,
-        lr_milestones=[m for m in milestones if m <= epochs],
-    )
-
-
-def polished(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
-    """The config that fine-tunes a finished run of ``cfg``: at ``cfg``'s full radius from the
-    first step (no warm-up, no ramp, so no regularizers), a constant learning rate, for one
-    epoch; ``changes`` (``kappa``, ``lr``, ``epochs``, ...) go over that. The run starts from
-    the finished run's model (``train(init_from=...)``): a study polishes its front this way."""
-    return cfg.replace(
-        **{
-            "epochs": 1,
-            "warmup_epochs": 0,
-            "ramp_epochs": 0,
-            "lr_schedule": "constant",
-            "lr_milestones": (),
-            **changes,
-        }
-    )
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:

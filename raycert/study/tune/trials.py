@@ -8,7 +8,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from raycert.errors import UserError
-from raycert.study.failures import error_message
+from raycert.study.tune.failures import error_message
 from raycert.studyfolder import (
     StudyDir,
     TrialRow,

@@ -21,16 +21,13 @@ import platform
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import optuna
-import ray
-import torch
+from importlib.metadata import version
 
 from raycert import __version__
 from raycert.data import dataset_info, resolve_root
 from raycert.errors import UserError
 from raycert.paths import absolute
-from raycert.study.spec import CategoricalParam, StudySpec, load_study_spec, parse_targets
+from raycert.spec import CategoricalParam, StudySpec, load_study_spec, parse_targets
 from raycert.studyfolder import StudyMeta
 
 STUDY_METHODS = ("acert", "ibp")
@@ -214,7 +211,7 @@ def timestamp() -> str:
 
 def _check_resources(cpus: float, gpus: float | str) -> None:
     """The range of a trial's CPUs (> 0) and GPUs (>= 0, or auto); whether the cluster holds
-    them is ``raycert.study.cluster.plan_resources``' question, once Ray runs."""
+    them is ``raycert.study.tune.cluster.plan_resources``' question, once Ray runs."""
     if not (isinstance(cpus, int | float) and 0 < cpus < math.inf):
         raise UserError(f"--cpus-per-trial must be a number > 0, got {cpus}")
     if gpus != "auto" and not (isinstance(gpus, int | float) and 0 <= gpus < math.inf):
@@ -222,10 +219,7 @@ def _check_resources(cpus: float, gpus: float | str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    return {
-        "raycert": __version__,
-        "ray": ray.__version__,
-        "optuna": optuna.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    """The versions study.json records, read from the installed packages (the policy imports
+    neither Ray nor Optuna)."""
+    packages = {name: version(name) for name in ("ray", "optuna", "torch")}
+    return {"raycert": __version__, **packages, "python": platform.python_version()}

@@ -107,8 +107,8 @@ def plan_resources(
     """Check and complete a trial's resource request against the cluster.
 
     The request is in range already (``cpus_per_trial > 0``, ``gpus_per_trial`` a finite
-    number >= 0 or ``"auto"``: ``raycert.study.plan`` checks it before Ray starts); here it must
-    fit one node, and GPUs must exist. ``gpus_per_trial="auto"`` is 0 without GPUs, else an
+    number >= 0 or ``"auto"``: ``raycert.study.policy.plan`` checks it before Ray starts); here
+    it must fit one node, and GPUs must exist. ``gpus_per_trial="auto"`` is 0 without GPUs, else an
     equal share of the cluster's GPUs per concurrent trial (at most one GPU).
     ``concurrency=None`` runs as many trials as fit.
     """

@@ -5,21 +5,21 @@ certification (``certify_on_cluster`` launches it as Ray tasks).
 base config and the sampled hyperparameters, trains on the device Ray assigned, and reports
 after every epoch with the run directory as a ``tune.Checkpoint``; a trial Tune restarts (a
 worker crash, ``--resume``) continues from that checkpoint. A config's ``fidelity`` (a
-multi-fidelity study's short trial) shortens the whole run (``schedule.shortened``); a polish
-trial's (``init_from``: a finished trial's checkpoint) fine-tunes that trial's model with the
-study's ``polish`` changes (``schedule.polished``, ``raycert.study.polish``). Every
+multi-fidelity study's short trial) shortens the whole run (``policy.fidelity.shortened``); a
+polish trial's (``init_from``: a finished trial's checkpoint) fine-tunes that trial's model with
+the study's ``polish`` changes (``policy.polish.polished``). Every
 report carries the metrics the searcher and the scheduler need: ``clean_acc``, ``acr`` and
 ``sched_score`` (ACR when the epoch meets the lowest accuracy target, else minus the
 shortfall), plus ``epochs`` (the run's length), ``final`` (a completed run's last epoch),
 ``diverged``, ``device`` and ``node``. The last report also carries
 ``final_cert_s_per_image``: the chosen models' test certification (the default cascade in
 float64, PGD too with ``attack``) timed on the first ``FINAL_CERT_PROBE`` val images, which
-sizes the budget's reserve for it (``raycert.study.budget``).
+sizes the budget's reserve for it (``raycert.study.policy.budget``).
 
 Workers never download data (concurrent trials would race): the driver fetches it before the
 study starts, and every node of a cluster needs it under the same data root (an absolute path:
 the driver resolved it). A ``UserError`` (missing data on a node, a corrupt checkpoint) is
-raised as it is; the study stops at it without a retry (``raycert.study.failures``).
+raised as it is; the study stops at it without a retry (``raycert.study.tune.failures``).
 
 A trial whose run had ended (``TrialSetup.finished``: completed, pruned or diverged, as the
 trials table recorded it) but which Tune restarts because its driver was killed before Tune
@@ -46,15 +46,16 @@ from ray import tune
 from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates, merge_summaries
 from raycert.errors import UserError
-from raycert.study.polish import INIT_FROM
+from raycert.study.policy.fidelity import shortened
+from raycert.study.policy.polish import polished
 from raycert.studyfolder import FIDELITY, POLISHED_FROM
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
 from raycert.training.rundir import Metrics, read_metrics
-from raycert.training.schedule import polished, shortened
 
 FINAL_CERT_PROBE = 128  # val images a completed trial certifies as the final test pass would
+INIT_FROM = "init_from"  # a polish trial's config key: its parent's checkpoint (path or URI)
 
 
 @dataclass(frozen=True)

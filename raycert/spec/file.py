@@ -4,18 +4,16 @@ A spec file is read once and validated whole against ``SpecFile``, whose models 
 table and key with its rule:
 
 - ``[presets.<preset>]``: ``TrainConfig`` keys (``dataset`` comes from the file's dataset).
-- ``[search.<field>]``: one searched ``TrainConfig`` field; ``type`` is ``float`` or
-  ``log-float`` (``low``, ``high``), ``int`` (``low``, ``high``, optional ``step``) or
-  ``categorical`` (``choices``). Bounds and choices are read by the field's own rule, so eps
-  fields accept ``"2/255"`` (pixel units).
+- ``[search.<field>]``: one searched ``TrainConfig`` field (``raycert.spec.search``).
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
   before ASHA may stop a trial), ``rungs`` and ``eta`` (multi-fidelity search over the run's
-  length, ``raycert.study.fidelity``), ``sampler`` (``tpe``, or ``random`` for a baseline),
-  ``recipe_first`` (default true: trial 0 is the preset's own configuration), ``starts``
-  (known-good configurations tried next, each the recipe with some searched fields changed:
-  ``starts = [{ max_eps = 0.2 }]``) and ``polish`` (once no whole trial fits the budget,
-  fine-tune the front's models with these ``TrainConfig`` changes: ``schedule.polished``).
+  length, ``raycert.study.policy.fidelity``), ``sampler`` (``tpe``, or ``random`` for a
+  baseline), ``recipe_first`` (default true: trial 0 is the preset's own configuration),
+  ``starts`` (known-good configurations tried next, each the recipe with some searched fields
+  changed: ``starts = [{ max_eps = 0.2 }]``) and ``polish`` (once no whole trial fits the
+  budget, fine-tune the front's models with these ``TrainConfig`` changes:
+  ``raycert.study.policy.polish``).
 
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
@@ -42,6 +40,7 @@ from pydantic import (
 
 from raycert.data import dataset_info
 from raycert.errors import UserError
+from raycert.spec.search import CategoricalParam, FloatParam, IntParam, SearchParam
 from raycert.training.config import TrainConfig
 from raycert.units import parse_duration
 from raycert.validation import STRICT, did_you_mean, validation_error
@@ -50,83 +49,6 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("smoke", "quick", "paper")
 # A fine-tuning continues its parent's model on its parent's data: these stay the parent's.
 UNPOLISHABLE = ("dataset", "model", "init", "train_limit", "val_limit")
-
-
-def _as_field_value(value: Any, info: ValidationInfo) -> Any:
-    """A bound or choice of ``[search.<name>]``, read by ``TrainConfig.<name>``'s own rule."""
-    name = info.data.get("name")
-    return value if name is None else TrainConfig.check_value(name, value)
-
-
-# A value of the searched field: a number, a string, a boolean, as that field reads it.
-FieldValue = Annotated[Any, BeforeValidator(_as_field_value)]
-
-
-class FloatParam(BaseModel):
-    """A float range; ``log-float`` samples it on a log scale (then ``low`` > 0)."""
-
-    model_config = STRICT
-
-    name: str
-    type: Literal["float", "log-float"]
-    low: FieldValue
-    high: FieldValue
-
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` lies in the range."""
-        return self.low <= value <= self.high
-
-    @model_validator(mode="after")
-    def _a_range(self) -> FloatParam:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.type == "log-float" and self.low <= 0:
-            raise ValueError(f"a log-float needs low > 0, got {self.low}")
-        try:  # an int field refuses the values in between
-            TrainConfig.check_value(self.name, (self.low + self.high) / 2)
-        except ValueError as exc:
-            raise ValueError(f"{self.name} refuses values inside the range ({exc})") from None
-        return self
-
-
-class IntParam(BaseModel):
-    """An integer range from ``low`` to ``high`` in steps of ``step``."""
-
-    model_config = STRICT
-
-    name: str
-    type: Literal["int"]
-    low: Annotated[int, AfterValidator(_as_field_value)]
-    high: Annotated[int, AfterValidator(_as_field_value)]
-    step: int = Field(1, ge=1)
-
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` lies in the range (steps aside: a recipe may sit between)."""
-        return self.low <= value <= self.high
-
-    @model_validator(mode="after")
-    def _a_range(self) -> IntParam:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
-
-
-class CategoricalParam(BaseModel):
-    """A list of ``choices``, each a valid value of the field."""
-
-    model_config = STRICT
-
-    name: str
-    type: Literal["categorical"]
-    choices: Annotated[tuple[FieldValue, ...], Field(strict=False, min_length=1)]
-
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` is one of the choices."""
-        return value in self.choices
-
-
-SearchParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-PARAM_TYPES = ("float", "log-float", "int", "categorical")
 
 
 def _accuracy(value: float) -> float:

@@ -6,7 +6,7 @@ constraint (``trial.set_constraint``), never as a penalty. One target: single-ob
 ``(clean_acc, acr)`` constrained at the lowest target, which spreads trials along the whole
 front, so that every target's best trial gets searched (a single objective at the lowest target
 crowds every trial near it). Winners are picked and certified on the test split by
-``raycert.study.outcome``.
+``raycert.study.tune.outcome``.
 
 A study lives in ``<storage>/<name>/`` (see ``raycert.studyfolder``). ``resume=True`` continues an
 interrupted or stopped one from Ray Tune's experiment state and the pickled searcher: finished
@@ -14,15 +14,15 @@ trials are kept, running ones go on from their last checkpoint, and the total re
 ``trials``; a larger ``trials`` extends a finished study.
 
 A wall-clock ``budget_s`` (``--budget``) bounds the whole study, from start-up to the report
-(``raycert.study.budget``): trials stop starting when they would not finish in time, and the
-study then finishes with what completed. Time spent before an interruption counts on resume; a
-larger budget extends a finished study.
+(``raycert.study.policy.budget``): trials stop starting when they would not finish in time,
+and the study then finishes with what completed. Time spent before an interruption counts on
+resume; a larger budget extends a finished study.
 
-Before Ray starts, the request is checked and its paths made absolute (``raycert.study.plan``),
-the storage is checked writable (``raycert.study.storage``), and the study's lock is taken (one
-driver per study; ``raycert.study.lock``). SIGTERM stops a study as Ctrl-C does. A
-``UserError`` in a trial stops the study at once, without retries (``raycert.study.failures``),
-and ``--resume`` continues it once the problem is fixed.
+Before Ray starts, the request is checked and its paths made absolute
+(``raycert.study.policy.plan``), the storage is checked writable (``storage``), and the study's
+lock is taken (one driver per study; ``lock``). SIGTERM stops a study as Ctrl-C does. A
+``UserError`` in a trial stops the study at once, without retries (``failures``), and
+``--resume`` continues it once the problem is fixed.
 """
 
 from __future__ import annotations
@@ -42,16 +42,20 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
-from raycert.study import budget, cluster, failures, outcome
-from raycert.study.lock import StudyLock
-from raycert.study.outcome import StudyResult
-from raycert.study.plan import StudyRequest, check_resumable, plan, resolve_paths
-from raycert.study.searcher import ConstrainedOptunaSearch, distributions
-from raycert.study.spec import StudySpec
-from raycert.study.storage import check_storage, cluster_warning
-from raycert.study.trial import TrialSetup, train_trial
-from raycert.study.tune_state import extend_tune_state, repair_tune_state
-from raycert.study.tune_trials import TrialsWriter
+from raycert.spec import StudySpec
+from raycert.study.policy.budget import Clock
+from raycert.study.policy.plan import StudyRequest, check_resumable, plan, resolve_paths
+from raycert.study.policy.polish import polished
+from raycert.study.policy.search import SearchPlan
+from raycert.study.tune import cluster, failures, outcome
+from raycert.study.tune.lock import StudyLock
+from raycert.study.tune.outcome import StudyResult
+from raycert.study.tune.searcher import ConstrainedOptunaSearch, distributions
+from raycert.study.tune.state import extend_tune_state, repair_tune_state
+from raycert.study.tune.stopper import BudgetStopper, lend_clock
+from raycert.study.tune.storage import check_storage, cluster_warning
+from raycert.study.tune.trial import TrialSetup, train_trial
+from raycert.study.tune.trials import TrialsWriter
 from raycert.studyfolder import (
     STUDY_JSON,
     TUNE_DIR,
@@ -65,10 +69,9 @@ from raycert.studyfolder import (
     read_meta,
     write_meta,
 )
-from raycert.training.schedule import polished
 from raycert.units import format_duration
 
-__all__ = ["StudyRequest", "StudyResult", "run_study"]  # from raycert.study.plan, .outcome
+__all__ = ["StudyRequest", "StudyResult", "run_study"]  # from policy.plan and outcome
 
 
 def run_study(
@@ -91,10 +94,7 @@ def run_study(
     storage = check_storage(request.storage)
     store = StudyDir(storage, meta.name)
     with StudyLock(storage, meta.name):
-        try:
-            return _run_locked(request, spec, meta, store, trainable, progress, started)
-        finally:
-            budget.forget(store.uri)
+        return _run_locked(request, spec, meta, store, trainable, progress, started)
 
 
 def _run_locked(
@@ -124,17 +124,6 @@ def _run_locked(
             return outcome.finished_result(store, saved)
         meta.started = saved.started
     spent_before = meta.spent_s
-    clock = None
-    if meta.budget_s is not None:
-        test_size = dataset_info(meta.dataset).test_size
-        clock = budget.start(
-            store.uri,
-            meta.budget_s,
-            started - spent_before,
-            meta.targets,
-            test_size,
-            outcome.completed_runs(store, meta.targets) if saved is not None else (),
-        )
 
     def spend() -> None:
         meta.spent_s = spent_before + time.monotonic() - started
@@ -163,8 +152,16 @@ def _run_locked(
             warning = cluster_warning(request.storage, hw.nodes)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
-            if clock is not None:
-                clock.concurrency = res.concurrency
+            clock = None
+            if meta.budget_s is not None:  # counted from the start, less earlier drivers' time
+                clock = Clock(
+                    meta.budget_s,
+                    started - spent_before,
+                    tuple(meta.targets),
+                    dataset_info(meta.dataset).test_size,
+                    res.concurrency,
+                    runs=outcome.completed_runs(store, meta.targets) if saved is not None else [],
+                )
             if progress:
                 print(_start_line(store, meta, res), file=sys.stderr, flush=True)
             meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
@@ -175,7 +172,11 @@ def _run_locked(
             failures.forget(store.uri)
             try:
                 tuner = _tuner(spec, meta, store, res, trainable, progress, request, saved)
-                with failures.quiet_user_errors(), contextlib.suppress(failures.StudyStopped):
+                with (
+                    lend_clock(store.uri, clock),
+                    failures.quiet_user_errors(),
+                    contextlib.suppress(failures.StudyStopped),
+                ):
                     tuner.fit()
             except KeyboardInterrupt:
                 meta.status = "interrupted"
@@ -186,7 +187,7 @@ def _run_locked(
             if stopped is not None:
                 spend()
                 raise _stopped(store, meta, *stopped)
-            budget_spent = clock is not None and not budget.room_for_another_trial(store.uri)
+            budget_spent = clock is not None and not clock.fits()
             return outcome.finish(store, meta, res, request.data_dir, budget_spent, spend)
     finally:
         failures.forget(store.uri)
@@ -282,11 +283,14 @@ def _tuner(
         storage=journal_storage(store),
         min_value=min(targets),
         study_uri=store.uri,
-        rungs=spec.rungs,
-        eta=spec.eta,
-        epochs=spec.base.epochs,
-        val_size=_val_size(spec),
-        polish_epochs=None if meta.polish is None else polished(spec.base, meta.polish).epochs,
+        plan=SearchPlan.build(
+            min_target=min(targets),
+            val_size=_val_size(spec),
+            rungs=spec.rungs,
+            eta=spec.eta,
+            epochs=spec.base.epochs,
+            polish_epochs=None if meta.polish is None else polished(spec.base, meta.polish).epochs,
+        ),
         # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
         points_to_evaluate=spec.known_points or None,
     )
@@ -320,7 +324,7 @@ def _tuner(
             # driver killed mid-copy can leave a state naming the previous checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[writer, stop_on_user_error],
-            stop=budget.BudgetStopper(store.uri, spec.base.epochs),
+            stop=BudgetStopper(store.uri, spec.base.epochs),
             verbose=0,
         ),
     )

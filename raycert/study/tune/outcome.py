@@ -19,10 +19,10 @@ from ray import tune
 
 from raycert.data import dataset_info
 from raycert.errors import UserError
-from raycert.study import cluster
-from raycert.study.plan import timestamp
-from raycert.study.trial import FinishedRun, certify_on_cluster
-from raycert.study.tune_trials import trial_rows, with_lost_rows
+from raycert.study.policy.plan import timestamp
+from raycert.study.tune import cluster
+from raycert.study.tune.trial import FinishedRun, certify_on_cluster
+from raycert.study.tune.trials import trial_rows, with_lost_rows
 from raycert.studyfolder import (
     CHOSEN,
     TUNE_DIR,

@@ -1,7 +1,7 @@
 """Multi-fidelity search over the length of the whole run: successive halving that respects the
 radius schedule.
 
-A trial's *fidelity* is the share of the preset's run it trains (``schedule.shortened``): fewer
+A trial's *fidelity* is the share of the preset's run it trains (``shortened``): fewer
 epochs, with warm-up and ramp kept at the same fractions of the run. So every trial, short or
 long, is a complete training whose ramp has ended before it is ranked, and a short trial's model
 is as real as a long one's: it can win a target and lies on the front like any other.
@@ -21,7 +21,8 @@ Promotion respects the accuracy targets; it never mixes accuracy into ACR:
 3. among the others, by clean accuracy (the least shortfall first).
 
 The rung state is the Optuna journal itself (each trial's ``fidelity`` and ``promoted_from``
-user attributes), so it survives a killed driver and ``--resume``.
+user attributes, kept by ``raycert.study.tune.searcher``), so it survives a killed driver and
+``--resume``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PROMOTED_FROM = "promoted_from"  # Optuna user attribute: the number of the trial re-run longer
+from raycert.studyfolder import pareto_ranks
+from raycert.training.config import TrainConfig
+
+
+def shortened_epochs(epochs: int, fidelity: float) -> int:
+    """The epochs of a run ``fidelity`` times as long as one of ``epochs`` (at least one)."""
+    return max(1, round(epochs * fidelity))
+
+
+def shortened(cfg: TrainConfig, fidelity: float) -> TrainConfig:
+    """``cfg`` as a whole run ``fidelity`` (0 < f <= 1) times as long: ``round(f * epochs)``
+    epochs (at least one), with warm-up, ramp and step-LR milestones kept at the same fractions
+    of the run. A multi-fidelity study's short trials are such runs: complete trainings whose
+    ramp ends where the full run's does, relative to their length."""
+    if not 0 < fidelity <= 1:
+        raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+    if fidelity == 1:
+        return cfg
+    epochs = shortened_epochs(cfg.epochs, fidelity)
+    scale = epochs / cfg.epochs
+    milestones = sorted({max(1, round(m * scale)) for m in cfg.lr_milestones})
+    return cfg.replace(
+        epochs=epochs,
+        warmup_epochs=cfg.warmup_epochs * scale,
+        ramp_epochs=cfg.ramp_epochs * scale,
+        lr_milestones=[m for m in milestones if m <= epochs],
+    )
 
 
 @dataclass(frozen=True)
@@ -49,30 +76,6 @@ def accuracy_margin(target: float, val_size: int) -> float:
     """Two standard errors of a clean accuracy near ``target`` measured on ``val_size`` images:
     how far below the target a short trial may score and still count as meeting it."""
     return 2 * math.sqrt(target * (1 - target) / max(1, val_size))
-
-
-def pareto_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Non-dominated sorting rank of each (clean accuracy, ACR) point, both maximised: 0 for the
-    front, 1 for the front of the rest, and so on."""
-    ranks = [-1] * len(points)
-    left = set(range(len(points)))
-    rank = 0
-    while left:
-        front = {
-            i
-            for i in left
-            if not any(
-                points[j][0] >= points[i][0]
-                and points[j][1] >= points[i][1]
-                and points[j] != points[i]
-                for j in left
-            )
-        }
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
 
 
 def promotion_order(runs: Sequence[RungRun], min_target: float, margin: float) -> list[RungRun]:
