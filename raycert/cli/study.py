@@ -6,7 +6,7 @@ checks every value and resolves every path, before Ray starts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,74 +20,92 @@ from raycert.cli.root import (
 from raycert.errors import UserError
 from raycert.units import format_duration, parse_duration
 
+if TYPE_CHECKING:
+    from raycert.study.tune.outcome import StudyResult
+
+
+# The options of ``raycert study`` (the shared ones live in ``raycert.cli.root``).
+MinAccOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--min-acc",
+        help="Clean-accuracy target in (0, 1); repeat for several. Default: the spec's.",
+        metavar="ACC",
+        show_default=False,
+    ),
+]
+MethodOption = Annotated[
+    str | None,
+    typer.Option(
+        help="acert or ibp (default: the preset's); acert,ibp searches both, for both fronts."
+    ),
+]
+TrialsOption = Annotated[
+    int | None,
+    typer.Option(help="Trials in all (default: the spec's; with --resume, more extends it)."),
+]
+BudgetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Wall clock for the whole study, like 10m, 2h or 1.5d; it ends on time with "
+        "what finished, and spends an end too short for a whole trial polishing the front "
+        "where its spec sets polish (default: the preset's).",
+        show_default=False,
+    ),
+]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
+]
+CpusOption = Annotated[float, typer.Option(help="CPUs each trial asks Ray for.")]
+GpusOption = Annotated[
+    str, typer.Option(help="GPUs each trial asks Ray for (0.25 shares a GPU by four), or auto.")
+]
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster HOST:PORT, or auto (default: a local cluster).")
+]
+StorageOption = Annotated[str, typer.Option(help="Folder (shared on a cluster) or URI.")]
+NameOption = Annotated[
+    str | None, typer.Option(help="Study folder name (default DATASET-METHOD-PRESET).")
+]
+ResumeOption = Annotated[
+    bool, typer.Option(help="Continue the interrupted, stopped or finished study --name.")
+]
+SeedOption = Annotated[int, typer.Option(help="Seeds the sampler and every trial.")]
+SpecOption = Annotated[
+    Path | None, typer.Option(help="Spec file instead of raycert/spec/presets/DATASET.toml.")
+]
+AttackOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--attack/--no-attack",
+        help="Also attack the chosen models with PGD on the test split (pgd_acc@eps, "
+        "pgd_radius; slower). Default: off, or as the resumed study ran.",
+        show_default=False,
+    ),
+]
+
 
 def study_command(
     dataset: DatasetArgument,
-    min_acc: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--min-acc",
-            help="Clean-accuracy target in (0, 1); repeat for several. Default: the spec's.",
-            metavar="ACC",
-            show_default=False,
-        ),
-    ] = None,
-    method: Annotated[
-        str | None,
-        typer.Option(
-            help="acert or ibp (default: the preset's); acert,ibp searches both, for both fronts."
-        ),
-    ] = None,
+    min_acc: MinAccOption = None,
+    method: MethodOption = None,
     preset: PresetOption = "quick",
-    trials: Annotated[
-        int | None,
-        typer.Option(help="Trials in all (default: the spec's; with --resume, more extends it)."),
-    ] = None,
-    budget: Annotated[
-        str | None,
-        typer.Option(
-            help="Wall clock for the whole study, like 10m, 2h or 1.5d; it ends on time with "
-            "what finished, and spends an end too short for a whole trial polishing the front "
-            "where its spec sets polish (default: the preset's).",
-            show_default=False,
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Trials at once (default: as many as the cluster fits).")
-    ] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs each trial asks Ray for.")] = 1.0,
-    gpus_per_trial: Annotated[
-        str, typer.Option(help="GPUs each trial asks Ray for (0.25 shares a GPU by four), or auto.")
-    ] = "auto",
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster HOST:PORT, or auto (default: a local cluster).")
-    ] = None,
-    storage: Annotated[str, typer.Option(help="Folder (shared on a cluster) or URI.")] = "runs",
-    name: Annotated[
-        str | None, typer.Option(help="Study folder name (default DATASET-METHOD-PRESET).")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the interrupted, stopped or finished study --name.")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial.")] = 0,
+    trials: TrialsOption = None,
+    budget: BudgetOption = None,
+    concurrency: ConcurrencyOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = "auto",
+    address: AddressOption = None,
+    storage: StorageOption = "runs",
+    name: NameOption = None,
+    resume: ResumeOption = False,
+    seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     no_download: NoDownloadOption = False,
-    spec: Annotated[
-        Path | None, typer.Option(help="Spec file instead of raycert/spec/presets/DATASET.toml.")
-    ] = None,
-    attack: Annotated[
-        bool | None,
-        typer.Option(
-            "--attack/--no-attack",
-            help="Also attack the chosen models with PGD on the test split (pgd_acc@eps, "
-            "pgd_radius; slower). Default: off, or as the resumed study ran.",
-            show_default=False,
-        ),
-    ] = None,
+    spec: SpecOption = None,
+    attack: AttackOption = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
-    from raycert.paths import is_uri
-    from raycert.report.page import build_report
     from raycert.study.tune.run import StudyRequest, run_study  # Ray loads for this command only
 
     request = StudyRequest(
@@ -118,10 +136,19 @@ def study_command(
         where = f" {result.study_dir}" if result is not None else ""
         console.print(f"study interrupted:{where}; continue it with --resume")
         raise typer.Exit(130)
-    for chosen in result.targets:
-        print_chosen(chosen, result.meta.acr_cap)
-    console.print(trials_summary(result.meta))
+    _print_outcome(result)
+
+
+def _print_outcome(result: StudyResult) -> None:
+    """A finished study: each target's model, the trial counts, the wall time, where the
+    results and the report are; exit 1 when no trial completed."""
+    from raycert.paths import is_uri
+    from raycert.report.page import build_report
+
     meta = result.meta
+    for chosen in result.targets:
+        print_chosen(chosen, meta.acr_cap)
+    console.print(trials_summary(meta))
     if meta.budget_s is not None:
         line = f"wall time: {format_duration(meta.spent_s)} of the "
         line += f"{format_duration(meta.budget_s)} budget"
@@ -134,9 +161,9 @@ def study_command(
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
     else:
         console.print(f"report: {build_report([Path(result.study_dir)])}")
-    counts = result.meta.trial_counts
+    counts = meta.trial_counts
     if not counts.get("completed"):
-        errors = result.meta.errors
+        errors = meta.errors
         why = (
             f"; the first failure (trial {errors[0].trial}): {errors[0].message}" if errors else ""
         )

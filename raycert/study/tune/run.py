@@ -33,6 +33,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -74,6 +75,25 @@ from raycert.units import format_duration
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # from policy.plan and outcome
 
 
+@dataclass
+class Driver:
+    """One driver's study: what was asked, the spec, study.json's record (``meta``, updated as
+    the study runs), its folder, what an earlier driver recorded (``saved``, when resuming),
+    and the ``time.monotonic()`` the study's clock counts from (this driver's start, less the
+    time earlier drivers spent)."""
+
+    request: StudyRequest
+    spec: StudySpec
+    meta: StudyMeta
+    store: StudyDir
+    saved: StudyMeta | None
+    origin: float
+
+    def spend(self) -> None:
+        """Record the study's time so far in ``meta`` (written with it)."""
+        self.meta.spent_s = time.monotonic() - self.origin
+
+
 def run_study(
     request: StudyRequest,
     *,
@@ -94,43 +114,40 @@ def run_study(
     storage = check_storage(request.storage)
     store = StudyDir(storage, meta.name)
     with StudyLock(storage, meta.name):
-        return _run_locked(request, spec, meta, store, trainable, progress, started)
-
-
-def _run_locked(
-    request: StudyRequest,
-    spec: StudySpec,
-    meta: StudyMeta,
-    store: StudyDir,
-    trainable: Callable[[dict[str, Any]], None] | None,
-    progress: bool,
-    started: float,
-) -> StudyResult:
-    """``run_study`` once the study's lock is held; ``started``: its ``time.monotonic()``."""
-    saved = None
-    if store.exists() and not request.resume:
-        raise UserError(
-            f"study {store.uri} exists; pass --resume to continue it or choose another --name"
-        )
-    if request.resume:
-        if not store.has(STUDY_JSON):
-            raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
-        saved = read_meta(store)
-        check_resumable(saved, meta, request.trials, store.uri, request.attack, request.budget_s)
-        more = meta.trials_requested > saved.trials_requested or (meta.budget_s or 0) > (
-            saved.budget_s or 0
-        )
-        if saved.status == "finished" and not more:
+        saved = _saved_meta(request, meta, store)
+        if saved is not None and saved.status == "finished" and not _extends(meta, saved):
             return outcome.finished_result(store, saved)
-        meta.started = saved.started
-    spent_before = meta.spent_s
+        if trainable is None:  # missing data fails here, before Ray starts
+            load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
+        driver = Driver(request, spec, meta, store, saved, started - meta.spent_s)
+        return _run_on_ray(driver, trainable, progress)
 
-    def spend() -> None:
-        meta.spent_s = spent_before + time.monotonic() - started
 
-    if trainable is None:  # missing data fails here, before Ray starts
-        load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
+def _saved_meta(request: StudyRequest, meta: StudyMeta, store: StudyDir) -> StudyMeta | None:
+    """The study.json an earlier driver wrote, when resuming (checked against ``meta``, which
+    takes its trial count, budget and time spent); None for a new study."""
+    if not request.resume:
+        if store.exists():
+            raise UserError(
+                f"study {store.uri} exists; pass --resume to continue it or choose another --name"
+            )
+        return None
+    if not store.has(STUDY_JSON):
+        raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
+    saved = read_meta(store)
+    check_resumable(saved, meta, request.trials, store.uri, request.attack, request.budget_s)
+    meta.started = saved.started
+    return saved
 
+
+def _extends(meta: StudyMeta, saved: StudyMeta) -> bool:
+    """Whether ``meta`` asks for more trials or a larger budget than ``saved`` had."""
+    more_trials = meta.trials_requested > saved.trials_requested
+    return more_trials or (meta.budget_s or 0) > (saved.budget_s or 0)
+
+
+def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> StudyResult:
+    """Connect to Ray, run the trials and finish the study; Ray's own cluster ends with it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A checkpoint per epoch snapshots Tune's state each epoch, by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -138,62 +155,83 @@ def _run_locked(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune records every trial's error; Ray's echo of those it dropped on a stop is noise.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
-    owned = cluster.connect(request.address)
+    store = driver.store
+    owned = cluster.connect(driver.request.address)
     try:
         with _sigterm_as_sigint():
-            hw = cluster.hardware()
-            res = cluster.plan_resources(
-                hw,
-                request.cpus_per_trial,
-                request.gpus_per_trial,
-                request.concurrency,
-                meta.trials_requested,
-            )
-            warning = cluster_warning(request.storage, hw.nodes)
-            if warning:
-                print(warning, file=sys.stderr, flush=True)
-            clock = None
-            if meta.budget_s is not None:  # counted from the start, less earlier drivers' time
-                clock = Clock(
-                    meta.budget_s,
-                    started - spent_before,
-                    tuple(meta.targets),
-                    dataset_info(meta.dataset).test_size,
-                    res.concurrency,
-                    runs=outcome.completed_runs(store, meta.targets) if saved is not None else [],
-                )
+            res = _resources(driver)
+            clock = _clock(driver, res)
             if progress:
-                print(_start_line(store, meta, res), file=sys.stderr, flush=True)
-            meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
-            meta.concurrency = res.concurrency
-            meta.hardware = Hardware(**hw.to_dict())
-            meta.status, meta.error = "running", None
-            write_meta(store, meta)
-            failures.forget(store.uri)
-            try:
-                tuner = _tuner(spec, meta, store, res, trainable, progress, request, saved)
-                with (
-                    lend_clock(store.uri, clock),
-                    failures.quiet_user_errors(),
-                    contextlib.suppress(failures.StudyStopped),
-                ):
-                    tuner.fit()
-            except KeyboardInterrupt:
-                meta.status = "interrupted"
-                spend()
-                write_meta(store, meta)
-                raise
-            stopped = failures.user_error(store.uri)
-            if stopped is not None:
-                spend()
-                raise _stopped(store, meta, *stopped)
+                print(_start_line(store, driver.meta, res), file=sys.stderr, flush=True)
+            tuner = _tuner(driver, res, trainable, progress)
+            _fit(driver, tuner, clock)
             budget_spent = clock is not None and not clock.fits()
-            return outcome.finish(store, meta, res, request.data_dir, budget_spent, spend)
+            data_dir = driver.request.data_dir
+            return outcome.finish(store, driver.meta, res, data_dir, budget_spent, driver.spend)
     finally:
         failures.forget(store.uri)
         store.save_journal()
         if owned:
             ray.shutdown()
+
+
+def _resources(driver: Driver) -> cluster.Resources:
+    """What each trial gets on this cluster (warning once when a local storage serves several
+    nodes); recorded in study.json, which is written as the study starts running."""
+    request, meta = driver.request, driver.meta
+    hw = cluster.hardware()
+    res = cluster.plan_resources(
+        hw,
+        request.cpus_per_trial,
+        request.gpus_per_trial,
+        request.concurrency,
+        meta.trials_requested,
+    )
+    warning = cluster_warning(request.storage, hw.nodes)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    meta.resources = TrialResources(res.cpus_per_trial, res.gpus_per_trial)
+    meta.concurrency = res.concurrency
+    meta.hardware = Hardware(**hw.to_dict())
+    meta.status, meta.error = "running", None
+    write_meta(driver.store, meta)
+    return res
+
+
+def _clock(driver: Driver, res: cluster.Resources) -> Clock | None:
+    """The study's budget clock (None without a budget): it knows the trials completed before
+    a resume, and certifies each winner in ``res.concurrency`` shards."""
+    meta = driver.meta
+    if meta.budget_s is None:
+        return None
+    completed = [] if driver.saved is None else outcome.completed_runs(driver.store, meta.targets)
+    test_size = dataset_info(meta.dataset).test_size
+    targets = tuple(meta.targets)
+    return Clock(meta.budget_s, driver.origin, targets, test_size, res.concurrency, completed)
+
+
+def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
+    """Run the trials with ``clock`` lent to the searcher and stopper. Ctrl-C and SIGTERM leave
+    an interrupted study (re-raised); a trial's ``UserError`` a stopped one (raised as the
+    study's)."""
+    store, meta = driver.store, driver.meta
+    failures.forget(store.uri)
+    try:
+        with (
+            lend_clock(store.uri, clock),
+            failures.quiet_user_errors(),
+            contextlib.suppress(failures.StudyStopped),
+        ):
+            tuner.fit()
+    except KeyboardInterrupt:
+        meta.status = "interrupted"
+        driver.spend()
+        write_meta(store, meta)
+        raise
+    stopped = failures.user_error(store.uri)
+    if stopped is not None:
+        driver.spend()
+        raise _stopped(store, meta, *stopped)
 
 
 @contextlib.contextmanager
@@ -236,64 +274,43 @@ def _trial_number(store: StudyDir, name: str, trial_id: str) -> int | str:
 
 
 def _tuner(
-    spec: StudySpec,
-    meta: StudyMeta,
-    store: StudyDir,
-    res: cluster.Resources,
-    trainable: Callable | None,
-    progress: bool,
-    request: StudyRequest,
-    saved: StudyMeta | None,
+    driver: Driver, res: cluster.Resources, trainable: Callable | None, progress: bool
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored when resuming and Tune saved its state
-    (with more trials to run if ``meta`` asks for more than ``saved`` did)."""
-    targets = meta.targets
+    (with more trials to run if the study now asks for more than it did)."""
+    store, meta, saved = driver.store, driver.meta, driver.saved
     path = f"{store.uri}/{TUNE_DIR}"
     restore = saved is not None and tune.Tuner.can_restore(path)
     if trainable is None:
         setup = TrialSetup(
             meta.base_config,
-            request.data_dir,
+            driver.request.data_dir,
             res.gpus_per_trial,
-            min(targets),
-            finished=outcome.finished_runs(store, targets) if restore else {},
+            min(meta.targets),
+            finished=outcome.finished_runs(store, meta.targets) if restore else {},
             attack=meta.attack,
             polish=meta.polish or {},
         )
         trainable = tune.with_parameters(train_trial, setup=setup)
-    trainable = tune.with_resources(
-        trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
-    )
-    if restore:
-        repair_tune_state(store)
-        if meta.trials_requested > saved.trials_requested or meta.budget_s is not None:
-            # More trials, or a budget whose searcher may have said it was done: go on.
-            extend_tune_state(store, meta.trials_requested)
-        # A study a trial's UserError stopped gives its failed trials another go.
-        stopped = saved.status == "stopped"
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
+    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+    trainable = tune.with_resources(trainable, resources)
+    if not restore:
+        return _new_tuner(driver, res, trainable, progress)
+    repair_tune_state(store)
+    if meta.trials_requested > saved.trials_requested or meta.budget_s is not None:
+        # More trials, or a budget whose searcher may have said it was done: go on.
+        extend_tune_state(store, meta.trials_requested)
+    # A study a trial's UserError stopped gives its failed trials another go.
+    stopped = saved.status == "stopped"
+    return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
 
-    several = len(targets) > 1
-    searcher = ConstrainedOptunaSearch(
-        space=distributions(spec.params),
-        metric=["clean_acc", "acr"] if several else "acr",
-        mode=["max", "max"] if several else "max",
-        sampler=_sampler(spec.sampler, request.seed),
-        study_name=meta.name,
-        storage=journal_storage(store),
-        min_value=min(targets),
-        study_uri=store.uri,
-        plan=SearchPlan.build(
-            min_target=min(targets),
-            val_size=_val_size(spec),
-            rungs=spec.rungs,
-            eta=spec.eta,
-            epochs=spec.base.epochs,
-            polish_epochs=None if meta.polish is None else polished(spec.base, meta.polish).epochs,
-        ),
-        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
-        points_to_evaluate=spec.known_points or None,
-    )
+
+def _new_tuner(
+    driver: Driver, res: cluster.Resources, trainable: Any, progress: bool
+) -> tune.Tuner:
+    """A Tuner for a new study: the constrained searcher, ASHA where the spec asks for it, the
+    trials table's writer, the stop on a user's mistake and the budget's stopper."""
+    spec, meta, store = driver.spec, driver.meta, driver.store
     scheduler = None
     if spec.asha:
         scheduler = ASHAScheduler(
@@ -303,14 +320,13 @@ def _tuner(
             max_t=spec.base.epochs,
             grace_period=min(spec.grace_period, spec.base.epochs),
         )
-    writer = TrialsWriter(request.storage, meta.name, targets, meta.trial_params())
+    writer = TrialsWriter(driver.request.storage, meta.name, meta.targets, meta.trial_params())
     writer.progress = progress
     writer.epochs = spec.base.epochs
-    stop_on_user_error = failures.StopOnUserError(store.uri)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=_searcher(driver),
             scheduler=scheduler,
             num_samples=meta.trials_requested,
             max_concurrent_trials=res.concurrency,
@@ -323,10 +339,39 @@ def _tuner(
             # Two, not one: Tune copies its state into the study folder behind the trials, so a
             # driver killed mid-copy can leave a state naming the previous checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[writer, stop_on_user_error],
+            callbacks=[writer, failures.StopOnUserError(store.uri)],
             stop=BudgetStopper(store.uri, spec.base.epochs),
             verbose=0,
         ),
+    )
+
+
+def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
+    """Optuna on the study's journal: single-objective ACR for one target, (clean accuracy,
+    ACR) for several, constrained at the lowest target; the recipe and the spec's starts
+    first."""
+    spec, meta = driver.spec, driver.meta
+    several = len(meta.targets) > 1
+    polish_epochs = None if meta.polish is None else polished(spec.base, meta.polish).epochs
+    return ConstrainedOptunaSearch(
+        space=distributions(spec.params),
+        metric=["clean_acc", "acr"] if several else "acr",
+        mode=["max", "max"] if several else "max",
+        sampler=_sampler(spec.sampler, driver.request.seed),
+        study_name=meta.name,
+        storage=journal_storage(driver.store),
+        min_value=min(meta.targets),
+        study_uri=driver.store.uri,
+        plan=SearchPlan.build(
+            min_target=min(meta.targets),
+            val_size=_val_size(spec),
+            rungs=spec.rungs,
+            eta=spec.eta,
+            epochs=spec.base.epochs,
+            polish_epochs=polish_epochs,
+        ),
+        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
+        points_to_evaluate=spec.known_points or None,
     )
 
 
