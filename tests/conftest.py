@@ -1,5 +1,10 @@
 """Shared fixtures: the real dataset root, a local HTTP mirror for download tests, one local
-Ray cluster for the in-process study tests, and one killed-and-resumed CLI study."""
+Ray cluster for the in-process study tests, and one killed-and-resumed CLI study.
+
+The ``slow`` marker (``pytest -m "not slow"`` leaves them out; CI runs everything) goes on every
+test that starts a Ray cluster or a study process, clones the repository, builds a wheel or
+runs a browser: by hand on the tests that do so themselves, and here on every test that uses a
+fixture doing so (``SLOW_FIXTURES``)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,16 @@ if TYPE_CHECKING:
 # unused a second after they started, and on the CI's 2 cores their start-up cost each study
 # CLI 3-6 s. What a study does is unchanged (its trials and tasks start their workers as ever).
 os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+
+# Fixtures that start a Ray cluster or a study process: the tests using them are slow.
+SLOW_FIXTURES = {"ray_local", "killed_study", "two_nodes", "installed"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES``."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

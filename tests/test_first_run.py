@@ -54,6 +54,7 @@ def _borrowed_venv(clone: Path) -> None:
     (venv / ".raycert-installed").write_text(digest + "\n")
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_runs_the_readme_main_job_with_its_relative_paths(tmp_path, shared_data):
     if not (ROOT / ".git").exists():
         pytest.fail(f"{ROOT} is not a git checkout: the newcomer test clones it", pytrace=False)

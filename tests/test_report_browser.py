@@ -54,6 +54,7 @@ def _sync_playwright():
     return sync_playwright
 
 
+@pytest.mark.slow
 def test_the_page_renders_offline_in_chromium(page: Path):
     """Every non-file request is recorded and aborted (the context is offline too)."""
     sync_playwright = _sync_playwright()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import ray.cloudpickle
 from ray import tune
 from studyruns import (
@@ -85,6 +86,7 @@ def test_a_multi_fidelity_study_starts_short_and_re_runs_the_best_longer(ray_loc
     assert result.targets[0].met
 
 
+@pytest.mark.slow
 def test_after_a_sigkill_mid_rung_resume_keeps_the_rungs(tmp_path):
     """The driver is killed while rung-0 runs are under way: on resume no finished trial is lost
     or trained again, and promotions go on from the journal's rung state without repeats."""

@@ -95,6 +95,7 @@ def test_a_lock_from_another_host_is_refused_with_the_file_to_delete(tmp_path):
     assert json.loads((tmp_path / ".s3.lock").read_text()) == other  # left alone
 
 
+@pytest.mark.slow
 def test_a_second_driver_on_a_running_study_is_refused_in_one_line(tmp_path):
     """Two identical starts at once: one runs, one is refused before Ray starts. While the
     winner runs, a ``--resume`` is refused too, and the winner finishes untouched."""

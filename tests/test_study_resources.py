@@ -88,6 +88,7 @@ def test_cpus_beyond_a_node_are_refused(ray_local, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpus_on_a_gpu_less_cluster_exit_2_with_one_line(tmp_path):
     """In a fresh process: its own local Ray cluster has no GPU (this machine has none)."""
     args = ["synthetic", "--preset", "smoke", "--gpus-per-trial", "0.5"]

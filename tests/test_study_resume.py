@@ -40,6 +40,7 @@ def _start_and_wait(args: list[str], cwd: Path, rows: int, **pipes) -> subproces
     return process
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_study_cleanly_with_a_resume_hint(tmp_path):
     args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
     args += ["--storage", str(tmp_path), "--name", "termed", "--min-acc", "0.8"]
