@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from raycert.cert.bounds import BATCHNORM, BatchStats, exact_margins, propagate
-from raycert.cert.bracket import bracket_stage
+from raycert.cert.bracket import Brackets, Search, bracket_stage
 from raycert.cert.slopes import stage_slopes
 from raycert.cert.stages import (
     LINEAR_DTYPE,
@@ -39,6 +39,7 @@ from raycert.cert.verifiers import (
     ALPHA,
     LINEAR,
     REL_THRESHOLD,
+    Margin,
     claimed_bounds,
     margin_fn,
     parse_verifier,
@@ -107,48 +108,73 @@ def search_radii(
     if clean_logits is None:
         clean_logits = model[-1](propagate(model, x, None, bn_stats=bn_stats).center)
     clean_logits = clean_logits.to(dtype)
-    rel = REL_THRESHOLD.get(dtype, 0.0)
-    threshold = rel * clean_logits.abs().amax(dim=1) if rel > 0 else None
+    threshold = _threshold(clean_logits)
     radius = torch.zeros(n, dtype=dtype, device=x.device)
     verified_by = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    g_radius = exact_margins(clean_logits, y).min(dim=1).values  # g at ``radius``, per sample
+    at_radius = exact_margins(clean_logits, y).min(dim=1).values  # the margin function there
     if threshold is not None:
-        g_radius = g_radius - threshold
-    todo = torch.nonzero((g_radius > 0) & (cap_t > 0)).flatten()
+        at_radius = at_radius - threshold
+    todo = torch.nonzero((at_radius > 0) & (cap_t > 0)).flatten()
     stage_radii: dict[str, Tensor] = {}
     stage_verified_by: dict[str, Tensor] = {}
-
     # A float64 search probes its linear stages in ``linear_dtype`` (see ``confirmed_stage``).
     fast = linear_dtype if dtype == torch.float64 and linear_dtype not in (None, dtype) else None
     for stage, name in enumerate(names):
         if len(todo):
-            lo, g_lo, hi, tol_todo = radius[todo], g_radius[todo], cap_t[todo], tol_t[todo]
-            slopes = optimized = None
-            if name == ALPHA:  # slopes optimized once per sample, just above its radius
-                optimized = stage_slopes(
-                    model, x[todo], y[todo], lo, hi, tol_todo, bn_stats=bn_stats
-                )
-                slopes = (todo, optimized.slopes)
-            g = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
-            # A linear stage after another mostly lifts its radius a little: it steps up.
-            search = stage_up if name in LINEAR and stage > 0 else bracket_stage
-            if fast is not None and name in LINEAR:
-                probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
-                if optimized is not None and optimized.bounds.dtype == fast:
-                    # The optimization's own bounds probe its eps: the search starts there.
-                    start = free_start(optimized.eps, optimized.bounds, clean_logits[todo])
-                    search = partial(stage_up, start=start)
-                found, g_found = confirmed_stage(
-                    g, probe, fast, search, todo, lo, g_lo, hi, tol_todo, max_iter, n
-                )
-            else:
-                found, g_found = search(g, todo, lo, g_lo, hi, tol_todo, max_iter, n)
-            moved = found > lo
+            brackets = Brackets(todo, radius[todo], at_radius[todo], cap_t[todo], tol_t[todo])
+            margin, search = _stage_search(
+                model, x, y, name, brackets, stage > 0, threshold, bn_stats, clean_logits, fast
+            )
+            found, at_found = search(margin, brackets, max_iter, n)
+            moved = found > brackets.lo
             rows = todo[moved]
-            radius[rows], verified_by[rows], g_radius[rows] = found[moved], stage, g_found[moved]
+            radius[rows], verified_by[rows], at_radius[rows] = found[moved], stage, at_found[moved]
             todo = todo[radius[todo] < cap_t[todo]]
         stage_radii[name], stage_verified_by[name] = radius.clone(), verified_by.clone()
     return RadiusSearch(radius, verified_by, stage_radii, stage_verified_by, names)
+
+
+def _threshold(clean_logits: Tensor) -> Tensor | None:
+    """What each sample's margin bound must exceed to verify: ``REL_THRESHOLD`` times its
+    largest |logit| in float64, None (0) in float32."""
+    rel = REL_THRESHOLD.get(clean_logits.dtype, 0.0)
+    return rel * clean_logits.abs().amax(dim=1) if rel > 0 else None
+
+
+def _stage_search(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    name: str,
+    brackets: Brackets,
+    after_another: bool,
+    threshold: Tensor | None,
+    bn_stats: BatchStats | None,
+    clean_logits: Tensor,
+    fast: torch.dtype | None,
+) -> tuple[Margin, Search]:
+    """Verifier ``name``'s margin function on the search's batch and the search that raises the
+    radii of ``brackets`` with it. An alpha stage's slopes are optimized here, once per sample
+    just above its radius. A linear stage after another steps up (``stage_up``); with ``fast``
+    (a float64 search), a linear stage probes in that dtype and checks its pick in float64."""
+    slopes = optimized = None
+    if name == ALPHA:
+        rows = brackets.rows
+        optimized = stage_slopes(
+            model, x[rows], y[rows], brackets.lo, brackets.hi, brackets.tol, bn_stats=bn_stats
+        )
+        slopes = (rows, optimized.slopes)
+    margin = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
+    # A linear stage after another mostly lifts its radius a little: it steps up.
+    search: Search = stage_up if name in LINEAR and after_another else bracket_stage
+    if fast is None or name not in LINEAR:
+        return margin, search
+    probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
+    if optimized is not None and optimized.bounds.dtype == fast:
+        # The optimization's own bounds probe its eps: the search starts there.
+        start = free_start(optimized.eps, optimized.bounds, clean_logits[brackets.rows])
+        search = partial(stage_up, start=start)
+    return margin, partial(confirmed_stage, probe=probe, probe_dtype=fast, search=search)
 
 
 @torch.no_grad()
