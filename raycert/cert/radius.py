@@ -214,21 +214,7 @@ def reverify(
     ``net64`` of the model and ``x64`` of the inputs; samples that fail (or that ``net64``
     misclassifies) are searched again in float64 with the same ``cap`` and ``tol``."""
     logits = net64(x64)
-    threshold = REL_THRESHOLD[torch.float64] * logits.abs().amax(dim=1)
-    failed = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    for name in found.verifiers:  # the last stage's radius is the final one
-        radius, by = found.stage_radii[name].double(), found.stage_verified_by[name]
-        for stage, claimant in enumerate(found.verifiers):
-            rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
-            if len(rows) == 0:
-                continue
-            earlier = found.stage_radii[found.verifiers[stage - 1]] if stage else radius
-            below = earlier[rows].double()
-            cap_t = torch.full_like(below, cap)
-            bounds = claimed_bounds(
-                net64, x64[rows], y[rows], radius[rows], claimant, below, cap_t, tol
-            )
-            failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
+    failed = _failed_claims(net64, x64, y, found, logits, cap, tol)
     failed |= (exact_margins(logits, y).min(dim=1).values <= 0) & (found.radius > 0)
     rows = torch.nonzero(failed).flatten()
     out = RadiusSearch(
@@ -253,3 +239,33 @@ def reverify(
             out.stage_radii[name][rows] = again.stage_radii[name]
             out.stage_verified_by[name][rows] = again.stage_verified_by[name]
     return out
+
+
+def _failed_claims(
+    net64: nn.Sequential,
+    x64: Tensor,
+    y: Tensor,
+    found: RadiusSearch,
+    logits: Tensor,
+    cap: float,
+    tol: float,
+) -> Tensor:
+    """Per sample, whether a radius of ``found`` (after any stage) fails in float64, against
+    ``REL_THRESHOLD`` of the largest |logit| of ``net64``'s ``logits``, by the bounds with which
+    the verifier that ``found`` names for it claimed it (``claimed_bounds``)."""
+    threshold = REL_THRESHOLD[torch.float64] * logits.abs().amax(dim=1)
+    failed = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for name in found.verifiers:  # the last stage's radius is the final one
+        radius, by = found.stage_radii[name].double(), found.stage_verified_by[name]
+        for stage, claimant in enumerate(found.verifiers):
+            rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
+            if len(rows) == 0:
+                continue
+            earlier = found.stage_radii[found.verifiers[stage - 1]] if stage else radius
+            below = earlier[rows].double()
+            cap_t = torch.full_like(below, cap)
+            bounds = claimed_bounds(
+                net64, x64[rows], y[rows], radius[rows], claimant, below, cap_t, tol
+            )
+            failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
+    return failed
