@@ -36,13 +36,12 @@ from raycert.cert.stages import (
     stage_up,
 )
 from raycert.cert.verifiers import (
-    ALPHA,
-    LINEAR,
     REL_THRESHOLD,
     Margin,
+    Verifier,
     claimed_bounds,
     margin_fn,
-    parse_verifier,
+    parse_cascade,
 )
 
 
@@ -95,7 +94,7 @@ def search_radii(
     search, its probes run in ``linear_dtype`` (float32 by default; None: in float64 too) and
     its radius is verified in float64 before it counts (``confirmed_stage``).
     """
-    names = parse_verifier(verifier)
+    stages = parse_cascade(verifier)
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number of pixel units, got {tol}")
     if model.training and bn_stats is None and any(isinstance(m, BATCHNORM) for m in model):
@@ -119,18 +118,19 @@ def search_radii(
     stage_verified_by: dict[str, Tensor] = {}
     # A float64 search probes its linear stages in ``linear_dtype`` (see ``confirmed_stage``).
     fast = linear_dtype if dtype == torch.float64 and linear_dtype not in (None, dtype) else None
-    for stage, name in enumerate(names):
+    for index, stage in enumerate(stages):
         if len(todo):
             brackets = Brackets(todo, radius[todo], at_radius[todo], cap_t[todo], tol_t[todo])
             margin, search = _stage_search(
-                model, x, y, name, brackets, stage > 0, threshold, bn_stats, clean_logits, fast
+                model, x, y, stage, brackets, index > 0, threshold, bn_stats, clean_logits, fast
             )
             found, at_found = search(margin, brackets, max_iter, n)
             moved = found > brackets.lo
             rows = todo[moved]
-            radius[rows], verified_by[rows], at_radius[rows] = found[moved], stage, at_found[moved]
+            radius[rows], verified_by[rows], at_radius[rows] = found[moved], index, at_found[moved]
             todo = todo[radius[todo] < cap_t[todo]]
-        stage_radii[name], stage_verified_by[name] = radius.clone(), verified_by.clone()
+        stage_radii[stage.name], stage_verified_by[stage.name] = radius.clone(), verified_by.clone()
+    names = tuple(stage.name for stage in stages)
     return RadiusSearch(radius, verified_by, stage_radii, stage_verified_by, names)
 
 
@@ -145,7 +145,7 @@ def _stage_search(
     model: nn.Sequential,
     x: Tensor,
     y: Tensor,
-    name: str,
+    verifier: Verifier,
     brackets: Brackets,
     after_another: bool,
     threshold: Tensor | None,
@@ -153,23 +153,23 @@ def _stage_search(
     clean_logits: Tensor,
     fast: torch.dtype | None,
 ) -> tuple[Margin, Search]:
-    """Verifier ``name``'s margin function on the search's batch and the search that raises the
-    radii of ``brackets`` with it. An alpha stage's slopes are optimized here, once per sample
-    just above its radius. A linear stage after another steps up (``stage_up``); with ``fast``
-    (a float64 search), a linear stage probes in that dtype and checks its pick in float64."""
+    """``verifier``'s margin function on the search's batch and the search that raises the radii
+    of ``brackets`` with it. Optimized slopes are optimized here, once per sample just above its
+    radius. A linear stage after another steps up (``stage_up``); with ``fast`` (a float64
+    search), a linear stage probes in that dtype and checks its pick in float64."""
     slopes = optimized = None
-    if name == ALPHA:
+    if verifier.optimized_slopes:
         rows = brackets.rows
         optimized = stage_slopes(
             model, x[rows], y[rows], brackets.lo, brackets.hi, brackets.tol, bn_stats=bn_stats
         )
         slopes = (rows, optimized.slopes)
-    margin = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
+    margin = margin_fn(model, x, y, verifier.name, threshold, bn_stats, slopes)
     # A linear stage after another mostly lifts its radius a little: it steps up.
-    search: Search = stage_up if name in LINEAR and after_another else bracket_stage
-    if fast is None or name not in LINEAR:
+    search: Search = stage_up if verifier.linear and after_another else bracket_stage
+    if fast is None or not verifier.linear:
         return margin, search
-    probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
+    probe = fast_margin_fn(model, x, y, verifier.name, clean_logits, fast, bn_stats, slopes)
     if optimized is not None and optimized.bounds.dtype == fast:
         # The optimization's own bounds probe its eps: the search starts there.
         start = free_start(optimized.eps, optimized.bounds, clean_logits[brackets.rows])

@@ -39,13 +39,13 @@ def fast_margin_fn(
     model: nn.Sequential,
     x: Tensor,
     y: Tensor,
-    name: str,
+    verifier: str,
     clean_logits: Tensor,
     dtype: torch.dtype,
     bn_stats: BatchStats | None,
     slopes: tuple[Tensor, Slopes] | None = None,
 ) -> Margin:
-    """``g`` of verifier ``name`` on a ``dtype`` copy of the model and inputs, less the
+    """The margin function of ``verifier`` on a ``dtype`` copy of the model and inputs, less the
     ``FAST_GUARD`` share of each sample's largest |logit|: a guide for the search, never a
     certificate (``confirmed_stage`` checks its radii in the model's own dtype)."""
     fast = copy.deepcopy(model).to(dtype)
@@ -55,7 +55,7 @@ def fast_margin_fn(
         else {index: (mean.to(dtype), var.to(dtype)) for index, (mean, var) in bn_stats.items()}
     )
     guard = (FAST_GUARD * clean_logits.abs().amax(dim=1)).to(dtype)
-    return margin_fn(fast, x.to(dtype), y, name, guard, stats, slopes)
+    return margin_fn(fast, x.to(dtype), y, verifier, guard, stats, slopes)
 
 
 def stage_up(
