@@ -6,14 +6,15 @@ verifier was *verified* > 0 (in float64, above ``REL_THRESHOLD`` times the sampl
 every smaller radius too. The radius is within ``tol`` below the crossing unless the search ran
 out of rounds first: it is then still verified, just less tight.
 
-Each stage of a cascade searches above the radius the earlier stages verified: by bracketing
-(``raycert.cert.bracket``: false position, the lower end always verified), or, for a linear
-stage after another, by stepping up from that radius with float32 probes whose pick is
-verified in float64 (``raycert.cert.stages``). An ``alpha-crown-ibp`` stage first optimizes each
-sample's ReLU slopes just above the earlier radius (``raycert.cert.slopes.stage_slopes``), then
-steps up with those slopes fixed: its radius is verified by the bound with them. Who verifies is
-``raycert.cert.verifiers``.
-Radii searched in float32 (training) are checked again in float64 by ``reverify``.
+Each stage of a cascade searches the ``Brackets`` between the radius the earlier stages
+verified and the cap: by bracketing (``raycert.cert.bracket``: false position, the lower end
+always verified), or, for a linear stage after another, by stepping up from that radius with
+float32 probes whose pick is verified in float64 (``raycert.cert.stages``). A stage with
+optimized slopes (``alpha-crown-ibp``) first optimizes each sample's ReLU slopes just above the
+earlier radius (``raycert.cert.slopes.stage_slopes``), then steps up with those slopes fixed:
+its radius is verified by the bound with them. Which stage is which kind is what the registry
+of ``raycert.cert.verifiers`` declares. Radii searched in float32 (training) are checked again
+in float64 by ``reverify``, each by the bounds that claimed it.
 """
 
 from __future__ import annotations

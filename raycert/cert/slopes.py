@@ -178,7 +178,7 @@ def _ascend(
     best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
     best = torch.full((len(sample), 1), -math.inf, dtype=center.dtype, device=center.device)
     # Adam by hand, as torch.optim.Adam computes it: constructing that optimizer imports
-    # torch._dynamo, about 3 s of a fresh ``raycert certify`` process.
+    # torch._dynamo, a slow import for a fresh ``raycert certify`` process.
     moments = {index: (torch.zeros_like(s), torch.zeros_like(s)) for index, s in slopes.items()}
     for step in range(steps + 1):
         with torch.enable_grad():

@@ -1,7 +1,7 @@
 """A linear stage of a cascade, made cheap: step up from the earlier radius, probe in float32.
 
-A linear stage after another (CROWN-IBP after IBP) mostly lifts the earlier radius ``r`` by a
-few percent, and its bound passes cost several IBP passes each. So it does not bracket all of
+A linear stage after another (CROWN-IBP after IBP) mostly lifts the earlier radius ``r`` a
+little, and each of its bound passes costs several IBP passes. So it does not bracket all of
 ``[r, cap]``: it probes ``r + tol`` (where that fails, it cannot help, and ``r`` stands), then
 steps up (``stage_up``) and shrinks the bracket one probe per sample a round on a CPU, where a
 pass costs per probe. In a float64 search these probes run on a float32 copy of the model
