@@ -36,7 +36,7 @@ from raycert.cert.certify import certify, summarize
 from raycert.cert.linear import crown_rows_bytes
 from raycert.cert.models import build_model, ibp_init
 from raycert.cert.radius import certified_radius
-from raycert.cert.verifiers import TIGHTEST_VERIFIER, margin_bounds
+from raycert.cert.verifiers import DEFAULT_VERIFIER, margin_bounds
 from raycert.data import dataset_info, load
 from raycert.training.methods import robust_cross_entropy
 from raycert.training.rundir import load_run
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument(
         "--verifiers",
         nargs="*",
-        default=["ibp+crown-ibp", TIGHTEST_VERIFIER],
+        default=["ibp+crown-ibp", DEFAULT_VERIFIER],
         help="cascades (e) compares with IBP",
     )
     args = parser.parse_args()

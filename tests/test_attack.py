@@ -15,6 +15,7 @@ from raycert.cert.attack import (
     pgd,
 )
 from raycert.cert.certify import certify
+from raycert.cert.verifiers import DEFAULT_VERIFIER
 from raycert.data import load
 from raycert.spec import load_preset
 from raycert.training.loop import train
@@ -120,7 +121,8 @@ def test_empirical_radii_lie_above_certified_ones_on_a_random_net():
 
 
 def test_certify_cli_carries_verifiers_and_the_attack(tmp_path):
-    """``raycert certify --verifier ... --attack``: JSON summary and CSV agree per verifier."""
+    """``raycert certify --verifier ... --attack``: JSON summary and CSV agree per verifier; an
+    unknown or misplaced verifier is refused in one line; no ``--verifier``: the default."""
     import csv
     import json
 
@@ -159,3 +161,7 @@ def test_certify_cli_carries_verifiers_and_the_attack(tmp_path):
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown verifier 'alpha-crown'")
+    # Without --verifier, the library's default cascade certifies.
+    default = runner.invoke(app, ["certify", str(run_dir), "--json", "--limit", "10"])
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["verifier"] == DEFAULT_VERIFIER

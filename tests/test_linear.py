@@ -1,6 +1,6 @@
 """Linear-relaxation bounds (CROWN-IBP, CROWN, optimized slopes) are sound, exact at eps 0 and
-at least as tight as interval bounds; cascades of verifiers report radii their named verifier
-verified."""
+at least as tight as interval bounds; each registered verifier bounds as it is declared; cascades
+of verifiers report radii their named verifier verified."""
 
 from __future__ import annotations
 
@@ -22,10 +22,20 @@ from raycert.cert.linear import (
 from raycert.cert.models import build_model
 from raycert.cert.radius import search_radii
 from raycert.cert.slopes import optimize_slopes
-from raycert.cert.verifiers import REL_THRESHOLD, margin_bounds, parse_verifier
+from raycert.cert.verifiers import (
+    DEFAULT_VERIFIER,
+    REL_THRESHOLD,
+    VERIFIERS,
+    lookup,
+    margin_bounds,
+    min_margin,
+    parse_cascade,
+    parse_verifier,
+)
 from raycert.errors import UserError
 
-VERIFIERS = ("ibp", "crown-ibp", "crown", "alpha-crown-ibp")
+NAMES = tuple(verifier.name for verifier in VERIFIERS)
+LINEAR = tuple(verifier.name for verifier in VERIFIERS if verifier.linear)
 
 net_params = st.fixed_dictionaries(
     {
@@ -69,14 +79,14 @@ def test_every_verifier_is_sound_on_sampled_points(params, eps_scale):
     gen = torch.Generator().manual_seed(params["seed"] + 2)
     eps = eps_scale * torch.rand(len(x), generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        bounds = {v: margin_bounds(net, x, y, eps, v) for v in VERIFIERS}
+        bounds = {v: margin_bounds(net, x, y, eps, v) for v in NAMES}
         for point in _sampled_points(x, eps, gen, 48):
             margins = exact_margins(reference(point), y)
             for verifier, bound in bounds.items():
                 assert (margins >= bound - 1e-9).all(), (verifier, (margins - bound).min())
     # Linear bounds keep the interval bound where theirs is looser: never below IBP (up to the
     # rounding of train-mode statistics computed in another order).
-    for verifier in ("crown-ibp", "crown", "alpha-crown-ibp"):
+    for verifier in LINEAR:
         assert (bounds[verifier] >= bounds["ibp"] - 1e-12).all(), verifier
 
 
@@ -86,7 +96,7 @@ def test_linear_bounds_at_eps_zero_are_the_exact_margins(params):
     net, x, y, reference = _make(params)
     with torch.no_grad():
         exact = exact_margins(reference(x), y)
-        for verifier in VERIFIERS:
+        for verifier in NAMES:
             torch.testing.assert_close(
                 margin_bounds(net, x, y, 0.0, verifier), exact, atol=1e-9, rtol=0
             )
@@ -121,6 +131,66 @@ def test_linear_verifiers_are_tighter_than_ibp_on_a_random_net():
         crown = margin_bounds(net, x, y, 0.02, "crown")
     assert (crown_ibp - ibp).mean() > 0.01
     assert (crown - crown_ibp).mean() > 0.01
+
+
+def test_each_registered_verifier_bounds_as_it_is_declared():
+    """Every bound of a verifier (its margin bounds, the search's decision) is the one its
+    declaration names: intervals alone, or a linear pass over its intermediate bounds with
+    CROWN's slopes or optimized ones."""
+    declared = {v.name: (v.intermediate, v.optimized_slopes) for v in VERIFIERS}
+    assert declared == {
+        "ibp": (None, False),
+        "crown-ibp": ("ibp", False),
+        "crown": ("crown", False),
+        "alpha-crown-ibp": ("ibp", True),
+    }
+    net, x, y, _ = _make({**dict(seed=11, channels=2, size=6, num_classes=4), "conv_layers": 2})
+    eps = torch.tensor([0.02, 0.04, 0.06, 0.08, 0.12, 0.16], dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+        for verifier in VERIFIERS:
+            if verifier.linear:
+                slopes = (
+                    optimize_slopes(net, x, y, eps).slopes if verifier.optimized_slopes else None
+                )
+                expected = linear_margin_bounds(
+                    net, x, y, eps, intermediate=verifier.intermediate, slopes=slopes
+                )
+            else:
+                expected = margin_lower_bounds(net, x, y, eps)
+            assert torch.equal(margin_bounds(net, x, y, eps, verifier.name), expected), verifier
+            verified = expected.min(dim=1).values > 0
+            assert 0 < verified.sum() < len(x), "the test needs samples on both sides"
+            decision = min_margin(net, x, y, eps, verifier.name)
+            assert torch.equal(decision > 0, verified), verifier
+            if not verifier.linear or verifier.optimized_slopes:  # no slopes given: every bound
+                assert torch.equal(decision, expected.min(dim=1).values), verifier
+
+
+@pytest.mark.parametrize("text", ["alpha-crown", "IBP+crown-ibp+", "ibp+mtl-ibp"])
+def test_an_unknown_verifier_is_a_one_line_user_error(text):
+    net, x, y, _ = _make({"seed": 4, "channels": 1, "size": 6, "num_classes": 3, "conv_layers": 1})
+    calls = [lambda: parse_verifier(text), lambda: margin_bounds(net, x, y, 0.01, text)]
+    for call in calls:
+        with pytest.raises(UserError, match="unknown verifier") as refused:
+            call()
+        message = str(refused.value)
+        assert "\n" not in message and all(name in message for name in NAMES), message
+
+
+def test_the_default_is_a_registered_cascade_and_only_some_verifiers_start_one():
+    stages = parse_cascade(DEFAULT_VERIFIER)
+    assert len(stages) > 1 and all(stage in VERIFIERS for stage in stages)
+    assert stages[0].needs_earlier is None and stages[-1].optimized_slopes, "the tightest"
+    assert parse_verifier(DEFAULT_VERIFIER) == tuple(stage.name for stage in stages)
+    for verifier in VERIFIERS:
+        assert lookup(verifier.name) is verifier
+        if verifier.needs_earlier is None:
+            assert parse_cascade(verifier.name) == (verifier,)
+            continue
+        with pytest.raises(UserError, match=verifier.needs_earlier):
+            parse_cascade(verifier.name)
+        assert parse_cascade(f"{stages[0].name}+{verifier.name}")[1] is verifier
 
 
 def test_verify_above_refines_what_the_decision_needs():

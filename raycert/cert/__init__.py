@@ -1,8 +1,16 @@
 """Certification: the model zoo, sound margin bounds, verified radii and their certificates.
 
-``models`` (architectures the bounds support), ``bounds`` (interval margin bounds), ``linear``
-(CROWN-IBP and CROWN margin bounds), ``radius`` (the largest verified radius of each sample, for
-one verifier or a cascade), ``certify`` (the certificates of a split: per-sample radii, ACR and
-certified accuracy), ``attack`` (PGD set against the certificates). Nothing here knows about
-training, studies or files.
+- ``models``: the architectures the bounds support, and IBP initialization.
+- ``bounds``: interval bound propagation (IBP) of the margins, train-mode BatchNorm included.
+- ``backward``: the relaxed backward linear pass that CROWN-style bounds run.
+- ``linear``: CROWN-IBP and CROWN margin bounds.
+- ``slopes``: optimized ReLU lower slopes, the ``alpha-crown-ibp`` verifier's.
+- ``verifiers``: the registry of verifiers a radius search may name, and their margin bounds.
+- ``bracket``: a batch of open ``Brackets``, and one verifier's false-position search of them.
+- ``stages``: a cascade's linear stage made cheap: step up, probe in float32, confirm in float64.
+- ``radius``: the largest verified radius per sample, for a verifier or a cascade; re-verification.
+- ``certify``: the certificates of a split: per-sample radii, ACR and certified accuracy.
+- ``attack``: PGD, set against the certificates.
+
+Nothing here knows about training or studies.
 """

@@ -166,10 +166,10 @@ def conv_transpose(
         out_pad.append(in_shape[1 + dim] - size)
     cpu32 = flat.device.type == "cpu" and flat.dtype == torch.float32
     if cpu32 and in_shape[0] <= FEW_CHANNELS and layer.groups == 1 and len(flat):
-        # Into an image's few channels, PyTorch's own kernel ran up to 3x faster in float32 on
-        # a CPU than the oneDNN one conv_transpose2d picks, which is far faster into many
-        # channels, and as fast in float64 (benchmarks/bounds.py (f)). It fails on no rows,
-        # which conv_transpose2d maps to none.
+        # Into an image's few channels in float32 on a CPU, PyTorch's own kernel beats the
+        # oneDNN one that conv_transpose2d picks (oneDNN wins into many channels, and they tie
+        # in float64: benchmarks/bounds.py (f) times both). It fails on no rows, which
+        # conv_transpose2d maps to none.
         back = torch.ops.aten.slow_conv_transpose2d(
             flat,
             weight,

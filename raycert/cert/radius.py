@@ -6,14 +6,15 @@ verifier was *verified* > 0 (in float64, above ``REL_THRESHOLD`` times the sampl
 every smaller radius too. The radius is within ``tol`` below the crossing unless the search ran
 out of rounds first: it is then still verified, just less tight.
 
-Each stage of a cascade searches above the radius the earlier stages verified: by bracketing
-(``raycert.cert.bracket``: false position, the lower end always verified), or, for a linear
-stage after another, by stepping up from that radius with float32 probes whose pick is
-verified in float64 (``raycert.cert.stages``). An ``alpha-crown-ibp`` stage first optimizes each
-sample's ReLU slopes just above the earlier radius (``raycert.cert.slopes.stage_slopes``), then
-steps up with those slopes fixed: its radius is verified by the bound with them. Who verifies is
-``raycert.cert.verifiers``.
-Radii searched in float32 (training) are checked again in float64 by ``reverify``.
+Each stage of a cascade searches the ``Brackets`` between the radius the earlier stages
+verified and the cap: by bracketing (``raycert.cert.bracket``: false position, the lower end
+always verified), or, for a linear stage after another, by stepping up from that radius with
+float32 probes whose pick is verified in float64 (``raycert.cert.stages``). A stage with
+optimized slopes (``alpha-crown-ibp``) first optimizes each sample's ReLU slopes just above the
+earlier radius (``raycert.cert.slopes.stage_slopes``), then steps up with those slopes fixed:
+its radius is verified by the bound with them. Which stage is which kind is what the registry
+of ``raycert.cert.verifiers`` declares. Radii searched in float32 (training) are checked again
+in float64 by ``reverify``, each by the bounds that claimed it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from raycert.cert.bounds import BATCHNORM, BatchStats, exact_margins, propagate
-from raycert.cert.bracket import bracket_stage
+from raycert.cert.bracket import Brackets, Search, bracket_stage
 from raycert.cert.slopes import stage_slopes
 from raycert.cert.stages import (
     LINEAR_DTYPE,
@@ -36,12 +37,12 @@ from raycert.cert.stages import (
     stage_up,
 )
 from raycert.cert.verifiers import (
-    ALPHA,
-    LINEAR,
     REL_THRESHOLD,
+    Margin,
+    Verifier,
     claimed_bounds,
     margin_fn,
-    parse_verifier,
+    parse_cascade,
 )
 
 
@@ -94,7 +95,7 @@ def search_radii(
     search, its probes run in ``linear_dtype`` (float32 by default; None: in float64 too) and
     its radius is verified in float64 before it counts (``confirmed_stage``).
     """
-    names = parse_verifier(verifier)
+    stages = parse_cascade(verifier)
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number of pixel units, got {tol}")
     if model.training and bn_stats is None and any(isinstance(m, BATCHNORM) for m in model):
@@ -107,48 +108,74 @@ def search_radii(
     if clean_logits is None:
         clean_logits = model[-1](propagate(model, x, None, bn_stats=bn_stats).center)
     clean_logits = clean_logits.to(dtype)
-    rel = REL_THRESHOLD.get(dtype, 0.0)
-    threshold = rel * clean_logits.abs().amax(dim=1) if rel > 0 else None
+    threshold = _threshold(clean_logits)
     radius = torch.zeros(n, dtype=dtype, device=x.device)
     verified_by = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    g_radius = exact_margins(clean_logits, y).min(dim=1).values  # g at ``radius``, per sample
+    at_radius = exact_margins(clean_logits, y).min(dim=1).values  # the margin function there
     if threshold is not None:
-        g_radius = g_radius - threshold
-    todo = torch.nonzero((g_radius > 0) & (cap_t > 0)).flatten()
+        at_radius = at_radius - threshold
+    todo = torch.nonzero((at_radius > 0) & (cap_t > 0)).flatten()
     stage_radii: dict[str, Tensor] = {}
     stage_verified_by: dict[str, Tensor] = {}
-
     # A float64 search probes its linear stages in ``linear_dtype`` (see ``confirmed_stage``).
     fast = linear_dtype if dtype == torch.float64 and linear_dtype not in (None, dtype) else None
-    for stage, name in enumerate(names):
+    for index, stage in enumerate(stages):
         if len(todo):
-            lo, g_lo, hi, tol_todo = radius[todo], g_radius[todo], cap_t[todo], tol_t[todo]
-            slopes = optimized = None
-            if name == ALPHA:  # slopes optimized once per sample, just above its radius
-                optimized = stage_slopes(
-                    model, x[todo], y[todo], lo, hi, tol_todo, bn_stats=bn_stats
-                )
-                slopes = (todo, optimized.slopes)
-            g = margin_fn(model, x, y, name, threshold, bn_stats, slopes)
-            # A linear stage after another mostly lifts its radius a little: it steps up.
-            search = stage_up if name in LINEAR and stage > 0 else bracket_stage
-            if fast is not None and name in LINEAR:
-                probe = fast_margin_fn(model, x, y, name, clean_logits, fast, bn_stats, slopes)
-                if optimized is not None and optimized.bounds.dtype == fast:
-                    # The optimization's own bounds probe its eps: the search starts there.
-                    start = free_start(optimized.eps, optimized.bounds, clean_logits[todo])
-                    search = partial(stage_up, start=start)
-                found, g_found = confirmed_stage(
-                    g, probe, fast, search, todo, lo, g_lo, hi, tol_todo, max_iter, n
-                )
-            else:
-                found, g_found = search(g, todo, lo, g_lo, hi, tol_todo, max_iter, n)
-            moved = found > lo
+            brackets = Brackets(todo, radius[todo], at_radius[todo], cap_t[todo], tol_t[todo])
+            margin, search = _stage_search(
+                model, x, y, stage, brackets, index > 0, threshold, bn_stats, clean_logits, fast
+            )
+            found, at_found = search(margin, brackets, max_iter, n)
+            moved = found > brackets.lo
             rows = todo[moved]
-            radius[rows], verified_by[rows], g_radius[rows] = found[moved], stage, g_found[moved]
+            radius[rows], verified_by[rows], at_radius[rows] = found[moved], index, at_found[moved]
             todo = todo[radius[todo] < cap_t[todo]]
-        stage_radii[name], stage_verified_by[name] = radius.clone(), verified_by.clone()
+        stage_radii[stage.name], stage_verified_by[stage.name] = radius.clone(), verified_by.clone()
+    names = tuple(stage.name for stage in stages)
     return RadiusSearch(radius, verified_by, stage_radii, stage_verified_by, names)
+
+
+def _threshold(clean_logits: Tensor) -> Tensor | None:
+    """What each sample's margin bound must exceed to verify: ``REL_THRESHOLD`` times its
+    largest |logit| in float64, None (0) in float32."""
+    rel = REL_THRESHOLD.get(clean_logits.dtype, 0.0)
+    return rel * clean_logits.abs().amax(dim=1) if rel > 0 else None
+
+
+def _stage_search(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    verifier: Verifier,
+    brackets: Brackets,
+    after_another: bool,
+    threshold: Tensor | None,
+    bn_stats: BatchStats | None,
+    clean_logits: Tensor,
+    fast: torch.dtype | None,
+) -> tuple[Margin, Search]:
+    """``verifier``'s margin function on the search's batch and the search that raises the radii
+    of ``brackets`` with it. Optimized slopes are optimized here, once per sample just above its
+    radius. A linear stage after another steps up (``stage_up``); with ``fast`` (a float64
+    search), a linear stage probes in that dtype and checks its pick in float64."""
+    slopes = optimized = None
+    if verifier.optimized_slopes:
+        rows = brackets.rows
+        optimized = stage_slopes(
+            model, x[rows], y[rows], brackets.lo, brackets.hi, brackets.tol, bn_stats=bn_stats
+        )
+        slopes = (rows, optimized.slopes)
+    margin = margin_fn(model, x, y, verifier.name, threshold, bn_stats, slopes)
+    # A linear stage after another mostly lifts its radius a little: it steps up.
+    search: Search = stage_up if verifier.linear and after_another else bracket_stage
+    if fast is None or not verifier.linear:
+        return margin, search
+    probe = fast_margin_fn(model, x, y, verifier.name, clean_logits, fast, bn_stats, slopes)
+    if optimized is not None and optimized.bounds.dtype == fast:
+        # The optimization's own bounds probe its eps: the search starts there.
+        start = free_start(optimized.eps, optimized.bounds, clean_logits[brackets.rows])
+        search = partial(stage_up, start=start)
+    return margin, partial(confirmed_stage, probe=probe, probe_dtype=fast, search=search)
 
 
 @torch.no_grad()
@@ -188,21 +215,7 @@ def reverify(
     ``net64`` of the model and ``x64`` of the inputs; samples that fail (or that ``net64``
     misclassifies) are searched again in float64 with the same ``cap`` and ``tol``."""
     logits = net64(x64)
-    threshold = REL_THRESHOLD[torch.float64] * logits.abs().amax(dim=1)
-    failed = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-    for name in found.verifiers:  # the last stage's radius is the final one
-        radius, by = found.stage_radii[name].double(), found.stage_verified_by[name]
-        for stage, claimant in enumerate(found.verifiers):
-            rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
-            if len(rows) == 0:
-                continue
-            earlier = found.stage_radii[found.verifiers[stage - 1]] if stage else radius
-            below = earlier[rows].double()
-            cap_t = torch.full_like(below, cap)
-            bounds = claimed_bounds(
-                net64, x64[rows], y[rows], radius[rows], claimant, below, cap_t, tol
-            )
-            failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
+    failed = _failed_claims(net64, x64, y, found, logits, cap, tol)
     failed |= (exact_margins(logits, y).min(dim=1).values <= 0) & (found.radius > 0)
     rows = torch.nonzero(failed).flatten()
     out = RadiusSearch(
@@ -227,3 +240,33 @@ def reverify(
             out.stage_radii[name][rows] = again.stage_radii[name]
             out.stage_verified_by[name][rows] = again.stage_verified_by[name]
     return out
+
+
+def _failed_claims(
+    net64: nn.Sequential,
+    x64: Tensor,
+    y: Tensor,
+    found: RadiusSearch,
+    logits: Tensor,
+    cap: float,
+    tol: float,
+) -> Tensor:
+    """Per sample, whether a radius of ``found`` (after any stage) fails in float64, against
+    ``REL_THRESHOLD`` of the largest |logit| of ``net64``'s ``logits``, by the bounds with which
+    the verifier that ``found`` names for it claimed it (``claimed_bounds``)."""
+    threshold = REL_THRESHOLD[torch.float64] * logits.abs().amax(dim=1)
+    failed = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for name in found.verifiers:  # the last stage's radius is the final one
+        radius, by = found.stage_radii[name].double(), found.stage_verified_by[name]
+        for stage, claimant in enumerate(found.verifiers):
+            rows = torch.nonzero((by == stage) & (radius > 0)).flatten()
+            if len(rows) == 0:
+                continue
+            earlier = found.stage_radii[found.verifiers[stage - 1]] if stage else radius
+            below = earlier[rows].double()
+            cap_t = torch.full_like(below, cap)
+            bounds = claimed_bounds(
+                net64, x64[rows], y[rows], radius[rows], claimant, below, cap_t, tol
+            )
+            failed[rows] |= bounds.min(dim=1).values <= threshold[rows]
+    return failed

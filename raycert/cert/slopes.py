@@ -34,7 +34,7 @@ from raycert.cert.backward import (
     subset,
 )
 from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
-from raycert.cert.linear import linear_margin_bounds, refine_margins
+from raycert.cert.linear import refine_margins
 
 STEPS = 4  # Adam steps per optimization (benchmarks/bounds.py measures gain and cost)
 MARGINS = 3  # per sample, the lowest margins whose slopes are optimized
@@ -178,7 +178,7 @@ def _ascend(
     best_slopes = {index: s.detach().clone() for index, s in slopes.items()}
     best = torch.full((len(sample), 1), -math.inf, dtype=center.dtype, device=center.device)
     # Adam by hand, as torch.optim.Adam computes it: constructing that optimizer imports
-    # torch._dynamo, about 3 s of a fresh ``raycert certify`` process.
+    # torch._dynamo, a slow import for a fresh ``raycert certify`` process.
     moments = {index: (torch.zeros_like(s), torch.zeros_like(s)) for index, s in slopes.items()}
     for step in range(steps + 1):
         with torch.enable_grad():
@@ -232,17 +232,3 @@ def stage_slopes(
     tol = torch.minimum(torch.as_tensor(tol, dtype=cap.dtype, device=cap.device), cap / 2)
     at = torch.minimum(torch.maximum(below * OPTIMIZE_AT, below + tol), cap)
     return optimize_slopes(model, x, y, at, bn_stats=bn_stats)
-
-
-def alpha_margin_bounds(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps: Tensor | float,
-    *,
-    bn_stats: BatchStats | None = None,
-) -> Tensor:
-    """The ``alpha-crown-ibp`` bounds at ``eps``: slopes optimized at ``eps`` itself, then
-    the linear bounds with them in the model's dtype: (batch, C-1)."""
-    slopes = optimize_slopes(model, x, y, eps, bn_stats=bn_stats).slopes
-    return linear_margin_bounds(model, x, y, eps, bn_stats=bn_stats, slopes=slopes)

@@ -1,7 +1,7 @@
 """A linear stage of a cascade, made cheap: step up from the earlier radius, probe in float32.
 
-A linear stage after another (CROWN-IBP after IBP) mostly lifts the earlier radius ``r`` by a
-few percent, and its bound passes cost several IBP passes each. So it does not bracket all of
+A linear stage after another (CROWN-IBP after IBP) mostly lifts the earlier radius ``r`` a
+little, and each of its bound passes costs several IBP passes. So it does not bracket all of
 ``[r, cap]``: it probes ``r + tol`` (where that fails, it cannot help, and ``r`` stands), then
 steps up (``stage_up``) and shrinks the bracket one probe per sample a round on a CPU, where a
 pass costs per probe. In a float64 search these probes run on a float32 copy of the model
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
 from raycert.cert.bounds import BatchStats
-from raycert.cert.bracket import MAX_PROBES, shrink
+from raycert.cert.bracket import MAX_PROBES, Brackets, Search, shrink
 from raycert.cert.slopes import Slopes
 from raycert.cert.verifiers import Margin, margin_fn
 
@@ -39,13 +39,13 @@ def fast_margin_fn(
     model: nn.Sequential,
     x: Tensor,
     y: Tensor,
-    name: str,
+    verifier: str,
     clean_logits: Tensor,
     dtype: torch.dtype,
     bn_stats: BatchStats | None,
     slopes: tuple[Tensor, Slopes] | None = None,
 ) -> Margin:
-    """``g`` of verifier ``name`` on a ``dtype`` copy of the model and inputs, less the
+    """The margin function of ``verifier`` on a ``dtype`` copy of the model and inputs, less the
     ``FAST_GUARD`` share of each sample's largest |logit|: a guide for the search, never a
     certificate (``confirmed_stage`` checks its radii in the model's own dtype)."""
     fast = copy.deepcopy(model).to(dtype)
@@ -55,75 +55,98 @@ def fast_margin_fn(
         else {index: (mean.to(dtype), var.to(dtype)) for index, (mean, var) in bn_stats.items()}
     )
     guard = (FAST_GUARD * clean_logits.abs().amax(dim=1)).to(dtype)
-    return margin_fn(fast, x.to(dtype), y, name, guard, stats, slopes)
+    return margin_fn(fast, x.to(dtype), y, verifier, guard, stats, slopes)
 
 
 def stage_up(
-    g: Margin,
-    rows: Tensor,
-    lo: Tensor,
-    g_lo: Tensor,
-    hi: Tensor,
-    tol: Tensor,
-    max_iter: int,
-    n: int,
+    margin: Margin,
+    brackets: Brackets,
+    max_rounds: int,
+    pass_size: int,
     *,
     start: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``bracket_stage`` for a verifier that mostly lifts an earlier radius a little (a linear one
     after IBP), by stepping up from ``lo`` rather than bracketing all of ``[lo, hi]``.
 
-    The first probe is ``lo + tol``: where ``g`` fails there, it cannot lift the radius by more
-    than ``tol`` (bar a crossing further up, which linear bounds rarely have) and ``lo`` stands.
-    ``start`` (eps in ``(lo, hi]`` and a value of ``g`` there known already) replaces that
-    probe: where it fails, the bracket ``[lo, eps]`` is shrunk from its midpoint. Its value is
-    not probed again, so a start that is a guide, not ``g``'s own value, needs a caller that
-    verifies the radius returned, as ``confirmed_stage`` does.
-    Then each step goes to the root of the secant through the last two verified points (the
-    bound loosens ever faster with eps, so this root usually lies just past the crossing), at
-    least doubling the step and at most ``hi``, until a step fails; ``shrink`` then shrinks
-    the bracket between the last verified point and the failed one. Same contract as
-    ``bracket_stage``: what it returns above ``lo`` was verified by ``g``."""
+    The first probe is ``lo + tol``: where ``margin`` fails there, it cannot lift the radius by
+    more than ``tol`` (bar a crossing further up, which linear bounds rarely have) and ``lo``
+    stands. ``start`` (eps in ``(lo, hi]`` and a value of ``margin`` there known already)
+    replaces that probe: where it fails, the bracket ``[lo, eps]`` is shrunk from its midpoint.
+    Its value is not probed again, so a start that is a guide, not ``margin``'s own value, needs
+    a caller that verifies the radius returned, as ``confirmed_stage`` does. Then each bracket
+    climbs (``_climb``) until a step fails, and ``shrink`` shrinks the bracket between the last
+    verified point and the failed one. Same contract as ``bracket_stage``: what it returns above
+    ``lo`` was verified by ``margin``."""
+    lo = brackets.lo
     if start is None:
-        first = torch.minimum(lo + tol, hi)
-        g_first = g(rows, first)
+        first = torch.minimum(lo + brackets.tol, brackets.hi)
+        at_first = margin(brackets.rows, first)
     else:
-        first, g_first = (t.to(lo.dtype) for t in start)
-    found, g_found = lo.clone(), g_lo.clone()
-    up = torch.nonzero(g_first > 0).flatten()  # where ``lo + tol`` failed, ``lo`` is within tol
-    # ``b`` is verified and ``a`` below it; the second probe lies STEP_UP of ``lo`` above ``b``
-    # (of ``hi`` where ``lo`` is 0), as no secant through ``lo`` is to be trusted: at ``lo`` the
-    # earlier verifier's value, at ``first`` this one's (``linear_decision`` jumps there).
-    a, b, g_b = lo[up], first[up], g_first[up]
-    g_a = torch.full_like(g_b, math.inf)  # no secant yet
+        first, at_first = (t.to(lo.dtype) for t in start)
+    found, at_found = lo.clone(), brackets.margin_lo.clone()
+    up = torch.nonzero(at_first > 0).flatten()  # where ``lo + tol`` failed, ``lo`` is within tol
+    failed: list[tuple[Tensor, ...]] = []  # (which, verified end, its value, failed end, value)
+    if start is not None:  # the margin at ``lo`` is this verifier's, unknown: probe the middle
+        down = torch.nonzero(at_first <= 0).flatten()
+        failed.append((down, lo[down], -at_first[down], first[down], at_first[down]))
+    failed += _climb(margin, brackets, up, first[up], at_first[up], max_rounds, found, at_found)
+    if failed:
+        which, b_lo, at_lo, b_hi, at_hi = (torch.cat(parts) for parts in zip(*failed, strict=True))
+        rest = Brackets(brackets.rows[which], b_lo, at_lo, b_hi, brackets.tol[which], at_hi)
+        per_round = probes_per_round(brackets.rows)
+        found[which], at_found[which] = shrink(margin, rest, max_rounds, pass_size, per_round)
+    return found, at_found
+
+
+def _climb(
+    margin: Margin,
+    brackets: Brackets,
+    up: Tensor,
+    b: Tensor,
+    at_b: Tensor,
+    max_rounds: int,
+    found: Tensor,
+    at_found: Tensor,
+) -> list[tuple[Tensor, ...]]:
+    """Step the brackets ``up`` (indices into ``brackets``) up from their verified ``b``, where
+    ``margin`` is ``at_b``, until a step fails or reaches ``hi``: each step goes to the root of
+    the secant through the last two verified points (the bound loosens ever faster with eps, so
+    this root usually lies just past the crossing), at least doubling the step and at most
+    ``hi``. Writes each one's highest verified point and the value there into ``found`` and
+    ``at_found``; returns the brackets where a step failed, as (which, verified end, its value,
+    failed end, its value) per round."""
+    lo, hi = brackets.lo, brackets.hi
+    # ``a`` lies below ``b``. The second probe lies STEP_UP of ``lo`` above ``b`` (of ``hi`` where
+    # ``lo`` is 0), as no secant through ``lo`` is to be trusted: at ``lo`` the earlier
+    # verifier's value, at ``b`` this one's (``linear_decision`` jumps there).
+    a, at_a = lo[up], torch.full_like(at_b, math.inf)  # no secant yet
     scale = STEP_UP * torch.where(lo > 0, lo, hi)[up]
-    open_: list[tuple[Tensor, ...]] = []  # brackets: (which, verified end, g, failed end, g)
-    if start is not None:  # ``g`` at ``lo`` is this verifier's, unknown: the first probe halves
-        down = torch.nonzero(g_first <= 0).flatten()
-        open_.append((down, lo[down], -g_first[down], first[down], g_first[down]))
-    for _ in range(max_iter):
+    failed: list[tuple[Tensor, ...]] = []
+    for _ in range(max_rounds):
         top = b >= hi[up]
-        found[up[top]], g_found[up[top]] = b[top], g_b[top]
-        up, a, g_a, b, g_b, scale = (t[~top] for t in (up, a, g_a, b, g_b, scale))
+        found[up[top]], at_found[up[top]] = b[top], at_b[top]
+        up, a, at_a, b, at_b, scale = (t[~top] for t in (up, a, at_a, b, at_b, scale))
         if len(up) == 0:
             break
-        step = b - a
-        secant = b + g_b * step / (g_a - g_b)
-        secant = torch.where(torch.isfinite(secant) & (g_a > g_b), secant, b)
-        secant = torch.where(torch.isinf(g_a), b + scale, secant)
-        probe = torch.minimum(torch.maximum(secant, b + 2 * step), hi[up])
-        value = g(rows[up], probe)
+        probe = _step(a, at_a, b, at_b, scale, hi[up])
+        value = margin(brackets.rows[up], probe)
         ok = value > 0
-        found[up], g_found[up] = torch.where(ok, probe, b), torch.where(ok, value, g_b)
-        fail = ~ok
-        open_.append((up[fail], b[fail], g_b[fail], probe[fail], value[fail]))
-        up, a, g_a, b, g_b, scale = up[ok], b[ok], g_b[ok], probe[ok], value[ok], scale[ok]
-    if open_:
-        which, b_lo, b_g, b_hi, b_ghi = (torch.cat(parts) for parts in zip(*open_, strict=True))
-        found[which], g_found[which] = shrink(
-            g, rows[which], b_lo, b_g, b_hi, b_ghi, tol[which], max_iter, n, probes_per_round(rows)
-        )
-    return found, g_found
+        found[up], at_found[up] = torch.where(ok, probe, b), torch.where(ok, value, at_b)
+        failed.append((up[~ok], b[~ok], at_b[~ok], probe[~ok], value[~ok]))
+        up, a, at_a, b, at_b, scale = up[ok], b[ok], at_b[ok], probe[ok], value[ok], scale[ok]
+    return failed
+
+
+def _step(a: Tensor, at_a: Tensor, b: Tensor, at_b: Tensor, scale: Tensor, hi: Tensor) -> Tensor:
+    """The next probe above the verified ``b``: the root of the secant through ``(a, at_a)`` and
+    ``(b, at_b)`` (``b + scale`` where ``at_a`` is inf: no secant yet), at least ``2 (b - a)``
+    above ``b`` and at most ``hi``."""
+    step = b - a
+    secant = b + at_b * step / (at_a - at_b)
+    secant = torch.where(torch.isfinite(secant) & (at_a > at_b), secant, b)
+    secant = torch.where(torch.isinf(at_a), b + scale, secant)
+    return torch.minimum(torch.maximum(secant, b + 2 * step), hi)
 
 
 def free_start(eps: Tensor, bounds: Tensor, clean_logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,49 +164,35 @@ def probes_per_round(rows: Tensor) -> int:
 
 
 def confirmed_stage(
-    g: Margin,
+    margin: Margin,
+    brackets: Brackets,
+    max_rounds: int,
+    pass_size: int,
+    *,
     probe: Margin,
     probe_dtype: torch.dtype,
-    search: Callable[..., tuple[Tensor, Tensor]],
-    rows: Tensor,
-    lo: Tensor,
-    g_lo: Tensor,
-    hi: Tensor,
-    tol: Tensor,
-    max_iter: int,
-    n: int,
+    search: Search,
 ) -> tuple[Tensor, Tensor]:
-    """``search`` (``bracket_stage`` or ``stage_up``) run with the cheaper ``probe`` (a
-    lower-precision ``g``), then made sound: each radius it found above ``lo`` is checked once
-    by ``g``; where ``g`` fails there, the search falls back to bracketing with ``g`` between
-    ``lo`` (verified) and that radius. So
-    every radius returned above ``lo`` was verified by ``g``, as ``bracket_stage``'s are."""
-    dtype = lo.dtype
-    probe_lo, probe_hi = lo.to(probe_dtype), hi.to(probe_dtype)
-    found, _ = search(
-        probe, rows, probe_lo, g_lo.to(probe_dtype), probe_hi, tol.to(probe_dtype), max_iter, n
-    )
-    # The probe's radius in ``g``'s dtype, never above ``hi`` (rounding may move ``hi``).
-    claim = torch.where(found >= probe_hi, hi, torch.minimum(found.to(dtype), hi))
-    out, g_out = lo.clone(), g_lo.clone()
-    check = torch.nonzero((found > probe_lo) & (claim > lo)).flatten()
+    """``search`` (``bracket_stage`` or ``stage_up``) run with the cheaper ``probe`` (``margin``
+    in the lower precision ``probe_dtype``), then made sound: each radius it found above ``lo``
+    is checked once by ``margin``; where ``margin`` fails there, the search falls back to
+    bracketing with ``margin`` between ``lo`` (verified) and that radius. So every radius
+    returned above ``lo`` was verified by ``margin``, as ``bracket_stage``'s are."""
+    lo, hi = brackets.lo, brackets.hi
+    fast = brackets.to(probe_dtype)
+    found, _ = search(probe, fast, max_rounds, pass_size)
+    # The probe's radius in ``margin``'s dtype, never above ``hi`` (rounding may move ``hi``).
+    claim = torch.where(found >= fast.hi, hi, torch.minimum(found.to(lo.dtype), hi))
+    out, at_out = lo.clone(), brackets.margin_lo.clone()
+    check = torch.nonzero((found > fast.lo) & (claim > lo)).flatten()
     if len(check) == 0:
-        return out, g_out
-    values = g(rows[check], claim[check])
+        return out, at_out
+    values = margin(brackets.rows[check], claim[check])
     passed = values > 0
     good, bad = check[passed], check[~passed]
-    out[good], g_out[good] = claim[good], values[passed]
-    if len(bad):  # rounding fooled the probe: search [lo, claim] with ``g`` itself
-        out[bad], g_out[bad] = shrink(
-            g,
-            rows[bad],
-            lo[bad],
-            g_lo[bad],
-            claim[bad],
-            values[~passed],
-            tol[bad],
-            max_iter,
-            n,
-            probes_per_round(rows),
-        )
-    return out, g_out
+    out[good], at_out[good] = claim[good], values[passed]
+    if len(bad):  # rounding fooled the probe: search [lo, claim] with ``margin`` itself
+        fallback = replace(brackets.select(bad), hi=claim[bad], margin_hi=values[~passed])
+        per_round = probes_per_round(brackets.rows)
+        out[bad], at_out[bad] = shrink(margin, fallback, max_rounds, pass_size, per_round)
+    return out, at_out

@@ -90,12 +90,13 @@ def certify_command(
         bool, typer.Option("--float32", help="Faster; radii are re-verified in float64.")
     ] = False,
     verifier: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="ibp, crown-ibp, crown, alpha-crown-ibp (after another), or a cascade like "
-            "ibp+crown-ibp (about 1.5x the time of ibp); the default is the tightest, 2-3x."
+            help="A verifier or a cascade of them joined by +, e.g. ibp+crown-ibp (cheaper, "
+            "looser); an unknown name lists the verifiers.",
+            show_default="the tightest cascade",
         ),
-    ] = "ibp+alpha-crown-ibp",
+    ] = None,
     attack: Annotated[
         bool, typer.Option("--attack", help="Also run PGD: pgd_acc@eps, empirical radii.")
     ] = False,
@@ -109,6 +110,7 @@ def certify_command(
     import torch
 
     from raycert.cert.attack import AttackSettings
+    from raycert.cert.verifiers import DEFAULT_VERIFIER
     from raycert.paths import writable_file
     from raycert.training.evaluation import certify_run
 
@@ -125,7 +127,7 @@ def certify_command(
         limit=limit,
         eps_list=eps_list,
         dtype=torch.float32 if float32 else torch.float64,
-        verifier=verifier,
+        verifier=DEFAULT_VERIFIER if verifier is None else verifier,
         attack=AttackSettings() if attack else None,
         device=device,
         progress=None if as_json else progress_bar("certifying"),
