@@ -136,17 +136,15 @@ def test_the_reserve_is_the_test_certification_of_each_targets_winner_so_far():
 
 
 def test_a_trial_without_its_own_probe_is_priced_by_its_last_validation_pass():
-    budget_clock = clock(total_s=1000.0, test_size=1000)
-    budget_clock.observe(
-        {"epoch": 4, "time_total_s": 60.0, "clean_acc": 0.9, "acr": 0.1, "eval_seconds": 2.0}
-    )
+    budget_clock = clock(total_s=1000.0, test_size=4000)
+    last = {"epoch": 4, "time_total_s": 60.0, "clean_acc": 0.9, "acr": 0.1, "eval_seconds": 2.0}
+    budget_clock.observe(last)
     assert budget_clock.finals == [], "no eval_n: nothing to price by"
-    budget_clock.observe(
-        {"epoch": 4, "time_total_s": 60.0, "clean_acc": 0.9, "acr": 0.1}
-        | {"eval_seconds": 2.0, "eval_n": 100}
-    )
-    expected = 2.0 / 100 * budget.FINAL_CERT_COST * budget.FINAL_CERT_SAFETY * 1000
-    assert budget_clock.reserve_s == pytest.approx(max(expected, budget.RESERVE_SHARE * 1000))
+    budget_clock.observe({**last, "eval_n": 100})
+    per_image = 2.0 / 100 * budget.FINAL_CERT_COST
+    assert [final.cert_s_per_image for final in budget_clock.finals] == [pytest.approx(per_image)]
+    expected = per_image * budget.FINAL_CERT_SAFETY * 4000  # above the default reserve of 100 s
+    assert budget_clock.reserve_s == pytest.approx(expected) and expected > 100.0
 
 
 # Multi-fidelity rungs and Pareto ranks.

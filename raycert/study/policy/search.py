@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from raycert.study.policy.budget import Clock
-from raycert.study.policy.fidelity import RungRun, accuracy_margin, next_promotion, shortened_epochs
+from raycert.study.policy.fidelity import RungRun, next_promotion, shortened_epochs
 from raycert.study.policy.polish import WholeRun, next_parent
 
 TrialState = Literal["waiting", "complete", "other"]  # "other": running, pruned, failed
@@ -58,13 +58,6 @@ class SearchPlan:
     min_target: float = 0.0
     margin: float = 0.0
     polish_epochs: int | None = None
-
-    @classmethod
-    def build(cls, *, min_target: float, val_size: int, **settings: Any) -> SearchPlan:
-        """A plan whose promotion margin is two standard errors of an accuracy near
-        ``min_target`` on ``val_size`` images (none without a val size)."""
-        margin = accuracy_margin(min_target, val_size) if val_size else 0.0
-        return cls(min_target=min_target, margin=margin, **settings)
 
     @property
     def top(self) -> float:
@@ -137,7 +130,19 @@ def next_step(
     fidelity = plan.top if waiting else plan.rungs[0]
     if fits(fidelity):
         return Sample(fidelity)
-    return _polish_step(trials, plan, clock, running, checkpoints)
+    # Nothing whole fits: polish, unless the study does not or a known point is left (the
+    # sampler would hand it out first).
+    if plan.polish_epochs is None or clock is None or any(t.polished_from is None for t in waiting):
+        return Finish()
+    if not clock.fits(plan.polish_epochs):
+        # A running trial may yet end as a cheaper winner and shrink the budget's reserve.
+        return Wait() if running else Finish()
+    if waiting:  # a polish enqueued by a driver killed before it asked
+        return Sample(plan.top)
+    parent = _next_parent(trials, plan, checkpoints)
+    if parent is None:  # a running trial may yet join the front
+        return Wait() if running else Finish()
+    return parent
 
 
 def _promotion(trials: Sequence[TrialRecord], plan: SearchPlan) -> Promote | None:
@@ -152,31 +157,6 @@ def _promotion(trials: Sequence[TrialRecord], plan: SearchPlan) -> Promote | Non
     ]
     found = next_promotion(completed, promoted, plan.rungs, plan.eta, plan.min_target, plan.margin)
     return None if found is None else Promote(*found)
-
-
-def _polish_step(
-    trials: Sequence[TrialRecord],
-    plan: SearchPlan,
-    clock: Clock | None,
-    running: bool,
-    checkpoints: Callable[[], Mapping[int, str]],
-) -> Step:
-    """Once no whole trial fits: a polish of the front's next run if one fits; else a wait
-    while a trial runs whose end may make room for one or need one; else the end."""
-    if plan.polish_epochs is None or clock is None:
-        return Finish()
-    waiting = [t for t in trials if t.state == "waiting"]
-    if any(t.polished_from is None for t in waiting):
-        return Finish()  # a known point left: the sampler would hand it out first
-    if not clock.fits(plan.polish_epochs):
-        # A running trial may yet end as a cheaper winner and shrink the budget's reserve.
-        return Wait() if running else Finish()
-    if waiting:  # a polish enqueued by a driver killed before it asked
-        return Sample(plan.top)
-    parent = _next_parent(trials, plan, checkpoints)
-    if parent is None:
-        return Wait() if running else Finish()
-    return parent
 
 
 def _next_parent(

@@ -45,6 +45,7 @@ from raycert.data import dataset_info, load
 from raycert.errors import UserError
 from raycert.spec import StudySpec
 from raycert.study.policy.budget import Clock
+from raycert.study.policy.fidelity import accuracy_margin
 from raycert.study.policy.plan import StudyRequest, check_resumable, plan, resolve_paths
 from raycert.study.policy.polish import polished
 from raycert.study.policy.search import SearchPlan
@@ -362,9 +363,9 @@ def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
         storage=journal_storage(driver.store),
         min_value=min(meta.targets),
         study_uri=driver.store.uri,
-        plan=SearchPlan.build(
+        plan=SearchPlan(
             min_target=min(meta.targets),
-            val_size=_val_size(spec),
+            margin=accuracy_margin(min(meta.targets), _val_size(spec)),
             rungs=spec.rungs,
             eta=spec.eta,
             epochs=spec.base.epochs,
