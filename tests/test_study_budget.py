@@ -19,7 +19,9 @@ from raycert.data import dataset_info
 from raycert.spec import load_study_spec
 from raycert.study.policy.budget import Clock
 from raycert.study.tune.run import StudyRequest, run_study
-from raycert.study.tune.stopper import BudgetStopper, clock_of, lend_clock
+from raycert.study.tune.running import RunningStudy, current, lend
+from raycert.study.tune.stopper import BudgetStopper
+from raycert.studyfolder import StudyDir
 from raycert.training.rundir import load_run
 
 BUDGET_S = 40.0
@@ -96,8 +98,8 @@ def test_the_budgets_end_polishes_front_runs_once_each_from_their_models(budgete
     for number, parent in parents.items():
         assert journal[number].user_attrs["polished_from"] == parent
         assert journal[number].params == journal[parent].params
-        model, cfg = load_run(polish.loc[number, "run_dir"])
-        parent_model, parent_cfg = load_run(table.loc[parent, "run_dir"])
+        model, cfg = load_run(study_dir / polish.loc[number, "run_dir"])
+        parent_model, parent_cfg = load_run(study_dir / table.loc[parent, "run_dir"])
         assert (cfg.epochs, cfg.warmup_epochs, cfg.ramp_epochs, cfg.kappa) == (1, 0, 0, 0.5)
         assert cfg.max_eps == parent_cfg.max_eps and cfg.lr_schedule == "constant"
         moved = max(
@@ -159,14 +161,18 @@ def test_a_budget_too_small_for_one_trial_waits_for_the_first_to_complete(ray_lo
     assert (table["status"] == "completed").sum() >= 1 and result.targets[0].met
 
 
-def test_the_stopper_reads_the_clock_lent_for_its_study_and_only_while_it_is_lent():
-    """Tune's copies of the stopper find the driver's clock by the study's URI; the rules are
-    the clock's own (``test_study_policy``)."""
-    stopper = pickle.loads(pickle.dumps(BudgetStopper("memory://lent", epochs=12)))
+def test_the_stopper_reads_the_clock_of_the_study_lent_and_only_while_it_is_lent(tmp_path):
+    """Tune's copies of the stopper find the driver's clock on the running study; the rules
+    are the clock's own (``test_study_policy``)."""
+    stopper = pickle.loads(pickle.dumps(BudgetStopper(epochs=12)))
     spent = Clock(100.0, time.monotonic() - 200.0, (0.5,), 1, runs=[(12, 60.0)])
     slow = {"epoch": 2, "time_total_s": 100.0}
-    assert not stopper("t", slow) and not stopper.stop_all()  # no clock: no budget
-    with lend_clock("memory://lent", spent):
-        assert clock_of("memory://lent") is spent and clock_of("memory://other") is None
-        assert stopper("t", slow) and stopper.stop_all()
-    assert clock_of("memory://lent") is None and not stopper.stop_all()
+    store = StudyDir(tmp_path, "lent")
+    with lend(RunningStudy(store, "lent")):  # no clock: no budget
+        assert not stopper("t", slow) and not stopper.stop_all()
+    with lend(RunningStudy(store, "lent", spent)) as study:
+        assert current() is study and stopper("t", slow) and stopper.stop_all()
+        with pytest.raises(RuntimeError, match="already in progress"), lend(study):
+            pass
+    with pytest.raises(RuntimeError, match="no study is running"):
+        stopper.stop_all()

@@ -44,7 +44,7 @@ def test_four_quarter_gpu_trials_share_gpu_0_and_train_on_the_cpu(ray_local, tmp
         name="gpus",
     )
     base = load_study_spec("synthetic", "smoke").base.resolve().to_dict()
-    setup = TrialSetup(base, None, 0.25, 0.8)
+    setup = TrialSetup(str(tmp_path), base, None, 0.25, 0.8)
 
     def trainable(config: dict) -> None:
         me = barrier / tune.get_context().get_trial_id()

@@ -80,7 +80,7 @@ def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial
     assert list(kept["train_seconds"]) == list(before["train_seconds"]), "trained again"
     assert list(kept["acr"]) == list(before["acr"])
     for trial_id, row in kept.iterrows():  # the checkpoint is the finished run's
-        lines = (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        lines = (study_dir / row["run_dir"] / "metrics.jsonl").read_text().splitlines()
         assert json.loads(lines[-1])["train_seconds"] == before.loc[trial_id, "train_seconds"]
     meta = json.loads((study_dir / "study.json").read_text())
     assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == len(after)

@@ -76,6 +76,12 @@ class StudyDir:
         """The full path or URI of ``rel``, as messages name it."""
         return f"{self.uri}/{rel}"
 
+    def locate(self, run_dir: str) -> str:
+        """Where a run folder the study records lies now: ``run_dir`` is relative to the study
+        folder (so a copied or moved folder names its own runs); an absolute path or a URI, as
+        older tables hold, is kept."""
+        return run_dir if run_dir.startswith("/") or is_uri(run_dir) else self.where(run_dir)
+
     def read_bytes(self, rel: str) -> bytes:
         """A file's whole content (``OSError`` if it cannot be read)."""
         with self.fs.open_input_stream(self._p(rel)) as stream:

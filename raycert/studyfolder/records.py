@@ -181,7 +181,8 @@ class TrialRow:
 
     ``params`` are the searched hyperparameters by name (columns ``param.<name>``), ``metrics``
     the last reported val metrics (``METRIC_COLUMNS`` and ``cert_acc@<eps>``), ``run_dir`` the
-    trial's checkpoint (a path or URI), ``seconds`` its wall time. A polish trial's row names
+    trial's checkpoint (relative to the study folder: ``StudyDir.locate`` finds it), ``seconds``
+    its wall time. A polish trial's row names
     the trial whose model it fine-tuned (``polished_from``, a column only where one does).
     """
 

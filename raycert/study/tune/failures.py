@@ -9,8 +9,8 @@ is retried, Tune's state is saved whole, and ``--resume`` continues once the pro
 Tune's traceback of such a trial is kept off the console: the study reports its one line.
 
 Tune pickles its callbacks into the experiment state and a resumed run uses the unpickled
-copies, so what the callback sees is kept per study in this module (``user_error``), not on
-the instance ``run_study`` made.
+copies, so the error the callback sees is kept on the running study
+(``raycert.study.tune.running``), not on the instance ``run_study`` made.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from raycert.errors import UserError
+from raycert.study.tune.running import current
 
 MESSAGE_CHARS = 300
 TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
-
-# study uri -> (trial id, message) of the first UserError a trial of that study raised
-_USER_ERRORS: dict[str, tuple[str, str]] = {}
 
 
 class StudyStopped(Exception):
@@ -80,20 +78,8 @@ def error_message(trial: Trial) -> str | None:
     return text[: MESSAGE_CHARS - 3] + "..."
 
 
-def user_error(study_uri: str) -> tuple[str, str] | None:
-    """The first ``UserError`` of the study's trials seen in this process: (trial id, message)."""
-    return _USER_ERRORS.get(study_uri)
-
-
-def forget(study_uri: str) -> None:
-    _USER_ERRORS.pop(study_uri, None)
-
-
 class StopOnUserError(Callback):
     """Ends the Tune run at the first trial that raised a ``UserError`` (see the module note)."""
-
-    def __init__(self, study_uri: str) -> None:
-        self.study_uri = study_uri
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._check(trial)
@@ -102,10 +88,10 @@ class StopOnUserError(Callback):
         self._check(trial)
 
     def _check(self, trial: Trial) -> None:
-        exc = trial_exception(trial)
-        if not isinstance(exc, UserError) or self.study_uri in _USER_ERRORS:
+        exc, study = trial_exception(trial), current()
+        if not isinstance(exc, UserError) or study.user_error is not None:
             return
-        _USER_ERRORS[self.study_uri] = (trial.trial_id, error_message(trial) or str(exc))
+        study.user_error = (trial.trial_id, error_message(trial) or str(exc))
         handler = signal.getsignal(signal.SIGUSR1)
         if callable(handler):
             signal.raise_signal(signal.SIGUSR1)  # Tune's interrupt: stop, save state, return

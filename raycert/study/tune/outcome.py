@@ -120,7 +120,7 @@ def choose_and_certify(
             continue
         result = won(target, winner)
         results.append(result)
-        checkpoint = tune.Checkpoint(winner.run_dir) if winner.run_dir else None
+        checkpoint = tune.Checkpoint(store.locate(winner.run_dir)) if winner.run_dir else None
         if checkpoint is not None and is_run(checkpoint):
             runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
@@ -152,7 +152,7 @@ def finished_runs(store: StudyDir, targets: list[float]) -> dict[str, FinishedRu
         return {}
     over = table[table["status"].isin(OVER) & table["run_dir"].notna()]
     return {
-        str(row["trial_id"]): FinishedRun(str(row["run_dir"]), str(row["status"]))
+        str(row["trial_id"]): FinishedRun(store.locate(str(row["run_dir"])), str(row["status"]))
         for row in over.to_dict("records")
     }
 

@@ -52,9 +52,10 @@ from raycert.study.policy.search import SearchPlan
 from raycert.study.tune import cluster, failures, outcome
 from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
+from raycert.study.tune.running import RunningStudy, lend
 from raycert.study.tune.searcher import ConstrainedOptunaSearch, distributions
-from raycert.study.tune.state import extend_tune_state, repair_tune_state
-from raycert.study.tune.stopper import BudgetStopper, lend_clock
+from raycert.study.tune.state import point_search_state, repair_tune_state
+from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.storage import check_storage, cluster_warning
 from raycert.study.tune.trial import TrialSetup, train_trial
 from raycert.study.tune.trials import TrialsWriter
@@ -170,7 +171,6 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
             data_dir = driver.request.data_dir
             return outcome.finish(store, driver.meta, res, data_dir, budget_spent, driver.spend)
     finally:
-        failures.forget(store.uri)
         store.save_journal()
         if owned:
             ray.shutdown()
@@ -212,14 +212,14 @@ def _clock(driver: Driver, res: cluster.Resources) -> Clock | None:
 
 
 def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
-    """Run the trials with ``clock`` lent to the searcher and stopper. Ctrl-C and SIGTERM leave
-    an interrupted study (re-raised); a trial's ``UserError`` a stopped one (raised as the
-    study's)."""
+    """Run the trials with the study (its folder, ``clock``) lent to Tune's searcher, callbacks
+    and stopper. Ctrl-C and SIGTERM leave an interrupted study (re-raised); a trial's
+    ``UserError`` a stopped one (raised as the study's)."""
     store, meta = driver.store, driver.meta
-    failures.forget(store.uri)
+    study = RunningStudy(store, meta.name, clock)
     try:
         with (
-            lend_clock(store.uri, clock),
+            lend(study),
             failures.quiet_user_errors(),
             contextlib.suppress(failures.StudyStopped),
         ):
@@ -229,10 +229,9 @@ def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
         driver.spend()
         write_meta(store, meta)
         raise
-    stopped = failures.user_error(store.uri)
-    if stopped is not None:
+    if study.user_error is not None:
         driver.spend()
-        raise _stopped(store, meta, *stopped)
+        raise _stopped(store, meta, *study.user_error)
 
 
 @contextlib.contextmanager
@@ -284,6 +283,7 @@ def _tuner(
     restore = saved is not None and tune.Tuner.can_restore(path)
     if trainable is None:
         setup = TrialSetup(
+            store.uri,
             meta.base_config,
             driver.request.data_dir,
             res.gpus_per_trial,
@@ -298,9 +298,9 @@ def _tuner(
     if not restore:
         return _new_tuner(driver, res, trainable, progress)
     repair_tune_state(store)
-    if meta.trials_requested > saved.trials_requested or meta.budget_s is not None:
-        # More trials, or a budget whose searcher may have said it was done: go on.
-        extend_tune_state(store, meta.trials_requested)
+    # More trials, or a budget whose searcher may have said it was done: go on.
+    more = meta.trials_requested > saved.trials_requested or meta.budget_s is not None
+    point_search_state(store, meta.trials_requested if more else None)
     # A study a trial's UserError stopped gives its failed trials another go.
     stopped = saved.status == "stopped"
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
@@ -321,7 +321,7 @@ def _new_tuner(
             max_t=spec.base.epochs,
             grace_period=min(spec.grace_period, spec.base.epochs),
         )
-    writer = TrialsWriter(driver.request.storage, meta.name, meta.targets, meta.trial_params())
+    writer = TrialsWriter(meta.targets, meta.trial_params())
     writer.progress = progress
     writer.epochs = spec.base.epochs
     return tune.Tuner(
@@ -340,8 +340,8 @@ def _new_tuner(
             # Two, not one: Tune copies its state into the study folder behind the trials, so a
             # driver killed mid-copy can leave a state naming the previous checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[writer, failures.StopOnUserError(store.uri)],
-            stop=BudgetStopper(store.uri, spec.base.epochs),
+            callbacks=[writer, failures.StopOnUserError()],
+            stop=BudgetStopper(spec.base.epochs),
             verbose=0,
         ),
     )
@@ -362,7 +362,6 @@ def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
         study_name=meta.name,
         storage=journal_storage(driver.store),
         min_value=min(meta.targets),
-        study_uri=driver.store.uri,
         plan=SearchPlan(
             min_target=min(meta.targets),
             margin=accuracy_margin(min(meta.targets), _val_size(spec)),

@@ -8,17 +8,21 @@ accuracy into the ACR objective.
 
 What to start next (a known point, a promotion to a longer rung, a new configuration, a polish
 of the front, a wait or the end) is ``raycert.study.policy.search.next_step``'s decision; this
-shell turns Optuna's trials into the policy's records, reads the budget's clock
-(``raycert.study.tune.stopper.clock_of``) and acts on the step: it enqueues a promotion or a
-polish as an Optuna trial whose user attributes (``fidelity``, ``promoted_from``,
-``polished_from``, ``init_from``) the journal keeps across ``--resume``. It lives in its own
-importable module because Tune pickles it into the experiment state that ``--resume``
-restores.
+shell turns Optuna's trials into the policy's records, reads the budget's clock and acts on
+the step: it enqueues a promotion or a polish as an Optuna trial whose user attributes
+(``fidelity``, ``promoted_from``, ``polished_from``, ``init_from``) the journal keeps across
+``--resume``.
+
+Tune pickles the searcher into the experiment state that ``--resume`` restores (so it lives in
+its own importable module). Its pickle holds no path: the Optuna study and its journal are
+left out and attached again, on first use, to the journal of the running study
+(``raycert.study.tune.running``), so a copied or moved study folder resumes on its own journal.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from typing import Any
 
@@ -38,10 +42,10 @@ from raycert.study.policy.search import (
     Wait,
     next_step,
 )
+from raycert.study.tune.running import current
 from raycert.study.tune.state import back_up_tune_state
-from raycert.study.tune.stopper import clock_of
 from raycert.study.tune.trial import INIT_FROM
-from raycert.studyfolder import FIDELITY, POLISHED_FROM, StudyDir, read_trials
+from raycert.studyfolder import FIDELITY, POLISHED_FROM, journal_storage, read_trials
 
 CONSTRAINT_KEY = "min_acc"
 PROMOTED_FROM = "promoted_from"  # user attribute: the number of the trial re-run longer
@@ -56,9 +60,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
     ``fidelity`` and, when it completes, its ``clean_acc`` and ``acr``.
 
     ``plan`` holds the search's fixed settings (rungs, the whole run's epochs, the polish's
-    length); ``study_uri`` names the study whose budget clock it reads. A multi-fidelity
-    trial's config carries its ``fidelity``; a polish trial's its ``polished_from`` and
-    ``init_from``.
+    length). A multi-fidelity trial's config carries its ``fidelity``; a polish trial's its
+    ``polished_from`` and ``init_from`` (its parent's checkpoint, relative to the study folder).
     """
 
     def __init__(
@@ -67,29 +70,56 @@ class ConstrainedOptunaSearch(OptunaSearch):
         min_value: float,
         constraint_metric: str = "clean_acc",
         final_key: str = "final",
-        study_uri: str | None = None,
         plan: SearchPlan | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._cmin, self._cmetric, self._final_key = min_value, constraint_metric, final_key
-        self._study_uri = study_uri
         self._plan = plan or SearchPlan(min_target=min_value)
+        self._ot_trial_ids: dict[str, int] = {}  # set while detached (unpickled, not attached)
         metric = self._metric if isinstance(self._metric, list) else [self._metric]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(metric)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The searcher without its Optuna study and journal (paths of wherever the folder
+        was): each Optuna trial of a Tune trial is kept by its id."""
+        state = self.__dict__.copy()
+        ids = {tid: t._trial_id for tid, t in self._ot_trials.items()}
+        state.update(_storage=None, _ot_study=None, _ot_trials={})
+        state["_ot_trial_ids"] = {**self._ot_trial_ids, **ids}
+        return state
+
+    def _attach(self) -> None:
+        """Open the running study's journal and Optuna's live trials on it, once unpickled."""
+        if self._ot_study is not None:
+            return
+        self._storage = journal_storage(current().store)
+        self._ot_study = optuna.load_study(
+            study_name=self._study_name, storage=self._storage, sampler=self._sampler
+        )
+        self._ot_trials = {
+            tid: optuna.Trial(self._ot_study, ot_id) for tid, ot_id in self._ot_trial_ids.items()
+        }
+        self._ot_trial_ids = {}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the searcher as ``__getstate__`` leaves it (no path in it)."""
+        with open(checkpoint_path, "wb") as stream:
+            pickle.dump(self.__getstate__(), stream)
+
     def suggest(self, trial_id: str) -> dict | str | None:
+        self._attach()
         if trial_id in self._ot_trials:  # asked again (Tune retries a suggestion it deferred)
             return self._config(trial_id, super().suggest(trial_id))
         trials = self._ot_study.get_trials(deepcopy=False)
         step = next_step(
             [_record(t) for t in trials],
             self._plan,
-            clock_of(self._study_uri),
+            current().clock,
             running=bool(set(self._ot_trials) - set(self._completed_trials)),
-            checkpoints=lambda: _checkpoints(self._study_uri, self._cmin),
+            checkpoints=lambda: _checkpoints(self._cmin),
         )
         if isinstance(step, Finish):
             return Searcher.FINISHED
@@ -127,13 +157,15 @@ class ConstrainedOptunaSearch(OptunaSearch):
         ``raycert.study.tune.state.back_up_tune_state``) so a driver killed mid-sync can
         resume."""
         super().save_to_dir(checkpoint_dir, session_str)
-        if self._study_uri is not None:
-            back_up_tune_state(self._study_uri, checkpoint_dir, session_str)
+        back_up_tune_state(current().store, checkpoint_dir, session_str)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore Tune's snapshot, then trust the journal for trials finished after it (a
-        killed driver may have told Optuna more than its last snapshot of this searcher)."""
-        super().restore(checkpoint_path)
+        """Restore Tune's snapshot on the running study's journal, then trust the journal for
+        trials finished after it (a killed driver may have told Optuna more than its last
+        snapshot of this searcher)."""
+        with open(checkpoint_path, "rb") as stream:
+            self.__dict__.update(pickle.load(stream))
+        self._attach()
         states = {t.number: t.state for t in self._ot_study.get_trials(deepcopy=False)}
         for trial_id, ot_trial in self._ot_trials.items():
             if states.get(ot_trial.number, TrialState.RUNNING).is_finished():
@@ -142,6 +174,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._attach()
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and trial_id not in self._completed_trials and result and not error:
             metrics = self._metric if isinstance(self._metric, list) else [self._metric]
@@ -154,7 +187,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 ot_trial.set_constraint(CONSTRAINT_KEY, self._cmin - float(values[-1]))
                 ot_trial.set_user_attr("clean_acc", float(values[-1]))
                 ot_trial.set_user_attr("acr", float(result["acr"]))
-                clock = clock_of(self._study_uri)
+                clock = current().clock
                 if clock is not None:
                     clock.observe(result)
         super().on_trial_complete(trial_id, result=result, error=error)
@@ -175,12 +208,11 @@ def _record(trial: FrozenTrial) -> TrialRecord:
     )
 
 
-def _checkpoints(study_uri: str | None, min_target: float) -> dict[int, str]:
-    """Each finished trial's checkpoint (by number) as the trials table records it."""
-    if study_uri is None:
-        return {}
+def _checkpoints(min_target: float) -> dict[int, str]:
+    """Each finished trial's checkpoint (by number) as the running study's trials table
+    records it (relative to the study folder)."""
     try:
-        table = read_trials(StudyDir.at(study_uri), [min_target])
+        table = read_trials(current().store, [min_target])
     except UserError:
         return {}
     return {

@@ -10,7 +10,7 @@ from raycert.errors import UserError
 from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir
 
 
-def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> None:
+def back_up_tune_state(store: StudyDir, staging_dir: str, session_str: str) -> None:
     """Keep a whole copy of the experiment state Tune has just written to its staging folder.
 
     Tune copies that file into the study folder without a rename, so a driver killed mid-copy
@@ -24,7 +24,7 @@ def back_up_tune_state(study_uri: str, staging_dir: str, session_str: str) -> No
         json.loads(data)
     except (OSError, ValueError):
         return  # not a complete state: keep the previous backup
-    StudyDir.at(study_uri).write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
+    store.write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
 
 
 def repair_tune_state(store: StudyDir) -> list[str]:
@@ -50,10 +50,12 @@ def repair_tune_state(store: StudyDir) -> list[str]:
     return repaired
 
 
-def extend_tune_state(store: StudyDir, total_trials: int) -> None:
-    """Raise the trial budget saved in Tune's search state to ``total_trials``, so that
-    ``Tuner.restore`` samples more trials (Tune restores the budget from that file, not from
-    the restored Tuner's settings). The searcher and its Optuna journal carry on as they were."""
+def point_search_state(store: StudyDir, total_trials: int | None = None) -> None:
+    """Point Tune's saved search state at the study folder where it lies now and, with
+    ``total_trials``, raise its trial budget to that (``Tuner.restore`` takes both from that
+    file, not from the restored Tuner's settings: new trials would otherwise be written where
+    the folder was when it was saved, and no more than its old budget sampled). The searcher
+    and its Optuna journal carry on as they were."""
     import ray.cloudpickle
 
     names = sorted(
@@ -61,10 +63,13 @@ def extend_tune_state(store: StudyDir, total_trials: int) -> None:
     )
     if not names:
         raise UserError(
-            f"{store.uri}/{TUNE_DIR} has no search state to extend; run a new study under "
+            f"{store.uri}/{TUNE_DIR} has no search state to resume; run a new study under "
             "another --name"
         )
     rel = f"{TUNE_DIR}/{names[-1]}"  # the one Tune restores: the greatest name
     state = ray.cloudpickle.loads(store.read_bytes(rel))
-    state.update(total_samples=total_trials, finished=False)
+    where = state["experiment"].storage  # Tune's StorageContext: the storage's filesystem
+    where.storage_filesystem, where.storage_fs_path = store.fs, store.path
+    if total_trials is not None:
+        state.update(total_samples=total_trials, finished=False)
     store.write_bytes(rel, ray.cloudpickle.dumps(state))

@@ -48,14 +48,14 @@ from raycert.cert.certify import Certificates, merge_summaries
 from raycert.errors import UserError
 from raycert.study.policy.fidelity import shortened
 from raycert.study.policy.polish import polished
-from raycert.studyfolder import FIDELITY, POLISHED_FROM
+from raycert.studyfolder import FIDELITY, POLISHED_FROM, StudyDir
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
 from raycert.training.rundir import Metrics, read_metrics
 
 FINAL_CERT_PROBE = 128  # val images a completed trial certifies as the final test pass would
-INIT_FROM = "init_from"  # a polish trial's config key: its parent's checkpoint (path or URI)
+INIT_FROM = "init_from"  # a polish trial's config key: its parent's checkpoint in the study
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,14 @@ class FinishedRun:
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial of a study shares: the base config (a ``TrainConfig`` dict), the
-    absolute data root on the workers, the GPU share per trial, the lowest accuracy target,
+    """What every trial of a study shares: the study folder where it lies now (``study``, a
+    path or URI), the base config (a ``TrainConfig`` dict), the absolute data root on the
+    workers, the GPU share per trial, the lowest accuracy target,
     the runs already over by trial id (see the module note), whether the chosen models'
     test certification runs PGD too (``attack``), and the ``TrainConfig`` changes of a polish
     trial (``polish``)."""
 
+    study: str
     base: dict[str, Any]
     data_dir: str | None
     gpu_fraction: float
@@ -138,7 +140,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         init_from = None
         if parent is not None and checkpoint is None:
             init_from = Path(tmp) / "parent"
-            tune.Checkpoint(parent).to_directory(init_from)
+            tune.Checkpoint(StudyDir.at(setup.study).locate(parent)).to_directory(init_from)
         result = train(
             cfg,
             run_dir,

@@ -9,6 +9,7 @@ from ray.tune.experiment import Trial
 
 from raycert.errors import UserError
 from raycert.study.tune.failures import error_message
+from raycert.study.tune.running import current
 from raycert.studyfolder import (
     StudyDir,
     TrialRow,
@@ -72,17 +73,19 @@ def with_lost_rows(rows: list[TrialRow], store: StudyDir, targets: list[float]) 
 
 
 def _location(store: StudyDir, path: str) -> str:
-    """A storage path as users write it: a local path, or the URI with its scheme."""
-    return f"{store.uri.split('://', 1)[0]}://{path}" if store.remote else path
+    """A checkpoint's path relative to the study folder (so a copied or moved folder still
+    names its own runs); a path outside it (none should be) as it is."""
+    return path.removeprefix(f"{store.path.rstrip('/')}/")
 
 
 class TrialsWriter(Callback):
     """Rewrites the trials table after every finished trial and prints one line about it, so a
     running or interrupted study can be watched and read; with ``progress``, a line per epoch of
-    every trial too (trials of the quick preset run for minutes)."""
+    every trial too (trials of the quick preset run for minutes). It writes to the running
+    study's folder (``raycert.study.tune.running``)."""
 
-    def __init__(self, storage: str, name: str, targets: list[float], params: list[str]) -> None:
-        self.storage, self.name, self.targets, self.params = storage, name, targets, params
+    def __init__(self, targets: list[float], params: list[str]) -> None:
+        self.targets, self.params = targets, params
         self.progress = True
         self.epochs: int | None = None  # of every trial, for the progress lines
 
@@ -91,7 +94,8 @@ class TrialsWriter(Callback):
     ) -> None:
         if not self.progress or "epoch" not in result or result.get("final"):
             return
-        number = optuna_numbers(StudyDir(self.storage, self.name), self.name).get(trial.trial_id)
+        study = current()
+        number = optuna_numbers(study.store, study.name).get(trial.trial_id)
         epochs = trial.config.get("epochs", getattr(self, "epochs", None))
         line = f"trial {trial.trial_id if number is None else number} epoch {result['epoch']}"
         line += f"/{epochs}" if epochs else ""
@@ -108,8 +112,8 @@ class TrialsWriter(Callback):
     def _finished(self, trials: list[Trial], trial: Trial, errored: bool) -> None:
         # Tune calls this before it marks the trial finished; a failure here must not fail it.
         try:
-            store = StudyDir(self.storage, self.name)
-            rows = trial_rows(trials, self.params, store, self.name, {trial.trial_id: errored})
+            store, name = current().store, current().name
+            rows = trial_rows(trials, self.params, store, name, {trial.trial_id: errored})
             rows = with_lost_rows(rows, store, self.targets)
             write_trials(store, trials_table(rows, self.targets))
         except Exception as exc:  # the table is rewritten at the end of the study anyway
