@@ -115,8 +115,10 @@ def test_front(study_dir: Path, data_dir: str, limit: int) -> list[tuple[float, 
     table = pd.read_csv(study_dir / "trials.csv")
     front = table[(table["status"] == "completed") & table["pareto"] & table["run_dir"].notna()]
     points = []
-    for run_dir in front["run_dir"]:
-        _, test = certify_run(run_dir, "test", data_dir=data_dir, download=False, limit=limit)
+    for run_dir in front["run_dir"]:  # relative to the study folder
+        _, test = certify_run(
+            study_dir / run_dir, "test", data_dir=data_dir, download=False, limit=limit
+        )
         points.append((test["clean_acc"], test["acr"] / test["acr_cap"]))
     return points
 
