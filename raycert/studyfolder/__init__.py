@@ -30,7 +30,7 @@ Modules, one line each (import from the package):
 - ``folder``: ``StudyDir``, the file names, the JSON records and test outcomes;
 - ``trials``: the trials table and its rules;
 - ``pareto``: Pareto fronts (``pareto_mask``) and ranks (``pareto_ranks``);
-- ``journal``: Optuna's journal.
+- ``journal``: Optuna's journal, and its repair after a crash.
 """
 
 from raycert.studyfolder.folder import (
@@ -58,6 +58,7 @@ from raycert.studyfolder.journal import (
     journal_storage,
     optuna_numbers,
     optuna_study,
+    repair_journal,
 )
 from raycert.studyfolder.pareto import pareto_mask, pareto_ranks
 from raycert.studyfolder.records import (
@@ -139,6 +140,7 @@ __all__ = [
     "read_test_metrics",
     "read_test_radii",
     "read_trials",
+    "repair_journal",
     "target_label",
     "trial_counts",
     "trial_row",

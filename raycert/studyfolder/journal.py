@@ -6,10 +6,14 @@ report, the study's policy) never need it."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Collection
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raycert.studyfolder.folder import StudyDir
+from raycert.errors import UserError, one_line
+from raycert.studyfolder.folder import JOURNAL, StudyDir
 
 if TYPE_CHECKING:
     import optuna
@@ -24,15 +28,18 @@ def journal_storage(store: StudyDir) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
 
-def optuna_study(store: StudyDir, name: str) -> optuna.Study | None:
-    """The study's Optuna study, loaded from its journal (None before there is one)."""
+def optuna_study(store: StudyDir, name: str, must_exist: bool = False) -> optuna.Study | None:
+    """The study's Optuna study, loaded from its journal (None before there is one, or
+    ``KeyError`` with ``must_exist``)."""
     import optuna
 
-    if not store.journal_file().exists():
+    if not store.journal_file().exists() and not must_exist:
         return None
     try:
         return optuna.load_study(study_name=name, storage=journal_storage(store))
     except KeyError:
+        if must_exist:
+            raise
         return None
 
 
@@ -57,3 +64,64 @@ def optuna_numbers(store: StudyDir, name: str) -> dict[str, int]:
     return {
         t.user_attrs["tune_trial_id"]: t.number for t in trials if "tune_trial_id" in t.user_attrs
     }
+
+
+def repair_journal(store: StudyDir, name: str) -> str | None:
+    """Make the journal of a study to resume readable again; say what was dropped, if anything.
+
+    A driver killed mid-write, or a full disk, leaves a partial last record; bytes appended by
+    anything else are not records either. The journal is cut to its whole records before the
+    first damaged one, after a backup (``optuna.journal.damaged``) that keeps every byte. A
+    journal that is missing, or with nothing readable left, is a one-line ``UserError``: the
+    study cannot resume, though its trials table and results stay readable.
+    """
+    path = store.journal_file()
+    where = store.where(JOURNAL)
+    if not path.exists():
+        raise UserError(
+            f"{where} is missing, so the study cannot resume (its trials table and results stay"
+            " readable); put the journal back, or start a new study under another --name"
+        )
+    data = path.read_bytes()
+    whole = _whole_records(data)
+    if whole == len(data):
+        return None
+    backup = path.with_name(f"{JOURNAL}.damaged")
+    shutil.copyfile(path, backup)
+    with path.open("r+b") as stream:
+        stream.truncate(whole)
+    try:
+        optuna_study(store, name, must_exist=True)
+    except Exception as exc:  # anything Optuna raises replaying what is left
+        shutil.copyfile(backup, path)
+        raise UserError(
+            f"{where} cannot be read ({one_line(exc)}), so the study cannot resume (its trials"
+            " table and results stay readable); start a new study under another --name"
+        ) from None
+    records = data[:whole].count(b"\n")
+    return (
+        f"warning: {where} was damaged after its record {records}: dropped its last"
+        f" {len(data) - whole} byte(s) (kept in {_shown(store, backup)}), resuming from the rest"
+    )
+
+
+def _whole_records(data: bytes) -> int:
+    """The length of the longest prefix of ``data`` made of whole journal records: lines that
+    end in a newline and hold a JSON object with an ``op_code``."""
+    end = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+        except ValueError:  # not UTF-8, or not JSON
+            break
+        if not isinstance(record, dict) or "op_code" not in record:
+            break
+        end += len(line)
+    return end
+
+
+def _shown(store: StudyDir, local: Path) -> str:
+    """A local file of the study as messages name it."""
+    return store.where(local.name) if not store.remote else str(local)

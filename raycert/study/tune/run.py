@@ -70,6 +70,7 @@ from raycert.studyfolder import (
     journal_storage,
     optuna_numbers,
     read_meta,
+    repair_journal,
     write_meta,
 )
 from raycert.units import format_duration
@@ -119,6 +120,10 @@ def run_study(
         saved = _saved_meta(request, meta, store)
         if saved is not None and saved.status == "finished" and not _extends(meta, saved):
             return outcome.finished_result(store, saved)
+        if saved is not None and tune.Tuner.can_restore(f"{store.uri}/{TUNE_DIR}"):
+            warning = repair_journal(store, meta.name)  # a damaged tail is cut, with a backup
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
         if trainable is None:  # missing data fails here, before Ray starts
             load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
         driver = Driver(request, spec, meta, store, saved, started - meta.spent_s)

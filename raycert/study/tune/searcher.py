@@ -99,8 +99,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self._ot_study = optuna.load_study(
             study_name=self._study_name, storage=self._storage, sampler=self._sampler
         )
+        # A trial missing from the journal went with a damaged tail cut on resume.
+        known = {t._trial_id for t in self._ot_study.get_trials(deepcopy=False)}
         self._ot_trials = {
-            tid: optuna.Trial(self._ot_study, ot_id) for tid, ot_id in self._ot_trial_ids.items()
+            tid: optuna.Trial(self._ot_study, ot_id)
+            for tid, ot_id in self._ot_trial_ids.items()
+            if ot_id in known
         }
         self._ot_trial_ids = {}
 
@@ -176,7 +180,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
     ) -> None:
         self._attach()
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and trial_id not in self._completed_trials and result and not error:
+        if ot_trial is None:  # its Optuna trial went with a damaged journal's tail
+            self._completed_trials.add(trial_id)
+            return
+        if trial_id not in self._completed_trials and result and not error:
             metrics = self._metric if isinstance(self._metric, list) else [self._metric]
             values = [result.get(m) for m in (*metrics, self._cmetric)]
             if not result.get(self._final_key, True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
 from pathlib import Path
 
 from raycert.errors import UserError
@@ -55,7 +56,12 @@ def point_search_state(store: StudyDir, total_trials: int | None = None) -> None
     ``total_trials``, raise its trial budget to that (``Tuner.restore`` takes both from that
     file, not from the restored Tuner's settings: new trials would otherwise be written where
     the folder was when it was saved, and no more than its old budget sampled). The searcher
-    and its Optuna journal carry on as they were."""
+    and its Optuna journal carry on as they were.
+
+    Tune restores the searcher from a local staging folder named after the run's start time,
+    which every copy of a study shares: what another copy left there in this Ray session is
+    cleared first, or Tune would restore that copy's newer state. Call it with Ray connected.
+    """
     import ray.cloudpickle
 
     names = sorted(
@@ -70,6 +76,16 @@ def point_search_state(store: StudyDir, total_trials: int | None = None) -> None
     state = ray.cloudpickle.loads(store.read_bytes(rel))
     where = state["experiment"].storage  # Tune's StorageContext: the storage's filesystem
     where.storage_filesystem, where.storage_fs_path = store.fs, store.path
+    _clear_staging(where._timestamp)
     if total_trials is not None:
         state.update(total_samples=total_trials, finished=False)
     store.write_bytes(rel, ray.cloudpickle.dumps(state))
+
+
+def _clear_staging(started: str) -> None:
+    """Remove Tune's driver staging folder of the run that started at ``started`` in this Ray
+    session (``StorageContext.experiment_driver_staging_path``), if Ray still lays it out so."""
+    from ray.train.constants import _get_ray_train_session_dir
+
+    staging = Path(_get_ray_train_session_dir(), started, TUNE_DIR, "driver_artifacts")
+    shutil.rmtree(staging, ignore_errors=True)
