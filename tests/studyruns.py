@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,3 +153,74 @@ def kill_then_resume(storage: Path) -> KilledStudy:
     return KilledStudy(
         storage, study_dir, process.pid, lock_left, status_left, before, code, out, err
     )
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A study CLI stopped by signals once it printed a marker: its exit code, its output, and
+    the processes of its session still alive a moment after it ended."""
+
+    code: int
+    out: str
+    err: str
+    left: list[str]
+
+
+def session_processes(sid: int) -> list[str]:
+    """The command lines of the processes of session ``sid``."""
+    ps = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True, check=True)
+    rows = (line.strip().split(None, 1) for line in ps.stdout.splitlines())
+    return [row[1] for row in rows if len(row) == 2 and row[0] == str(sid)]
+
+
+def stop_at(
+    args: list[str],
+    marker: str | None,
+    signals: list[int],
+    cwd: Path,
+    group: bool = False,
+    command: str = "study",
+    timeout: float = 180,
+) -> Stopped:
+    """Run ``raycert <command> <args>`` in its own session, send ``signals`` (0.3 s apart) as
+    soon as a line of its output holds ``marker`` (None: a second after the start, while it
+    imports), to the driver alone, or to its whole process group as a terminal's Ctrl-C does
+    (``group``), and wait for its end."""
+    cli = [sys.executable, "-m", "raycert.cli", command, *args]
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = subprocess.Popen(cli, cwd=cwd, env=env, start_new_session=True, text=True, **pipes)
+    lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    seen = threading.Event()
+
+    def read(name: str) -> None:
+        for line in getattr(process, name):
+            lines[name].append(line)
+            if marker is not None and marker in line:
+                seen.set()
+
+    # Threads, not communicate(): a process left behind would hold the pipes open.
+    readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in lines]
+    for reader in readers:
+        reader.start()
+    try:
+        if marker is None:
+            time.sleep(1.0)
+        else:
+            assert seen.wait(timeout), f"no {marker!r} in: {''.join(lines['stderr'])}"
+        for number, signum in enumerate(signals):
+            time.sleep(0.3 if number else 0.0)
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        process.wait(timeout)
+        for reader in readers:
+            reader.join(10)
+        time.sleep(2.0)  # what the driver stopped has a moment to go
+        left = session_processes(process.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    out, err = ("".join(lines[name]) for name in ("stdout", "stderr"))
+    return Stopped(process.returncode, out, err, left)

@@ -1,66 +1,24 @@
-"""Resuming studies as schedulers and users do it: SIGTERM stops a study like Ctrl-C; after a
-SIGKILL, a resume loses, repeats and trains again no finished trial; ``--resume --trials N``
-extends a study."""
+"""Resuming studies as schedulers and users do it: after a SIGKILL, a resume loses, repeats and
+trains again no finished trial; ``--resume --trials N`` extends a study (SIGTERM and Ctrl-C:
+``test_study_signals``)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from studyruns import (
-    finished_rows,
     journal_study,
-    run_study_cli,
-    study_cli,
     toy,
     toy_request,
 )
 
 from raycert.errors import UserError
 from raycert.study.tune.run import run_study
-
-
-def _start_and_wait(args: list[str], cwd: Path, rows: int, **pipes) -> subprocess.Popen:
-    """A study CLI, once its trials table holds ``rows`` finished trials."""
-    process = study_cli(*args, cwd=cwd, **pipes)
-    study_dir = cwd / args[args.index("--name") + 1]
-    deadline = time.monotonic() + 180
-    while finished_rows(study_dir) < rows and time.monotonic() < deadline:
-        assert process.poll() is None, "the study ended before it could be stopped"
-        time.sleep(0.05)
-    return process
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_study_cleanly_with_a_resume_hint(tmp_path):
-    args = ["synthetic", "--preset", "smoke", "--trials", "6", "--concurrency", "2"]
-    args += ["--storage", str(tmp_path), "--name", "termed", "--min-acc", "0.8"]
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    process = _start_and_wait(args, tmp_path, 1, **pipes)
-    try:
-        process.send_signal(signal.SIGTERM)  # to the driver only, as a batch scheduler may
-        out, err = process.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130, err
-    assert "continue it with --resume" in out
-    assert "Traceback" not in err and "Fatal Python error" not in err and "SIGABRT" not in err
-    meta = json.loads((tmp_path / "termed" / "study.json").read_text())
-    assert meta["status"] == "interrupted"
-    assert not (tmp_path / ".termed.lock").exists()
-    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
-    assert code == 0, err
-    assert "trials: 6 (6 completed)" in out
 
 
 def test_after_a_sigkill_resume_loses_repeats_and_trains_again_no_finished_trial(killed_study):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,16 +14,25 @@ from typer.core import TyperGroup
 
 from raycert import __version__
 from raycert.errors import UserError
+from raycert.interrupts import EXIT_CODE as INTERRUPTED_EXIT_CODE
+from raycert.interrupts import Interrupted, stop_signals
 
 USER_ERROR_EXIT_CODE = 2
 
 
 class RaycertGroup(TyperGroup):
-    """Root command group that turns a ``UserError`` into one stderr line and exit code 2."""
+    """Root command group that turns a ``UserError`` into one stderr line and exit code 2, and
+    Ctrl-C or SIGTERM into one line and exit code 130 (``raycert.interrupts``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with stop_signals():
+                return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            if not isinstance(exc, Interrupted):
+                exc = Interrupted(None)
+            click.echo(interrupted_line(ctx, exc), err=True)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
@@ -33,6 +44,19 @@ class RaycertGroup(TyperGroup):
             message = " ".join(exc.format_message().split()).rstrip(".")
             click.echo(f"error: {message}; see {command} --help", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+
+
+def interrupted_line(ctx: click.Context, stop: Interrupted) -> str:
+    """What a command stopped by a signal says: what it stopped, where its state is kept and
+    the command that continues it (the same words, with ``--resume``)."""
+    command = ctx.invoked_subcommand or "raycert"
+    if stop.where is None:
+        return f"{command} interrupted before it wrote anything"
+    words = ["raycert", *sys.argv[1:], *stop.resume_args]
+    if "--resume" not in words:
+        words.append("--resume")
+    where = stop.where
+    return f"{command} interrupted: {where} keeps its state; continue it with {shlex.join(words)}"
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -18,6 +18,7 @@ from raycert.cli.root import (
     PresetOption,
 )
 from raycert.errors import UserError
+from raycert.interrupts import Interrupted
 from raycert.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -106,7 +107,10 @@ def study_command(
     attack: AttackOption = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
-    from raycert.study.tune.run import StudyRequest, run_study  # Ray loads for this command only
+    from raycert.interrupts import held
+
+    with held():  # cut, these imports (Ray, torch) can crash in native code on the way out
+        from raycert.study.tune.run import StudyRequest, run_study  # for this command only
 
     request = StudyRequest(
         dataset=dataset,
@@ -128,15 +132,13 @@ def study_command(
         download=not no_download,
         attack=attack,
     )
+    result = run_study(request)
+    if result.status != "finished":  # Tune ended the trials on a signal, gracefully
+        raise Interrupted(result.study_dir)
     try:
-        result = run_study(request)
-    except KeyboardInterrupt:
-        result = None
-    if result is None or result.status != "finished":
-        where = f" {result.study_dir}" if result is not None else ""
-        console.print(f"study interrupted:{where}; continue it with --resume")
-        raise typer.Exit(130)
-    _print_outcome(result)
+        _print_outcome(result)
+    except KeyboardInterrupt:  # writing the report: the study itself is finished
+        raise Interrupted(result.study_dir) from None
 
 
 def _print_outcome(result: StudyResult) -> None:
@@ -160,6 +162,7 @@ def _print_outcome(result: StudyResult) -> None:
     if is_uri(result.study_dir):
         console.print(f"copy the study folder locally, then: raycert report {result.study_dir}")
     else:
+        typer.echo(f"study {result.study_dir}: writing the report", err=True)
         console.print(f"report: {build_report([Path(result.study_dir)])}")
     counts = meta.trial_counts
     if not counts.get("completed"):

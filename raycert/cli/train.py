@@ -19,6 +19,7 @@ from raycert.cli.root import (
     PresetOption,
 )
 from raycert.errors import UserError
+from raycert.interrupts import Interrupted
 from raycert.units import format_eps, parse_eps
 
 
@@ -65,16 +66,20 @@ def train_command(
             f"ACR {row['acr_pct']:.1f}% of cap"
         )
 
-    result = train(
-        config,
-        run_dir,
-        data_dir=data_dir,
-        download=not no_download,
-        resume=resume,
-        callback=report_epoch,
-        device=device,
-        progress=True,
-    )
+    try:
+        result = train(
+            config,
+            run_dir,
+            data_dir=data_dir,
+            download=not no_download,
+            resume=resume,
+            callback=report_epoch,
+            device=device,
+            progress=True,
+        )
+    except KeyboardInterrupt:  # status.json says "interrupted" now, if the run had started
+        where = str(run_dir) if (run_dir / "status.json").exists() else None
+        raise Interrupted(where, () if out is not None else ("--out", str(run_dir))) from None
     if result.metrics:
         print_metrics(f"{result.status}: {run_dir}", result.metrics[-1])
     if result.status != "completed":

@@ -14,9 +14,12 @@ front, because Ray Tune would otherwise leave such trials pending forever.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ray
@@ -52,6 +55,82 @@ class Resources:
     concurrency: int
 
 
+@contextlib.contextmanager
+def _sigterm_left_alone() -> Iterator[None]:
+    """Within: ``ray.init`` keeps the caller's SIGTERM handler. It installs one that exits at
+    once (``sys.exit``), which cut its start-up in half and left its processes behind; the
+    caller holds signals while Ray starts instead (``raycert.interrupts.held``)."""
+    utils = ray._private.utils
+    original = getattr(utils, "set_sigterm_handler", None)
+    if original is None:  # a Ray that no longer does this
+        yield
+        return
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = original
+
+
+class Descendants:
+    """This process's descendants as ``/proc`` lists them (Linux; elsewhere none), each by pid
+    and start time so that a pid the system has reused is never mistaken for one of them.
+
+    A local Ray cluster's daemons share the driver's process group, so a terminal's Ctrl-C
+    reaches them too; a raylet that dies of it leaves its agents orphaned and running.
+    ``note`` what runs below the driver while the cluster is up; after ``ray.shutdown``,
+    ``kill`` ends whatever of it is still there."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, str] = {}
+
+    def note(self) -> None:
+        """Remember every process of Ray's (its command line says so) now below this one."""
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = list(children.get(os.getpid(), []))
+        while stack:
+            pid = stack.pop()
+            if _is_ray(pid):
+                self.seen[pid] = table[pid][1]
+            stack.extend(children.get(pid, []))
+
+    def kill(self) -> list[int]:
+        """SIGKILL the remembered processes that still run; their pids."""
+        table = _proc_table()
+        alive = [pid for pid, start in self.seen.items() if table.get(pid, (0, ""))[1] == start]
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return alive
+
+
+def _is_ray(pid: int) -> bool:
+    """Whether process ``pid`` runs Ray (a ``ray::`` worker, a daemon, an agent)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return b"ray" in stream.read()
+    except OSError:
+        return False
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process ``/proc`` shows (none without it)."""
+    table = {}
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stream:
+                fields = stream.read().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        table[int(entry.name)] = (int(fields[1]), fields[19])  # ppid, starttime
+    return table
+
+
 def connect(address: str | None, *, quiet: bool = True) -> bool:
     """Connect this process to Ray; True if this call did (so the caller should shut it down).
 
@@ -72,7 +151,8 @@ def connect(address: str | None, *, quiet: bool = True) -> bool:
         _check_listening(address)
         _match_cluster_auth()
     try:
-        ray.init(address=address or "local", configure_logging=True, **kwargs)
+        with _sigterm_left_alone():
+            ray.init(address=address or "local", configure_logging=True, **kwargs)
     except ray.exceptions.AuthenticationError:
         raise UserError(
             f"the Ray cluster at {address} refused this process's token: export the same "

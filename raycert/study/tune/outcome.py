@@ -11,6 +11,7 @@ study.json keeps for ``--resume``, PGD attacks it there too), and copies it into
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,10 +71,11 @@ def finish(
     data_dir: str | None,
     budget_spent: bool,
     spend: Callable[[], None],
+    progress: bool = False,
 ) -> StudyResult:
     """Write the final table; if every trial finished or the budget is spent, choose, certify
-    and write the results. ``spend`` records the driver's time in ``meta`` before it is
-    written."""
+    (saying so first, with ``progress``) and write the results. ``spend`` records the driver's
+    time in ``meta`` before it is written."""
     analysis = tune.ExperimentAnalysis(f"{store.uri}/{TUNE_DIR}")
     rows = trial_rows(analysis.trials, meta.trial_params(), store, meta.name)
     rows = with_lost_rows(rows, store, meta.targets)
@@ -89,6 +91,8 @@ def finish(
         stopped = {row.trial_id for row in rows if row.status == "pruned"}
         fail_stale_trials(store, meta.name, stopped)
         test_size = dataset_info(meta.dataset).test_size
+        if progress:
+            print(f"study {store.uri}: certifying the chosen models on test", file=sys.stderr)
         results = choose_and_certify(
             store, table, meta.targets, res, data_dir, meta.attack, test_size
         )

@@ -41,8 +41,10 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from raycert import interrupts
 from raycert.data import dataset_info, load
 from raycert.errors import UserError
+from raycert.interrupts import Interrupted
 from raycert.spec import StudySpec
 from raycert.study.policy.budget import Clock
 from raycert.study.policy.fidelity import accuracy_margin
@@ -108,26 +110,44 @@ def run_study(
     ``trainable`` replaces the trainer with any Ray Tune function trainable that reports
     ``clean_acc`` and ``acr`` (and ``final``/``sched_score`` when they matter); its config holds
     the sampled hyperparameters. Test certification needs a raycert run as its checkpoint.
-    Raises ``UserError`` for bad input, a busy study, or a trial that raised one; a
-    ``KeyboardInterrupt`` (Ctrl-C, SIGTERM before the trials start) leaves a resumable study.
+    Raises ``UserError`` for bad input, a busy study, or a trial that raised one; and
+    ``Interrupted`` (naming the study folder, or None when nothing was written yet) for a
+    ``KeyboardInterrupt`` (Ctrl-C; SIGTERM acts so while the trials run), which leaves a
+    resumable study.
     """
     started = time.monotonic()
     request = resolve_paths(request)
     spec, meta = plan(request)
     storage = check_storage(request.storage)
     store = StudyDir(storage, meta.name)
-    with StudyLock(storage, meta.name):
-        saved = _saved_meta(request, meta, store)
-        if saved is not None and saved.status == "finished" and not _extends(meta, saved):
-            return outcome.finished_result(store, saved)
-        if saved is not None and tune.Tuner.can_restore(f"{store.uri}/{TUNE_DIR}"):
-            warning = repair_journal(store, meta.name)  # a damaged tail is cut, with a backup
-            if warning:
-                print(warning, file=sys.stderr, flush=True)
-        if trainable is None:  # missing data fails here, before Ray starts
-            load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
-        driver = Driver(request, spec, meta, store, saved, started - meta.spent_s)
-        return _run_on_ray(driver, trainable, progress)
+    try:
+        with StudyLock(storage, meta.name):
+            return _run_locked(request, spec, meta, store, started, trainable, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(store.uri if store.has(STUDY_JSON) else None) from None
+
+
+def _run_locked(
+    request: StudyRequest,
+    spec: StudySpec,
+    meta: StudyMeta,
+    store: StudyDir,
+    started: float,
+    trainable: Callable | None,
+    progress: bool,
+) -> StudyResult:
+    """``run_study`` once the study's lock is held."""
+    saved = _saved_meta(request, meta, store)
+    if saved is not None and saved.status == "finished" and not _extends(meta, saved):
+        return outcome.finished_result(store, saved)
+    if saved is not None and tune.Tuner.can_restore(f"{store.uri}/{TUNE_DIR}"):
+        warning = repair_journal(store, meta.name)  # a damaged tail is cut, with a backup
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+    if trainable is None:  # missing data fails here, before Ray starts
+        load(spec.base.dataset, "val", request.data_dir, download=request.download, limit=1)
+    driver = Driver(request, spec, meta, store, saved, started - meta.spent_s)
+    return _run_on_ray(driver, trainable, progress)
 
 
 def _saved_meta(request: StudyRequest, meta: StudyMeta, store: StudyDir) -> StudyMeta | None:
@@ -162,23 +182,37 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune records every trial's error; Ray's echo of those it dropped on a stop is noise.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
-    store = driver.store
-    owned = cluster.connect(driver.request.address)
+    store, meta = driver.store, driver.meta
+    if progress:
+        where = driver.request.address or "a local cluster"
+        print(f"study {store.uri}: starting Ray ({where})", file=sys.stderr, flush=True)
+    owned, ours = False, cluster.Descendants()
     try:
-        with _sigterm_as_sigint():
-            res = _resources(driver)
-            clock = _clock(driver, res)
-            if progress:
-                print(_start_line(store, driver.meta, res), file=sys.stderr, flush=True)
-            tuner = _tuner(driver, res, trainable, progress)
-            _fit(driver, tuner, clock)
-            budget_spent = clock is not None and not clock.fits()
-            data_dir = driver.request.data_dir
-            return outcome.finish(store, driver.meta, res, data_dir, budget_spent, driver.spend)
+        with interrupts.held():  # cut, Ray's start-up leaves processes behind or crashes
+            owned = cluster.connect(driver.request.address)
+            ours.note()
+        res = _resources(driver)
+        clock = _clock(driver, res)
+        if progress:
+            print(_start_line(store, meta, res), file=sys.stderr, flush=True)
+        tuner = _tuner(driver, res, trainable, progress)
+        _fit(driver, tuner, clock)
+        budget_spent = clock is not None and not clock.fits()
+        data_dir = driver.request.data_dir
+        return outcome.finish(store, meta, res, data_dir, budget_spent, driver.spend, progress)
+    except KeyboardInterrupt:
+        if meta.status == "running":  # written by _resources: the study got that far
+            meta.status = "interrupted"
+            driver.spend()
+            write_meta(store, meta)
+        raise
     finally:
-        store.save_journal()
-        if owned:
-            ray.shutdown()
+        with interrupts.held():
+            store.save_journal()
+            if owned:
+                ours.note()
+                ray.shutdown()
+                ours.kill()  # what a Ctrl-C to the process group left of Ray's cluster
 
 
 def _resources(driver: Driver) -> cluster.Resources:
@@ -218,22 +252,19 @@ def _clock(driver: Driver, res: cluster.Resources) -> Clock | None:
 
 def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
     """Run the trials with the study (its folder, ``clock``) lent to Tune's searcher, callbacks
-    and stopper. Ctrl-C and SIGTERM leave an interrupted study (re-raised); a trial's
-    ``UserError`` a stopped one (raised as the study's)."""
+    and stopper. Ctrl-C and SIGTERM stop them gracefully (Tune saves its state; the study is
+    then interrupted); a trial's ``UserError`` stops the study (raised as the study's). Tune's
+    signal handlers go with the run: later signals stop the study at once."""
     store, meta = driver.store, driver.meta
     study = RunningStudy(store, meta.name, clock)
-    try:
-        with (
-            lend(study),
-            failures.quiet_user_errors(),
-            contextlib.suppress(failures.StudyStopped),
-        ):
-            tuner.fit()
-    except KeyboardInterrupt:
-        meta.status = "interrupted"
-        driver.spend()
-        write_meta(store, meta)
-        raise
+    with (
+        interrupts.handlers_kept(signal.SIGINT, signal.SIGUSR1, signal.SIGTERM),
+        _sigterm_as_sigint(),
+        lend(study),
+        failures.quiet_user_errors(),
+        contextlib.suppress(failures.StudyStopped),
+    ):
+        tuner.fit()
     if study.user_error is not None:
         driver.spend()
         raise _stopped(store, meta, *study.user_error)

@@ -1,0 +1,78 @@
+"""Ctrl-C and SIGTERM, once or twice, at every phase of a study (driven by the line the study
+prints as it enters the phase) and of a training: exit 130, one line naming the folder and the
+command that continues it, no native crash, and no process of the command left behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from studyruns import run_study_cli, stop_at
+
+pytestmark = pytest.mark.slow
+
+STUDY = ["synthetic", "--preset", "smoke", "--trials", "2", "--min-acc", "0.5"]
+CRASHES = ("Traceback", "Fatal Python error", "Segmentation fault", "SIGABRT", "core dumped")
+
+# (phase, the marker that starts it, the signals, to the whole process group or the driver)
+PHASES = [
+    ("imports", None, [signal.SIGINT], True),
+    ("ray start-up", "starting Ray", [signal.SIGTERM], False),
+    ("ray start-up", "starting Ray", [signal.SIGINT, signal.SIGINT], True),
+    ("trials", "trial(s) at a time", [signal.SIGINT, signal.SIGINT], True),
+    ("trials", "trial(s) at a time", [signal.SIGTERM], False),
+    ("certification", "certifying the chosen models", [signal.SIGTERM], False),
+    ("certification", "certifying the chosen models", [signal.SIGINT, signal.SIGINT], True),
+    ("report", "writing the report", [signal.SIGINT], True),
+]
+
+
+def _last_line(err: str) -> str:
+    return [line for line in err.splitlines() if line.strip()][-1]
+
+
+@pytest.mark.parametrize(("phase", "marker", "signals", "group"), PHASES)
+def test_a_signal_at_any_phase_stops_the_study_in_one_line(tmp_path, phase, marker, signals, group):
+    args = [*STUDY, "--storage", "st", "--name", "s"]
+    stopped = stop_at(args, marker, signals, tmp_path, group=group)
+
+    assert stopped.code == 130, stopped.err
+    assert not any(crash in stopped.err for crash in CRASHES), stopped.err
+    assert stopped.left == [], f"left behind: {stopped.left}"
+    assert not (tmp_path / "st" / ".s.lock").exists()
+    line = _last_line(stopped.err)
+    study_json = tmp_path / "st" / "s" / "study.json"
+    if phase == "imports":
+        assert line == "study interrupted before it wrote anything"
+        return
+    if study_json.exists():  # Ray's start-up may end before the signal is taken
+        status = json.loads(study_json.read_text())["status"]
+        assert status == ("finished" if phase == "report" else "interrupted")
+        assert line == (
+            f"study interrupted: {tmp_path}/st/s keeps its state; continue it with raycert study"
+            f" {' '.join(args)} --resume"
+        )
+    else:
+        assert line == "study interrupted before it wrote anything"
+    code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
+    if study_json.exists():
+        assert code == 0, err
+        assert "trials: 2 (2 completed)" in out
+    else:
+        assert code == 2 and "run it without --resume first" in err
+
+
+def test_sigterm_stops_a_training_as_interrupted_with_its_resume_command(tmp_path):
+    args = ["synthetic", "--preset", "smoke", "--epochs", "200", "--out", "run"]
+    stopped = stop_at(args, "epoch", [signal.SIGTERM], tmp_path, command="train")
+
+    assert stopped.code == 130, stopped.err
+    assert not any(crash in stopped.err for crash in CRASHES), stopped.err
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "interrupted"
+    assert _last_line(stopped.err) == (
+        f"train interrupted: {tmp_path / 'run'} keeps its state; continue it with raycert train"
+        f" {' '.join(args)} --resume"
+    )
+    assert Path(tmp_path / "run" / "metrics.jsonl").exists()
