@@ -9,6 +9,7 @@ import gzip
 import json
 import socket
 import threading
+import time
 
 import pytest
 from datafiles import write_small_mnist
@@ -18,8 +19,9 @@ from typer.testing import CliRunner
 
 import raycert.study.tune.cluster
 from raycert.cli import app
+from raycert.errors import UserError
 from raycert.study.policy.plan import StudyRequest, resolve_paths
-from raycert.study.tune.storage import cluster_warning
+from raycert.study.tune.storage import check_storage, cluster_warning
 
 WIDE = {"COLUMNS": "200"}
 
@@ -118,6 +120,15 @@ def test_unusable_storage_is_one_line_before_ray_starts(tmp_path, no_ray, storag
     a_file.write_text("")
     args = ["study", "synthetic", "--preset", "smoke", "--storage", storage.format(file=a_file)]
     one_error_line(invoke(*args), needle)
+
+
+def test_a_storage_uri_that_hangs_is_one_line_within_its_timeout():
+    """Google Cloud Storage's client retries for many minutes without network: the check gives
+    up in its timeout (with network, the bucket's absence answers sooner)."""
+    started = time.monotonic()
+    with pytest.raises(UserError, match="--storage gs://raycert-no-such-bucket/runs") as error:
+        check_storage("gs://raycert-no-such-bucket/runs", timeout_s=3)
+    assert time.monotonic() - started < 15 and "\n" not in str(error.value)
 
 
 def test_bad_numbers_are_one_line_before_ray_starts(no_ray):
