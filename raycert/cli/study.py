@@ -133,8 +133,17 @@ def study_command(
         attack=attack,
     )
     result = run_study(request)
-    if result.status != "finished":  # Tune ended the trials on a signal, gracefully
+    if result.status != "finished" and result.signalled:  # Tune stopped them, gracefully
         raise Interrupted(result.study_dir)
+    if result.status != "finished":
+        counts = result.meta.trial_counts
+        typer.echo(
+            f"error: Ray Tune ended the run of {result.study_dir} after {sum(counts.values())}"
+            f" of {result.meta.trials_requested} trials, unasked (its messages above say why);"
+            " continue it with --resume",
+            err=True,
+        )
+        raise typer.Exit(1)
     try:
         _print_outcome(result)
     except KeyboardInterrupt:  # writing the report: the study itself is finished
@@ -151,12 +160,15 @@ def _print_outcome(result: StudyResult) -> None:
     for chosen in result.targets:
         print_chosen(chosen, meta.acr_cap)
     console.print(trials_summary(meta))
+    counts = meta.trial_counts
     if meta.budget_s is not None:
         line = f"wall time: {format_duration(meta.spent_s)} of the "
         line += f"{format_duration(meta.budget_s)} budget"
-        if meta.spent_s > 1.1 * meta.budget_s:
-            line += " (over it: the study waits for a first completed trial, and certifying on "
-            line += "test took longer than the trials foretold)"
+        if meta.spent_s > 1.1 * meta.budget_s and sum(counts.values()):
+            line += " (over it: the study waits for a first completed trial"
+            if any(chosen.test for chosen in result.targets):
+                line += ", and certifying on test took longer than the trials foretold"
+            line += ")"
         console.print(line)
     console.print(f"results: {result.study_dir}/results.json (trials.csv, trials.parquet)")
     if is_uri(result.study_dir):
@@ -164,7 +176,13 @@ def _print_outcome(result: StudyResult) -> None:
     else:
         typer.echo(f"study {result.study_dir}: writing the report", err=True)
         console.print(f"report: {build_report([Path(result.study_dir)])}")
-    counts = meta.trial_counts
+    if not sum(counts.values()):
+        line = f"error: no trial of {result.study_dir} ran"
+        if meta.budget_s is not None:
+            line += f" in its {format_duration(meta.budget_s)} budget; continue it with a"
+            line += " larger --budget and --resume"
+        typer.echo(line, err=True)
+        raise typer.Exit(1)
     if not counts.get("completed"):
         errors = meta.errors
         why = (

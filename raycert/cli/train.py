@@ -51,6 +51,9 @@ def train_command(
         .replace(**{k: v for k, v in overrides.items() if v is not None})
         .resolve()
     )
+    warning = config.ramp_warning()
+    if warning:
+        typer.echo(warning, err=True)
     if resume and out is None:
         raise UserError("--resume needs --out, the run folder to continue")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

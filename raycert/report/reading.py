@@ -126,6 +126,8 @@ class StudyResults:
 def load_study(directory: Path) -> StudyResults:
     """Read a study folder; a missing or corrupt required file is a one-line UserError."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory} is a file; give the study's folder (it holds study.json)")
     if not directory.is_dir():
         raise UserError(f"study directory {directory} does not exist")
     store = StudyDir.at(directory)

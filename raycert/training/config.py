@@ -130,6 +130,18 @@ class TrainConfig(BaseModel):
             missing["max_eps"] = 0.0
         return self.replace(**missing)
 
+    def ramp_warning(self) -> str | None:
+        """One line when the run ends before its radius ramp does (it never trains at
+        ``max_eps``), else None."""
+        ramp_end = self.warmup_epochs + self.ramp_epochs
+        if self.method == "standard" or ramp_end <= self.epochs:
+            return None
+        return (
+            f"warning: warmup_epochs + ramp_epochs ({self.warmup_epochs:g} + "
+            f"{self.ramp_epochs:g}) exceed epochs ({self.epochs}): the run ends before its radius"
+            " reaches max_eps; shorten the ramp or train longer"
+        )
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``, validated like ``from_dict`` (a ``UserError`` if bad)."""
         return self.from_dict({**self.model_dump(), **changes})

@@ -116,8 +116,19 @@ def _read_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
         raise UserError(f"no run at {run_dir}: config.json is missing")
     try:
         data = json.loads(path.read_text())
-        return TrainConfig.from_dict(data["config"]), data["dataset"]
-    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
+        saved, dataset = data["config"], data["dataset"]
+        # Left out, these would read as their defaults and rebuild another model than the one
+        # saved (fields added since a run was saved do read as their defaults).
+        missing = [name for name in ("dataset", "model") if name not in saved]
+        if missing:
+            raise UserError(
+                f"{path} lacks {', '.join(missing)}: it was edited or not written by raycert;"
+                " restore it from the run it came with"
+            )
+        return TrainConfig.from_dict(saved), dataset
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is unreadable ({exc})") from None
 
 

@@ -54,14 +54,16 @@ OVER = ("completed", "pruned", "diverged")
 class StudyResult:
     """How a study ended; ``study_dir`` holds everything (the report reads it from there).
 
-    ``status`` is ``finished`` or ``interrupted``; ``meta`` is study.json, whose
-    ``trial_counts`` and ``errors`` (one entry per failed trial: number, trial id, message)
-    say how the trials went."""
+    ``status`` is ``finished`` or ``interrupted`` (``signalled``: by Ctrl-C or SIGTERM; else
+    Ray Tune ended its run early on its own); ``meta`` is study.json, whose ``trial_counts``
+    and ``errors`` (one entry per failed trial: number, trial id, message) say how the trials
+    went."""
 
     study_dir: str
     status: str
     meta: StudyMeta
     targets: list[TargetResult]
+    signalled: bool = False
 
 
 def finish(
@@ -91,10 +93,8 @@ def finish(
         stopped = {row.trial_id for row in rows if row.status == "pruned"}
         fail_stale_trials(store, meta.name, stopped)
         test_size = dataset_info(meta.dataset).test_size
-        if progress:
-            print(f"study {store.uri}: certifying the chosen models on test", file=sys.stderr)
         results = choose_and_certify(
-            store, table, meta.targets, res, data_dir, meta.attack, test_size
+            store, table, meta.targets, res, data_dir, meta.attack, test_size, progress
         )
         write_results(store, results)
     meta.status = "finished" if finished else "interrupted"
@@ -112,10 +112,12 @@ def choose_and_certify(
     data_dir: str | None,
     attack: bool,
     test_size: int | None = None,
+    progress: bool = False,
 ) -> list[TargetResult]:
     """Per target: the winner (certified on test, with ``attack`` attacked by PGD too, copied to
     ``chosen/<target>``) or the closest. With the split's ``test_size``, each winner's split
-    is cut into ``res.concurrency`` shards, so the winners share the cluster evenly."""
+    is cut into ``res.concurrency`` shards, so the winners share the cluster evenly. With
+    ``progress``, a line says when the certification starts."""
     results, runs = [], {}
     for target in targets:
         winner, closest = choose(table, target)
@@ -128,6 +130,8 @@ def choose_and_certify(
         if checkpoint is not None and is_run(checkpoint):
             runs[winner.trial_id] = checkpoint
             result.run_dir = f"{CHOSEN}/{target_label(target)}"
+    if runs and progress:
+        print(f"study {store.uri}: certifying the chosen models on test", file=sys.stderr)
     certified = certify_on_cluster(
         runs,
         data_dir,

@@ -28,6 +28,7 @@ lock is taken (one driver per study; ``lock``). SIGTERM stops a study as Ctrl-C 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -56,7 +57,7 @@ from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
 from raycert.study.tune.running import RunningStudy, lend
 from raycert.study.tune.searcher import ConstrainedOptunaSearch, distributions
-from raycert.study.tune.state import point_search_state, repair_tune_state
+from raycert.study.tune.state import has_trials, point_search_state, repair_tune_state
 from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.storage import check_storage, cluster_warning
 from raycert.study.tune.trial import TrialSetup, train_trial
@@ -78,6 +79,8 @@ from raycert.studyfolder import (
 from raycert.units import format_duration
 
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # from policy.plan and outcome
+
+TUNE_LOGGER = "ray.tune.tune"  # logs "Stop signal received" when a signal stops a Tune run
 
 
 @dataclass
@@ -118,6 +121,9 @@ def run_study(
     started = time.monotonic()
     request = resolve_paths(request)
     spec, meta = plan(request)
+    warning = spec.base.ramp_warning()
+    if warning and progress:
+        print(warning, file=sys.stderr, flush=True)
     storage = check_storage(request.storage)
     store = StudyDir(storage, meta.name)
     try:
@@ -153,13 +159,18 @@ def _run_locked(
 def _saved_meta(request: StudyRequest, meta: StudyMeta, store: StudyDir) -> StudyMeta | None:
     """The study.json an earlier driver wrote, when resuming (checked against ``meta``, which
     takes its trial count, budget and time spent); None for a new study."""
+    if store.exists() and not store.has(STUDY_JSON):
+        raise UserError(
+            f"{store.uri} exists but holds no {STUDY_JSON} (not a raycert study, or that file was"
+            " deleted), so it can be neither resumed nor started; choose another --name"
+        )
     if not request.resume:
         if store.exists():
             raise UserError(
                 f"study {store.uri} exists; pass --resume to continue it or choose another --name"
             )
         return None
-    if not store.has(STUDY_JSON):
+    if not store.exists():
         raise UserError(f"no study to resume at {store.uri}; run it without --resume first")
     saved = read_meta(store)
     check_resumable(saved, meta, request.trials, store.uri, request.attack, request.budget_s)
@@ -196,10 +207,12 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
         if progress:
             print(_start_line(store, meta, res), file=sys.stderr, flush=True)
         tuner = _tuner(driver, res, trainable, progress)
-        _fit(driver, tuner, clock)
+        signalled = _fit(driver, tuner, clock)
         budget_spent = clock is not None and not clock.fits()
         data_dir = driver.request.data_dir
-        return outcome.finish(store, meta, res, data_dir, budget_spent, driver.spend, progress)
+        result = outcome.finish(store, meta, res, data_dir, budget_spent, driver.spend, progress)
+        result.signalled = signalled
+        return result
     except KeyboardInterrupt:
         if meta.status == "running":  # written by _resources: the study got that far
             meta.status = "interrupted"
@@ -250,11 +263,12 @@ def _clock(driver: Driver, res: cluster.Resources) -> Clock | None:
     return Clock(meta.budget_s, driver.origin, targets, test_size, res.concurrency, completed)
 
 
-def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
+def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> bool:
     """Run the trials with the study (its folder, ``clock``) lent to Tune's searcher, callbacks
-    and stopper. Ctrl-C and SIGTERM stop them gracefully (Tune saves its state; the study is
-    then interrupted); a trial's ``UserError`` stops the study (raised as the study's). Tune's
-    signal handlers go with the run: later signals stop the study at once."""
+    and stopper; whether Ctrl-C or SIGTERM stopped them. They stop gracefully (Tune saves its
+    state; the study is then interrupted); a trial's ``UserError`` stops the study (raised as
+    the study's). Tune's signal handlers go with the run: later signals stop the study at
+    once."""
     store, meta = driver.store, driver.meta
     study = RunningStudy(store, meta.name, clock)
     with (
@@ -262,12 +276,41 @@ def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> None:
         _sigterm_as_sigint(),
         lend(study),
         failures.quiet_user_errors(),
+        _noting_stop_signals(study),
         contextlib.suppress(failures.StudyStopped),
     ):
         tuner.fit()
     if study.user_error is not None:
         driver.spend()
         raise _stopped(store, meta, *study.user_error)
+    return study.signalled
+
+
+class _StopSignalNote(logging.Filter):
+    """Notes Tune's "Stop signal received" (its SIGINT handler's record) on the study, and keeps
+    it off the console: the study says in its own line that it stopped."""
+
+    def __init__(self, study: RunningStudy) -> None:
+        super().__init__()
+        self.study = study
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Stop signal received"):
+            self.study.signalled = True
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _noting_stop_signals(study: RunningStudy) -> Iterator[None]:
+    """Within: ``study.signalled`` turns true when Tune is asked to stop by a signal."""
+    logger = logging.getLogger(TUNE_LOGGER)
+    note = _StopSignalNote(study)
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
 
 
 @contextlib.contextmanager
@@ -316,7 +359,7 @@ def _tuner(
     (with more trials to run if the study now asks for more than it did)."""
     store, meta, saved = driver.store, driver.meta, driver.saved
     path = f"{store.uri}/{TUNE_DIR}"
-    restore = saved is not None and tune.Tuner.can_restore(path)
+    restore = saved is not None and tune.Tuner.can_restore(path) and has_trials(store)
     if trainable is None:
         setup = TrialSetup(
             store.uri,
@@ -406,8 +449,9 @@ def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
             epochs=spec.base.epochs,
             polish_epochs=polish_epochs,
         ),
-        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung).
-        points_to_evaluate=spec.known_points or None,
+        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung);
+        # a study that ran none before has them waiting in its journal already.
+        points_to_evaluate=None if driver.saved is not None else spec.known_points or None,
     )
 
 

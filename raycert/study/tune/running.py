@@ -22,13 +22,14 @@ from raycert.studyfolder import StudyDir
 @dataclass
 class RunningStudy:
     """The study folder now running (``store``), its Optuna study ``name``, its budget's clock
-    (None without a budget) and the first ``UserError`` one of its trials raised (trial id,
-    message), which stops the study."""
+    (None without a budget), the first ``UserError`` one of its trials raised (trial id,
+    message), which stops the study, and whether Ctrl-C or SIGTERM asked Tune to stop."""
 
     store: StudyDir
     name: str
     clock: Clock | None = None
     user_error: tuple[str, str] | None = None
+    signalled: bool = False
 
 
 _LENT: list[RunningStudy] = []  # the study of the Tune run in progress, if any

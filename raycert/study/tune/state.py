@@ -51,6 +51,21 @@ def repair_tune_state(store: StudyDir) -> list[str]:
     return repaired
 
 
+def has_trials(store: StudyDir) -> bool:
+    """Whether Tune's newest saved experiment state holds a trial (Tune cannot restore one that
+    holds none: a study whose budget ended before its first trial started)."""
+    names = sorted(
+        n for n in store.list_dir(TUNE_DIR) if fnmatch.fnmatch(n, "experiment_state-*.json")
+    )
+    if not names:
+        return False
+    try:
+        state = json.loads(store.read_bytes(f"{TUNE_DIR}/{names[-1]}"))
+    except (OSError, ValueError):
+        return True  # damaged: repair_tune_state puts its backup back
+    return bool(state.get("trial_data"))
+
+
 def point_search_state(store: StudyDir, total_trials: int | None = None) -> None:
     """Point Tune's saved search state at the study folder where it lies now and, with
     ``total_trials``, raise its trial budget to that (``Tuner.restore`` takes both from that
