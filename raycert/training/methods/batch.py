@@ -7,9 +7,10 @@ statistics every bound of the step reuses, so running statistics move once per s
 bounds hold for the function the clean loss sees. The attack of MTL-IBP and SABR runs against
 that same function (the clean batch's statistics, detached), and MTL-IBP's cross-entropy at the
 attack point is taken through it too. Both references attack the model in eval mode (running
-statistics); MTL-IBP's then evaluates the attack point in train mode, with the adversarial
-batch's own statistics, which its bound reuses. Here the running statistics never stand in for
-the batch's, and no second set of batch statistics exists.
+statistics, by default in SABR's); SABR's bound then uses the clean batch's statistics, as
+here, while MTL-IBP's evaluates the attack point in train mode, with the adversarial batch's own
+statistics, which its bound reuses. Here the running statistics never stand in for the batch's
+(they lag the weights during training), and no second set of batch statistics exists.
 """
 
 from __future__ import annotations

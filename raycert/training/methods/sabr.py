@@ -6,9 +6,9 @@ clipped eps-box finds the point, the small box's center is that point moved the 
 inside the clipped eps-box, and the loss is ``(1 - kappa) robust CE + kappa CE`` on the small
 box's interval bounds, plus the Shi et al. regularizers on the small box's interval boxes (its
 ``compute_bound_reg``) while they run; plain cross-entropy while the scheduled eps is 0. Where
-the clipped eps-box is narrower than ``2 lambda eps`` (at 0 or 1), the small box takes its
-width there (the reference's ``dimwise_scaling``), so it always lies inside the eps-box and
-[0, 1].
+the clipped eps-box is narrower than ``2 lambda eps`` (pixels near 0 or 1), the small box takes
+its width there (the reference's ``dimwise_scaling`` option; without it the reference's box
+can leave the eps-box at such pixels), so it always lies inside the eps-box and [0, 1].
 
 Differences: the attack (``raycert.cert.attack.training_attack``) uses the clean batch's
 BatchNorm statistics, one step of 10 eps by default where the reference takes 8 decaying steps
