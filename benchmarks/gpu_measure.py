@@ -32,7 +32,7 @@ from raycert.spec import load_preset
 from raycert.training import loop
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import EVAL_BATCH
-from raycert.training.methods import LOSSES
+from raycert.training.methods import METHOD_SPECS
 from raycert.training.schedule import batches_per_epoch, scheduled_eps
 
 CIFAR = dataset_info("cifar10")
@@ -120,7 +120,15 @@ def run_epoch(
     steps = batches_per_epoch(len(labels), cfg.batch_size)
     scheduler = loop.build_lr_scheduler(cfg, optimizer, steps)
     summary = loop.train_epoch(
-        model, optimizer, scheduler, LOSSES[cfg.method], images, labels, cfg, epoch, lambda: None
+        model,
+        optimizer,
+        scheduler,
+        METHOD_SPECS[cfg.method].loss,
+        images,
+        labels,
+        cfg,
+        epoch,
+        lambda: None,
     )
     if isinstance(summary, str):
         raise RuntimeError(f"{cfg.method} diverged during the benchmark: {summary}")

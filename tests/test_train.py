@@ -20,7 +20,12 @@ from raycert.study.policy.polish import polished
 from raycert.training.config import METHODS, TrainConfig
 from raycert.training.evaluation import certify_run, resolve_device
 from raycert.training.loop import new_model, train
-from raycert.training.methods import LOSSES, adaptive_radii, ibp_regularizers, robust_cross_entropy
+from raycert.training.methods import (
+    METHOD_SPECS,
+    adaptive_radii,
+    ibp_regularizers,
+    robust_cross_entropy,
+)
 from raycert.training.rundir import load_run
 from raycert.training.schedule import regularizer_weight, scheduled_eps
 
@@ -156,7 +161,7 @@ def test_regularizers_are_finite_with_one_sided_or_unstable_layers():
     assert torch.isfinite(center.grad).all()
 
 
-@pytest.mark.parametrize("method", ["standard", "ibp", "acert"])
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_lowers_its_loss(method):
     # No warm-up or ramp: the radius is max_eps from the second batch on, so the loss is fixed.
     cfg = tiny(method=method, epochs=3, warmup_epochs=0, ramp_epochs=0)
@@ -174,13 +179,13 @@ def test_ibp_at_max_eps_zero_matches_standard_step_for_step():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_configurable_method_has_a_loss_that_keeps_the_trainer_contract(method):
-    # The trainer calls LOSSES[cfg.method]: a scalar loss with a gradient, and detached batch
-    # sums of correct predictions and training radii (0 for standard, eps for every sample for
-    # IBP, each sample's certified radius capped by eps for ACERT).
+    # The trainer calls METHOD_SPECS[cfg.method].loss: a scalar loss with a gradient, and
+    # detached batch sums of correct predictions and training radii (0 for standard, eps for
+    # every sample at fixed radii, each sample's certified radius capped by eps for ACERT).
     cfg = tiny(method=method).resolve()
     model = new_model(cfg).train()
     x, y = batch(128)
-    loss, stats = LOSSES[method](model, x, y, 0.05, cfg, 0.25)
+    loss, stats = METHOD_SPECS[method].loss(model, x, y, 0.05, cfg, 0.25, 0)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
@@ -189,10 +194,10 @@ def test_every_configurable_method_has_a_loss_that_keeps_the_trainer_contract(me
     radius = stats["radius"].item()
     if method == "standard":
         assert radius == 0
-    elif method == "ibp":
-        assert radius == pytest.approx(0.05 * len(y))
-    else:
+    elif method == "acert":
         assert 0 < radius < 0.05 * len(y)
+    else:
+        assert radius == pytest.approx(0.05 * len(y))
 
 
 # --- runs: determinism, checkpoints, resume, divergence ------------------------------------------

@@ -11,6 +11,9 @@ counted. A confirmed flip inside a certified radius contradicts a certificate: i
 ``CertificateViolation`` (a bug in the bounds or the search) and is never reported.
 
 - ``pgd``: the attack at one eps per sample.
+- ``training_attack``: the attack point of certified training (MTL-IBP, SABR): the same signed
+  steps, on the cross-entropy, from one random start, against any function of the input (the
+  train-mode model with the clean batch's BatchNorm statistics).
 - ``empirical_radius``: per sample, the smallest eps at which the attack flips the prediction,
   by bisection between the certified radius (where no flip may exist) and the cap; ``inf``
   where no flip is found up to the cap. It is an upper bound on the true robust radius, as the
@@ -22,10 +25,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raycert.units import pgd_acc_key
@@ -66,26 +70,107 @@ def pgd(
 ) -> tuple[Tensor, Tensor]:
     """Attack ``model`` (eval mode) in the clipped eps-box around ``x``: returns the point with
     the lowest margin found per sample and that margin, in the model's dtype."""
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(len(x))
-    lower, upper = _box(x, eps_t)
-    step = (2.5 * eps_t / settings.steps).view(-1, *([1] * (x.dim() - 1)))
+    lower, upper, eps_t = _clipped_box(x, eps)
+    step = 2.5 * eps_t / settings.steps
     gen = torch.Generator(device=x.device).manual_seed(settings.seed)
     with torch.no_grad():
-        best, best_margin = x.clone(), _margins(model(x), y)
+        best, best_loss = x.clone(), -_margins(model(x), y)
     for _ in range(settings.restarts):
-        noise = torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-        adv = lower + (upper - lower) * noise
-        for index in range(settings.steps + 1):
-            with torch.enable_grad():
-                adv.requires_grad_(True)
-                margin = _margins(model(adv), y)
-                (grad,) = torch.autograd.grad(margin.sum(), adv)
-            with torch.no_grad():
-                better = margin < best_margin
-                best[better], best_margin[better] = adv[better], margin[better]
-                if index < settings.steps:
-                    adv = torch.minimum(torch.maximum(adv - step * grad.sign(), lower), upper)
-    return best.detach(), best_margin.detach()
+        start = _uniform(lower, upper, gen)
+        _ascend(
+            model, _negative_margin, y, start, lower, upper, step, settings.steps, best, best_loss
+        )
+    return best.detach(), -best_loss
+
+
+def training_attack(
+    forward: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    steps: int,
+    step_size: float,
+    seed: int,
+) -> Tensor:
+    """The attack point of certified training (MTL-IBP, SABR) in the clipped eps-box around
+    ``x`` (no gradient flows out of it).
+
+    As both references do: signed steps of ``step_size * eps`` up the cross-entropy of
+    ``forward`` (a function of the input: the train-mode model with the clean batch's BatchNorm
+    statistics), from one uniform random start drawn from ``seed``, keeping per sample the point
+    of highest loss among those evaluated. With one step the stepped point is returned without
+    evaluating it (the MTL-IBP reference's one-step attack, a step of 10 eps landing on a corner
+    of the box); with more, the last point is evaluated too (one forward, no gradient).
+    """
+    if steps < 1:
+        raise ValueError(f"a training attack takes at least one step, got {steps}")
+    lower, upper, eps_t = _clipped_box(x, eps)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    start = _uniform(lower, upper, gen)
+    best = start.clone()
+    best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+    step = step_size * eps_t
+    _ascend(
+        forward, _cross_entropy, y, start, lower, upper, step, steps, best, best_loss, steps > 1
+    )
+    return best
+
+
+def _negative_margin(logits: Tensor, y: Tensor) -> Tensor:
+    return -_margins(logits, y)
+
+
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _clipped_box(x: Tensor, eps: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+    """The eps-box around ``x`` clipped to [0, 1], and eps as one value per sample shaped to
+    broadcast over ``x``."""
+    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(len(x))
+    lower, upper = _box(x, eps_t)
+    return lower, upper, eps_t.view(-1, *([1] * (x.dim() - 1)))
+
+
+def _uniform(lower: Tensor, upper: Tensor, gen: torch.Generator) -> Tensor:
+    noise = torch.rand(lower.shape, generator=gen, dtype=lower.dtype, device=lower.device)
+    return lower + (upper - lower) * noise
+
+
+def _ascend(
+    forward: Callable[[Tensor], Tensor],
+    objective: Callable[[Tensor, Tensor], Tensor],
+    y: Tensor,
+    adv: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    step: Tensor,
+    steps: int,
+    best: Tensor,
+    best_loss: Tensor,
+    evaluate_last: bool = True,
+) -> None:
+    """One PGD run from ``adv``: ``steps`` signed-gradient steps of size ``step`` up
+    ``objective`` (per sample), each projected onto ``[lower, upper]``. ``best`` and
+    ``best_loss`` are updated in place with every evaluated point that raises a sample's loss;
+    the last point is evaluated without a gradient, or (``evaluate_last=False``) taken as is."""
+    for index in range(steps + 1):
+        last = index == steps
+        if last and not evaluate_last:
+            best.copy_(adv)
+            return
+        with torch.enable_grad() if not last else torch.no_grad():
+            adv.requires_grad_(not last)
+            loss = objective(forward(adv), y)
+        with torch.no_grad():
+            better = loss.detach() > best_loss
+            best[better], best_loss[better] = adv.detach()[better], loss.detach()[better]
+        if last:
+            return
+        (grad,) = torch.autograd.grad(loss.sum(), adv)
+        with torch.no_grad():
+            adv = torch.minimum(torch.maximum(adv + step * grad.sign(), lower), upper)
 
 
 class _Attacker:

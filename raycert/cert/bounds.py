@@ -88,7 +88,8 @@ def clean_forward(model: nn.Sequential, x: Tensor) -> tuple[Tensor, BatchStats]:
 def input_box(x: Tensor, eps: Tensor | float) -> tuple[Tensor, Tensor]:
     """The L-inf box ``[x - eps, x + eps]`` clipped to ``[0, 1]``, as (center, radius).
 
-    ``eps`` is a float or a tensor of shape (batch,): one radius per sample, in pixel units.
+    ``eps`` is a float, a tensor of shape (batch,) (one radius per sample) or of ``x``'s shape
+    (one per pixel: a box that is not a ball, such as SABR's), in pixel units.
     """
     eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     if eps_t.dim() == 1:

@@ -23,7 +23,9 @@ pass (both sound, the latter free). Given a verification threshold (``verify_abo
 margins that deciding it needs are refined: the lowest interval margin first, the others only
 where it clears the threshold (a radius search mostly probes eps where that one fails).
 
-The bounds are for certification: no gradient through them is promised.
+The bounds above are for certification: no gradient through them is promised. Training takes
+``crown_ibp_training_bounds``: the same CROWN-IBP pass over every margin, with gradients, and
+without the interval bound's maximum (CROWN-IBP training mixes the two itself).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from raycert.cert.backward import (
     layer_shapes,
     subset,
 )
-from raycert.cert.bounds import BatchStats, margin_spec, margins_from_pass
+from raycert.cert.bounds import BatchStats, IntervalPass, margin_spec, margins_from_pass
 
 
 def _single_affine_of_input(net: Network, stop: int) -> bool:
@@ -83,6 +85,31 @@ def _crown_relu_bounds(net: Network, stop: int, center: Tensor, radius: Tensor) 
         flat_lower.scatter_(1, which, torch.maximum(flat_lower.gather(1, which), low))
         flat_upper.scatter_(1, which, torch.minimum(flat_upper.gather(1, which), -neg_up))
     net.relu_bounds[stop] = (flat_lower.view_as(lower), flat_upper.view_as(upper))
+
+
+def crown_ibp_training_bounds(
+    model: nn.Sequential,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor | float,
+    *,
+    bn_stats: BatchStats | None = None,
+) -> tuple[IntervalPass, Tensor]:
+    """The interval pass over the eps-box around ``x`` (pre-ReLU boxes included) and the
+    CROWN-IBP lower bounds of every margin ``f_y - f_t`` (batch, C-1), differentiable in the
+    model's parameters and BatchNorm statistics.
+
+    One backward pass of the margin specification through the ReLUs relaxed on their interval
+    bounds, with CROWN's adaptive lower slopes (Zhang et al. 2020, whose reference code relaxes
+    the same way). Each bound is sound but may lie below the interval bound of the same margin:
+    the bound alone, as CROWN-IBP training uses it, not their maximum (``linear_margin_bounds``).
+    """
+    net, center, radius, box = interval_pass(model, x, eps, bn_stats)
+    weight_diff, bias_diff = margin_spec(model[-1], y)
+    bias = torch.as_tensor(bias_diff, dtype=center.dtype, device=center.device)
+    bias = bias.expand(weight_diff.shape[:2])
+    coeffs, bias = backward(net, len(net.layers), weight_diff, bias)
+    return box, concretize(coeffs, bias, center, radius)
 
 
 def preactivation_bounds(

@@ -25,7 +25,9 @@ from raycert.units import format_eps, parse_eps
 
 def train_command(
     dataset: DatasetArgument,
-    method: Annotated[str | None, typer.Option(help="acert, ibp or standard.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="acert, ibp, mtl-ibp, sabr, crown-ibp or standard.")
+    ] = None,
     preset: PresetOption = "quick",
     model: Annotated[str | None, typer.Option(help="cnn7, cnn_small or mlp.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,

@@ -3,7 +3,8 @@
 Modules, one line each:
 - ``config``: ``TrainConfig``, every field with its default and rule;
 - ``schedule``: the training radius over the run and the regularizer weight;
-- ``methods``: the standard, IBP and ACERT losses and their regularizers;
+- ``methods``: the table of training methods (standard, IBP, ACERT, MTL-IBP, SABR, CROWN-IBP),
+  one module per method, and the terms and batch passes their losses share;
 - ``loop``: ``train``, one loop for every method;
 - ``rundir``: the run folder (checkpoints, metrics, ``load_run``);
 - ``evaluation``: the per-epoch val check and ``certify_run``.

@@ -22,6 +22,8 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 from raycert.cert.models import ARCHITECTURES
@@ -30,7 +32,8 @@ from raycert.errors import UserError
 from raycert.units import parse_eps
 from raycert.validation import STRICT, validation_error
 
-Method = Literal["standard", "ibp", "acert"]
+# The training methods; ``raycert.training.methods.METHOD_SPECS`` declares what each one is.
+Method = Literal["standard", "ibp", "acert", "mtl-ibp", "sabr", "crown-ibp"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
@@ -72,9 +75,18 @@ class TrainConfig(BaseModel):
     Schedule: ``warmup_epochs`` at eps 0, then a ``ramp_epochs`` ramp to ``max_eps`` that grows
     as ``t ** ramp_power`` up to ``ramp_mid`` of the ramp and linearly after (auto_LiRPA's
     smoothed schedule); the Shi et al. (2021) regularizers run during warm-up and ramp.
-    ACERT's radius search takes ``search_steps`` bracketing steps down to ``search_tol``
+    Adaptive radii (ACERT's, and an option of every other bound-based method: ``adaptive``)
+    come from a radius search of ``search_steps`` bracketing steps down to ``search_tol``
     (pixel units); per-epoch evaluation certifies the first ``eval_limit`` validation samples
     to ``eval_tol``, and the last epoch certifies the whole validation split.
+
+    Method knobs: each method reads only the fields its entry of
+    ``raycert.training.methods.METHOD_SPECS`` names (``MethodSpec.fields``); the others keep
+    their defaults and change nothing. ``adaptive`` None is the method's own choice (on for
+    ``acert``, off for the others) and stays None in ``resolve``, so a config's method can be
+    swapped without carrying the other method's choice along. ``ibp`` with adaptive radii is
+    ``acert`` and ``acert`` without them is ``ibp``: each training has one name, and the
+    other spelling is refused, as are adaptive radii for ``standard``.
     """
 
     model_config = STRICT
@@ -89,11 +101,17 @@ class TrainConfig(BaseModel):
     ramp_epochs: float = Field(5, ge=0)
     ramp_mid: float = Field(0.25, ge=0, le=1)
     ramp_power: float = Field(4.0, ge=2)
-    kappa: float = Field(0.0, ge=0, le=1)
+    kappa: float = Field(0.0, ge=0, le=1)  # weight of the clean cross-entropy
+    adaptive: bool | None = None  # per-sample certified radii; None: the method's default
+    mtl_alpha: float = Field(0.5, ge=0, le=1)  # MTL-IBP: weight of the IBP loss (1: ibp)
+    sabr_lambda: float = Field(0.4, gt=0, le=1)  # SABR: small box radius / eps (1: ibp)
+    attack_steps: int = Field(1, ge=1)  # PGD steps of the MTL-IBP and SABR attack
+    attack_step_size: float = Field(10.0, gt=0)  # per PGD step, in units of the attack's eps
+    crown_ibp_final_beta: float = Field(0.0, ge=0, le=1)  # CROWN-IBP weight at the ramp's end
     reg_weight: float = Field(0.5, ge=0)
     reg_tol: float = Field(0.5, gt=0)
     l1: float = Field(0.0, ge=0)
-    init: Literal["ibp", "default"] | None = None  # None: ibp for ibp/acert, default for standard
+    init: Literal["ibp", "default"] | None = None  # None: default for standard, else ibp
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -112,9 +130,26 @@ class TrainConfig(BaseModel):
     augment: bool | None = None  # None: the dataset's default
     crop_pad: int | None = Field(None, ge=0)  # None: the dataset's default
 
+    @field_validator("adaptive")
+    @classmethod
+    def _adaptive_is_a_choice_of_the_method(
+        cls, adaptive: bool | None, info: ValidationInfo
+    ) -> bool | None:
+        method = info.data.get("method")  # absent when the method itself was refused
+        if adaptive is None or method is None:
+            return adaptive
+        # Imported here: the table holds the losses, which read this module's TrainConfig.
+        from raycert.training.methods import METHOD_SPECS
+
+        refusal = METHOD_SPECS[method].refuses(adaptive)
+        if refusal:
+            raise ValueError(refusal)
+        return adaptive
+
     def resolve(self) -> TrainConfig:
-        """This config with every ``None`` replaced by the dataset's or the method's default
-        (and ``max_eps`` 0 for the standard method, which trains at no radius)."""
+        """This config with every ``None`` but ``adaptive``'s replaced by the dataset's or the
+        method's default (and ``max_eps`` 0 for the standard method, which trains at no radius);
+        ``adaptive`` None stays the method's own choice (``MethodSpec.is_adaptive``)."""
         info = dataset_info(self.dataset)
         standard = self.method == "standard"
         defaults = {

@@ -1,9 +1,10 @@
 """The trainer: one loop for every method, an eps schedule, checkpoints and per-epoch metrics.
 
 A run is a function of its ``TrainConfig``: the model is initialized from ``seed``, and each
-epoch shuffles and augments with a generator seeded from ``(seed, epoch)``, so a resumed run
-replays exactly what an uninterrupted one computes. Data stay uint8 on the device; batches are
-scaled to [0, 1] (and augmented) there.
+epoch shuffles and augments with a generator seeded from ``(seed, epoch)``, and each step's loss
+draws its random numbers (an attack's start) from a seed of ``(seed, epoch, batch)``, so a
+resumed run replays exactly what an uninterrupted one computes. Data stay uint8 on the device;
+batches are scaled to [0, 1] (and augmented) there.
 
 After every epoch the model is certified on the validation split (the first ``eval_limit``
 samples in float32; at the last epoch the whole split in float64), the checkpoint is written
@@ -35,7 +36,7 @@ from raycert.data import augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
-from raycert.training.methods import LOSSES, LossFn, Stats, l1_penalty
+from raycert.training.methods import METHOD_SPECS, LossFn, Stats, l1_penalty
 from raycert.training.rundir import (
     Metrics,
     load_run,
@@ -165,7 +166,7 @@ def _train_loop(
         metrics = saved["metrics"]
 
     images, labels = train_split.images.to(dev), train_split.labels.to(dev)
-    loss_fn = LOSSES[cfg.method]
+    loss_fn = METHOD_SPECS[cfg.method].loss
     status, message = "completed", ""
     with _progress_bar(progress, (cfg.epochs - len(metrics)) * steps_per_epoch) as advance:
         for epoch in range(len(metrics), cfg.epochs):
@@ -240,7 +241,8 @@ def train_epoch(
         eps = scheduled_eps(step, steps_per_epoch, cfg)
         reg_weight = regularizer_weight(step, steps_per_epoch, eps, cfg)
         lr = optimizer.param_groups[0]["lr"]
-        taken = train_step(model, optimizer, loss_fn, x, y, eps, reg_weight, cfg)
+        seed = _step_seed(cfg.seed, epoch, batch)
+        taken = train_step(model, optimizer, loss_fn, x, y, eps, reg_weight, cfg, seed)
         if taken is None:
             return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
         loss, stats = taken
@@ -267,14 +269,16 @@ def train_step(
     eps_pixel: float,
     reg_weight: float,
     cfg: TrainConfig,
+    seed: int,
 ) -> tuple[Tensor, Stats] | None:
-    """One optimizer step on the batch ``x`` (in [0, 1]), ``y`` at radius ``eps_pixel``.
+    """One optimizer step on the batch ``x`` (in [0, 1]), ``y`` at radius ``eps_pixel``, with
+    ``seed`` for the step's random draws (an attack's random start).
 
     The method's loss plus ``cfg.l1`` times the L1 penalty, backward, the gradient clipped to
     L2 norm ``cfg.grad_clip`` (0: not clipped), then the step. Returns the detached loss and the
     method's batch stats, or ``None`` (and no step) when the loss or gradient is not finite.
     """
-    loss, stats = loss_fn(model, x, y, eps_pixel, cfg, reg_weight)
+    loss, stats = loss_fn(model, x, y, eps_pixel, cfg, reg_weight, seed)
     if cfg.l1 > 0:
         loss = loss + cfg.l1 * l1_penalty(model)
     optimizer.zero_grad(set_to_none=True)
@@ -289,6 +293,13 @@ def train_step(
 def _epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed per (run seed, epoch)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _step_seed(seed: int, epoch: int, batch: int) -> int:
+    """A well-mixed 63-bit seed per (run seed, epoch, batch), apart from the epoch seeds: the
+    seed of the step's random draws in the loss, replayed exactly by a resumed run."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(epoch, batch))
+    return int(sequence.generate_state(1, np.uint64)[0] >> 1)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,468 @@
+"""The training methods against each other and against their definitions: MTL-IBP, SABR and
+CROWN-IBP reduce to IBP (and MTL-IBP to PGD training) at their ends, adaptive radii change
+nothing where every sample is certified at the scheduled eps, gradients reach every parameter,
+SABR's box stays inside the eps-box, CROWN-IBP's training bound is the certified CROWN-IBP bound
+and sound; each method declares the config fields it reads, and trains on real MNIST to
+certificates that PGD cannot break."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_one_line_error
+from nets import exact_margins, frozen_copy, random_net
+from torch import nn
+from torch.func import functional_call
+
+from raycert.cert.attack import AttackSettings, training_attack
+from raycert.cert.bounds import clean_forward, margins_from_pass, propagate
+from raycert.cert.linear import crown_ibp_training_bounds, linear_margin_bounds
+from raycert.cert.radius import certified_radius
+from raycert.errors import UserError
+from raycert.spec import load_preset
+from raycert.training.config import METHODS, TrainConfig
+from raycert.training.evaluation import certify_run
+from raycert.training.loop import train
+from raycert.training.methods import METHOD_SPECS
+from raycert.training.methods.crown_ibp import crown_ibp_beta
+from raycert.training.methods.sabr import small_box
+
+CLASSES = 4
+BOUND_METHODS = ("mtl-ibp", "sabr", "crown-ibp")
+
+
+def config(**changes) -> TrainConfig:
+    """A config for calling losses directly (its ``method`` only lets ``adaptive`` be set)."""
+    base = TrainConfig(
+        dataset="synthetic", method="mtl-ibp", max_eps=0.1, search_steps=20, search_tol=1e-7
+    )
+    return base.replace(**changes)
+
+
+def net_and_batch(seed: int = 1, conv_layers: int = 2, batch: int = 16):
+    """A float64 train-mode net (Normalize, Conv2d, BatchNorm, AvgPool, ReLU, Linear) and a
+    batch with pixels at 0 and 1 too."""
+    net = random_net(seed, channels=2, size=6, num_classes=CLASSES, conv_layers=conv_layers)
+    net.train()
+    gen = torch.Generator().manual_seed(seed + 100)
+    x = torch.rand(batch, 2, 6, 6, generator=gen, dtype=torch.float64)
+    x = torch.where(x < 0.15, 0.0, torch.where(x > 0.85, 1.0, x))
+    y = torch.randint(0, CLASSES, (batch,), generator=gen)
+    return net, x, y
+
+
+def step(method: str, net: nn.Sequential, x, y, eps: float, cfg, reg_weight: float, seed=7):
+    """The loss of ``method`` on a copy of ``net``, its gradient per parameter, and its stats."""
+    model = copy.deepcopy(net)
+    loss, stats = METHOD_SPECS[method].loss(model, x, y, eps, cfg, reg_weight, seed)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    return loss.detach(), grads, stats
+
+
+def assert_same_step(a, b) -> None:
+    assert torch.equal(a[0], b[0]), (a[0], b[0])
+    for index, (g, h) in enumerate(zip(a[1], b[1], strict=True)):
+        assert torch.equal(g, h), f"gradient of parameter {index} differs"
+
+
+# --- identities ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reg_weight", [0.0, 0.3])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_mtl_ibp_at_alpha_1_and_sabr_at_lambda_1_are_ibp(reg_weight, adaptive):
+    net, x, y = net_and_batch()
+    interval = "acert" if adaptive else "ibp"
+    ibp = step(interval, net, x, y, 0.05, config(), reg_weight)
+    assert_same_step(
+        step("mtl-ibp", net, x, y, 0.05, config(mtl_alpha=1.0, adaptive=adaptive), reg_weight), ibp
+    )
+    # SABR reads kappa as IBP does; MTL-IBP has no clean term to weigh.
+    kappa = config(kappa=0.3)
+    ibp = step(interval, net, x, y, 0.05, kappa, reg_weight)
+    sabr = step(
+        "sabr", net, x, y, 0.05, kappa.replace(sabr_lambda=1.0, adaptive=adaptive), reg_weight
+    )
+    assert_same_step(sabr, ibp)
+    # and below the ends they are not IBP
+    assert step("mtl-ibp", net, x, y, 0.05, config(mtl_alpha=0.9), reg_weight)[0] != ibp[0]
+    assert step("sabr", net, x, y, 0.05, kappa.replace(sabr_lambda=0.9), reg_weight)[0] != ibp[0]
+
+
+@pytest.mark.parametrize("reg_weight", [0.0, 0.3])
+def test_crown_ibp_at_its_ibp_end_is_ibp(reg_weight):
+    net, x, y = net_and_batch()
+    cfg = config(kappa=0.2)
+    for adaptive, interval in ((False, "ibp"), (True, "acert")):
+        at_end = cfg.replace(adaptive=adaptive)
+        ibp = step(interval, net, x, y, cfg.max_eps, cfg, reg_weight)
+        assert_same_step(step("crown-ibp", net, x, y, cfg.max_eps, at_end, reg_weight), ibp)
+    mid_ramp = step("crown-ibp", net, x, y, cfg.max_eps / 2, cfg, reg_weight)
+    assert mid_ramp[0] != step("ibp", net, x, y, cfg.max_eps / 2, cfg, reg_weight)[0]
+
+
+def test_crown_ibp_beta_falls_with_the_scheduled_eps_to_its_final_value():
+    cfg = config(max_eps=0.4)
+    assert [crown_ibp_beta(e, cfg) for e in (0.0, 0.1, 0.2, 0.4)] == [1.0, 0.75, 0.5, 0.0]
+    half = cfg.replace(crown_ibp_final_beta=0.5)
+    assert [crown_ibp_beta(e, half) for e in (0.0, 0.2, 0.4)] == [1.0, 0.75, 0.5]
+    assert crown_ibp_beta(0.3, cfg.replace(crown_ibp_final_beta=1.0)) == 1.0
+
+
+def test_mtl_ibp_at_alpha_0_is_pgd_training():
+    net, x, y = net_and_batch()
+    cfg = config(mtl_alpha=0.0, attack_steps=3, attack_step_size=0.5)
+    mtl = step("mtl-ibp", net, x, y, 0.05, cfg, 0.0, seed=11)
+    # PGD training from its parts: the clean batch's statistics, the attack, CE at its point.
+    model = copy.deepcopy(net)
+    _, stats = clean_forward(model, x)
+    frozen = {i: (m.detach(), v.detach()) for i, (m, v) in stats.items()}
+
+    def under(batch_stats):
+        return lambda z: model[-1](propagate(model, z, None, bn_stats=batch_stats).center)
+
+    point = training_attack(under(frozen), x, y, 0.05, steps=3, step_size=0.5, seed=11)
+    loss = F.cross_entropy(under(stats)(point), y)
+    loss.backward()
+    assert_same_step(mtl, (loss.detach(), [p.grad for p in model.parameters()]))
+    with torch.no_grad():
+        assert loss > F.cross_entropy(under(stats)(x), y)  # the point is an attack
+
+
+def _every_sample_certified(net, x):
+    """Labels the net gets right and an eps every sample is IBP-certified at."""
+    logits, stats = clean_forward(copy.deepcopy(net), x)
+    y = logits.argmax(dim=1)
+    with torch.no_grad():
+        radii = certified_radius(net, x, y, cap=0.5, tol=1e-7, bn_stats=stats, clean_logits=logits)
+    assert (radii > 0).all()
+    return y, float(radii.min()) / 2
+
+
+@pytest.mark.parametrize("reg_weight", [0.0, 0.3])
+@pytest.mark.parametrize("method", ["ibp", *BOUND_METHODS])
+def test_adaptive_radii_change_nothing_where_every_sample_is_certified(method, reg_weight):
+    net, x, _ = net_and_batch(seed=3, conv_layers=1)
+    y, eps = _every_sample_certified(net, x)
+    cfg = config(max_eps=4 * eps, mtl_alpha=0.5, sabr_lambda=0.3, kappa=0.1)
+    fixed_method, adaptive_method = ("ibp", "acert") if method == "ibp" else (method, method)
+    fixed = step(fixed_method, net, x, y, eps, cfg, reg_weight)
+    adaptive_cfg = cfg if method == "ibp" else cfg.replace(adaptive=True)
+    adaptive = step(adaptive_method, net, x, y, eps, adaptive_cfg, reg_weight)
+    assert_same_step(adaptive, fixed)
+    assert adaptive[2]["radius"].item() == pytest.approx(fixed[2]["radius"].item())
+
+
+def test_adaptive_radii_are_each_samples_own_below_the_scheduled_eps():
+    # A misclassified sample trains at radius 0: its robust loss is its clean CE.
+    net, x, y = net_and_batch(seed=3, conv_layers=1)
+    for method in BOUND_METHODS:
+        cfg = config(adaptive=True)
+        adaptive = step(method, net, x, y, 0.08, cfg, 0.0)
+        fixed = step(method, net, x, y, 0.08, cfg.replace(adaptive=False), 0.0)
+        assert (
+            0 < adaptive[2]["radius"].item() < fixed[2]["radius"].item() == pytest.approx(0.08 * 16)
+        )
+        assert adaptive[0] < fixed[0], method
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_reach_every_parameter(method):
+    net, x, y = net_and_batch()
+    adaptive = [None] if METHOD_SPECS[method].adaptive != "option" else [False, True]
+    for choice in adaptive:
+        cfg = config(adaptive=choice, kappa=0.2)
+        loss, grads, _ = step(method, net, x, y, 0.05, cfg, 0.3)
+        assert torch.isfinite(loss)
+        for index, grad in enumerate(grads):
+            assert grad is not None and torch.isfinite(grad).all(), index
+            assert grad.abs().sum() > 0, f"{method}: no gradient reaches parameter {index}"
+
+
+# --- SABR's box and the training attack ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("box_ratio", [0.05, 0.4, 0.9])
+def test_the_sabr_box_lies_inside_the_eps_box_and_the_unit_cube(box_ratio):
+    _, x, _ = net_and_batch(batch=32)
+    gen = torch.Generator().manual_seed(5)
+    eps = torch.rand(32, generator=gen, dtype=torch.float64) * 0.6
+    eps[0] = 0.0
+    point = torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 0.5  # also outside
+    lower, upper = small_box(x, point, eps, box_ratio)
+    e = eps.view(-1, 1, 1, 1)
+    big_lower, big_upper = (x - e).clamp(0, 1), (x + e).clamp(0, 1)
+    assert (lower >= big_lower).all() and (upper <= big_upper).all()
+    assert (lower >= 0).all() and (upper <= 1).all() and (lower <= upper).all()
+    half = torch.minimum(box_ratio * e, (big_upper - big_lower) / 2)
+    assert torch.allclose((upper - lower) / 2, half, rtol=0, atol=1e-12)
+    # centered at the point wherever the point leaves room for it
+    room = (point - half >= big_lower) & (point + half <= big_upper)
+    assert room.sum() >= 10
+    assert torch.allclose(((upper + lower) / 2)[room], point[room], rtol=0, atol=1e-12)
+    # eps 0: the box is the sample itself
+    assert torch.equal(lower[0], x[0]) and torch.equal(upper[0], x[0])
+
+
+def test_the_sabr_box_becomes_the_eps_box_as_lambda_reaches_1():
+    _, x, _ = net_and_batch()
+    point = torch.rand(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    lower, upper = small_box(x, point, 0.2, 1 - 1e-12)
+    assert torch.allclose(lower, (x - 0.2).clamp(0, 1), atol=1e-11)
+    assert torch.allclose(upper, (x + 0.2).clamp(0, 1), atol=1e-11)
+
+
+def test_the_training_attack_stays_in_the_box_and_repeats_with_its_seed():
+    net, x, y = net_and_batch()
+    _, stats = clean_forward(copy.deepcopy(net), x)
+    frozen = {i: (m.detach(), v.detach()) for i, (m, v) in stats.items()}
+
+    def forward(z):
+        return net[-1](propagate(net, z, None, bn_stats=frozen).center)
+
+    eps = torch.full((16,), 0.1, dtype=torch.float64)
+    eps[0] = 0.0
+    one = training_attack(forward, x, y, eps, steps=1, step_size=10.0, seed=3)
+    assert torch.equal(one, training_attack(forward, x, y, eps, steps=1, step_size=10.0, seed=3))
+    assert not torch.equal(
+        one, training_attack(forward, x, y, eps, steps=1, step_size=10.0, seed=4)
+    )
+    e = eps.view(-1, 1, 1, 1)
+    lower, upper = (x - e).clamp(0, 1), (x + e).clamp(0, 1)
+    assert (one >= lower).all() and (one <= upper).all() and torch.equal(one[0], x[0])
+    # one step of 10 eps: a corner of the box (wherever the gradient moved the pixel)
+    at_corner = (one == lower) | (one == upper)
+    assert at_corner[1:].double().mean() > 0.99
+    several = training_attack(forward, x, y, eps, steps=8, step_size=0.25, seed=3)
+    assert (several >= lower).all() and (several <= upper).all()
+    with torch.no_grad():
+        ce = [F.cross_entropy(forward(p), y).item() for p in (x, one, several)]
+    assert ce[1] > ce[0] and ce[2] > ce[0]
+
+
+def test_the_training_attack_needs_a_step():
+    net, x, y = net_and_batch()
+    with pytest.raises(ValueError, match="at least one step"):
+        training_attack(net.eval(), x, y, 0.1, steps=0, step_size=1.0, seed=0)
+
+
+# --- CROWN-IBP's bound ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("bn_train", [False, True])
+def test_crown_ibp_training_bound_is_the_certified_crown_ibp_bound(seed, bn_train):
+    # Certification keeps the larger of the linear and the interval bound of each margin;
+    # training keeps the linear one: they agree wherever the linear one is the larger.
+    net, x, y = net_and_batch(seed=seed, conv_layers=seed % 3)
+    net.train(bn_train)
+    stats = clean_forward(copy.deepcopy(net), x)[1] if bn_train else None
+    for eps in (0.01, 0.05, 0.2):
+        box, crown = crown_ibp_training_bounds(net, x, y, eps, bn_stats=stats)
+        ibp = margins_from_pass(net[-1], box, y)
+        certified = linear_margin_bounds(net, x, y, eps, intermediate="ibp", bn_stats=stats)
+        assert torch.allclose(torch.maximum(crown, ibp), certified, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crown_ibp_training_bounds_are_sound_for_every_beta(seed):
+    net, x, y = net_and_batch(seed=seed, batch=6)
+    _, stats = clean_forward(copy.deepcopy(net), x)
+    frozen = frozen_copy(net, stats)  # the function train-mode bounds cover
+    eps = 0.08
+    box, crown = crown_ibp_training_bounds(net, x, y, eps, bn_stats=stats)
+    ibp = margins_from_pass(net[-1], box, y)
+    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(200):
+        u = torch.rand(x.shape, generator=gen, dtype=torch.float64)
+        corner = torch.rand(x.shape, generator=gen, dtype=torch.float64) < 0.5
+        u = torch.where(torch.rand((), generator=gen) < 0.5, corner.double(), u)  # vertices, inside
+        with torch.no_grad():
+            margins = exact_margins(frozen(lower + (upper - lower) * u), y)
+        for beta in (0.0, 0.5, 1.0):
+            assert (margins >= beta * crown + (1 - beta) * ibp - 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crown_ibp_is_tighter_than_ibp_on_average_on_deeper_random_nets(seed):
+    # The reason to train with it early in the ramp. Not margin by margin: see the next test.
+    net, x, y = net_and_batch(seed=seed, conv_layers=2)
+    _, stats = clean_forward(copy.deepcopy(net), x)
+    for eps in (0.01, 0.05, 0.2):
+        box, crown = crown_ibp_training_bounds(net, x, y, eps, bn_stats=stats)
+        assert (crown - margins_from_pass(net[-1], box, y)).mean() > 0
+
+
+def test_crown_ibp_can_be_looser_than_ibp_which_certification_therefore_maximizes():
+    # One unstable neuron, z = x - 0.4 over x in [0, 1], margin relu(z): IBP's lower bound is
+    # relu(-0.4) = 0; CROWN's adaptive lower line (slope 1, as u = 0.6 > -l = 0.4) gives -0.4.
+    net = nn.Sequential(nn.Flatten(), nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2)).double().eval()
+    with torch.no_grad():
+        net[1].weight.fill_(1.0), net[1].bias.fill_(-0.4)
+        net[3].weight.copy_(torch.tensor([[1.0], [0.0]])), net[3].bias.zero_()
+    x, y = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64), torch.tensor([0])
+    box, crown = crown_ibp_training_bounds(net, x, y, 0.5)
+    ibp = margins_from_pass(net[-1], box, y)
+    assert crown.item() == pytest.approx(-0.4) and ibp.item() == 0.0
+    assert linear_margin_bounds(net, x, y, 0.5).item() == 0.0
+
+
+def test_gradients_through_the_crown_ibp_bound_match_finite_differences():
+    net, x, y = net_and_batch(seed=0, batch=4)
+
+    class Bound(nn.Module):
+        def __init__(self, net: nn.Sequential) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _, stats = clean_forward(self.net, x)
+            return crown_ibp_training_bounds(self.net, x, y, 0.03, bn_stats=stats)[1]
+
+    bound = Bound(net)
+    weight = net[1].weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda w: functional_call(bound, {"net.1.weight": w}, (x,)), (weight,), eps=1e-7, atol=1e-5
+    )
+
+
+# --- the declared knobs ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """A config that records which fields are read."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg, self.read = cfg, set()
+
+    def __getattr__(self, name: str):
+        self.read.add(name)
+        return getattr(self.cfg, name)
+
+
+def test_each_method_reads_exactly_the_knobs_its_spec_declares():
+    knobs = {f for spec in METHOD_SPECS.values() for a in (False, True) for f in spec.fields(a)}
+    assert knobs <= set(TrainConfig.model_fields)
+    net, x, y = net_and_batch()
+    for name, spec in METHOD_SPECS.items():
+        for adaptive in [None] if spec.adaptive != "option" else [False, True]:
+            # mid-ramp, regularizers on, every mix strictly inside its ends: every branch runs
+            recorder = Recorder(config(adaptive=adaptive, mtl_alpha=0.5, kappa=0.1))
+            spec.loss(copy.deepcopy(net), x, y, 0.05, recorder, 0.3, 0)
+            declared = set(spec.fields(adaptive))
+            # reg_weight reaches the loss scheduled by the trainer, as its argument
+            assert (recorder.read & knobs) | ({"reg_weight"} & declared) == declared, name
+            assert ("reg_weight" in declared) == ("reg_tol" in declared)
+    assert METHOD_SPECS["standard"].fields() == ()
+    assert set(METHOD_SPECS["acert"].fields()) == set(METHOD_SPECS["ibp"].fields()) | {
+        "search_steps",
+        "search_tol",
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "adaptive", "fragment"),
+    [
+        ("ibp", True, "ibp with adaptive radii is acert"),
+        ("acert", False, "for fixed radii use method ibp"),
+        ("standard", True, "standard trains at no radius"),
+    ],
+)
+def test_a_method_that_fixes_its_radii_refuses_the_other_choice(method, adaptive, fragment):
+    with pytest.raises(UserError) as info:
+        TrainConfig.from_dict({"dataset": "mnist", "method": method, "adaptive": adaptive})
+    assert_one_line_error(info, "config: adaptive: ", fragment)
+
+
+def test_adaptive_is_an_option_of_the_other_bound_methods_and_none_is_the_methods_choice():
+    for method in BOUND_METHODS:
+        for adaptive in (None, False, True):
+            cfg = TrainConfig(dataset="mnist", method=method, adaptive=adaptive).resolve()
+            assert cfg.adaptive is adaptive
+            assert METHOD_SPECS[method].is_adaptive(adaptive) is bool(adaptive)
+    assert METHOD_SPECS["acert"].is_adaptive(None) and not METHOD_SPECS["ibp"].is_adaptive(None)
+    # None survives resolve, so a study can swap the method of a resolved config
+    acert = TrainConfig(dataset="mnist").resolve()
+    assert acert.method == "acert" and acert.replace(method="ibp").adaptive is None
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def test_an_attack_method_repeats_exactly_and_resumes_where_it_would_have_gone(tmp_path):
+    cfg = TrainConfig(
+        dataset="synthetic",
+        model="mlp",
+        method="sabr",
+        epochs=2,
+        batch_size=64,
+        max_eps=0.05,
+        warmup_epochs=0,
+        ramp_epochs=1,
+        lr=1e-2,
+        train_limit=256,
+        val_limit=64,
+        eval_limit=32,
+        attack_steps=2,
+        attack_step_size=0.5,
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(metrics, _run_dir):
+        if metrics["epoch"] == 1:
+            raise Stop
+
+    whole = train(cfg, tmp_path / "whole", device="cpu")
+    again = train(cfg, device="cpu")
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", callback=stop_after_one, device="cpu")
+    resumed = train(cfg, tmp_path / "cut", resume=True, device="cpu")
+    for other in (again, resumed):
+        for a, b in zip(
+            whole.model.state_dict().values(), other.model.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b)
+    other_seed = train(cfg.replace(seed=1), device="cpu")
+    assert not torch.equal(other_seed.model[2].weight, whole.model[2].weight)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"method": "mtl-ibp"},
+        {"method": "sabr"},
+        {"method": "crown-ibp"},
+        {"method": "sabr", "adaptive": True},
+    ],
+    ids=["mtl-ibp", "sabr", "crown-ibp", "sabr-adaptive"],
+)
+def test_each_method_trains_on_mnist_to_certificates_pgd_cannot_break(
+    shared_data, tmp_path, changes
+):
+    # The smoke preset, long enough at a radius for the methods to part ways (seconds).
+    cfg = load_preset("mnist", "smoke").replace(
+        epochs=4, ramp_epochs=2, max_eps=0.2, train_limit=1024, **changes
+    )
+    result = train(cfg, tmp_path / "run", data_dir=shared_data, download=False, device="cpu")
+    assert result.status == "completed" and result.metrics[-1]["final"]
+    # The same certification as every method's, with PGD checking every certified radius
+    # (attack_split raises CertificateViolation on a flip inside one).
+    certs, summary = certify_run(
+        tmp_path / "run",
+        "test",
+        data_dir=shared_data,
+        download=False,
+        limit=200,
+        attack=AttackSettings(steps=10, restarts=1, bisections=4),
+        device="cpu",
+    )
+    assert summary["clean_acc"] > 0.5
+    assert (certs.radii[certs.correct] > 0.05).sum() >= 20, "the certificates must claim something"
+    assert summary["pgd_acc@0.3"] < summary["clean_acc"], "the attack must find flips"
