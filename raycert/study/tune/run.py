@@ -28,7 +28,6 @@ lock is taken (one driver per study; ``lock``). SIGTERM stops a study as Ctrl-C 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -52,7 +51,7 @@ from raycert.study.policy.fidelity import accuracy_margin
 from raycert.study.policy.plan import StudyRequest, check_resumable, plan, resolve_paths
 from raycert.study.policy.polish import polished
 from raycert.study.policy.search import SearchPlan
-from raycert.study.tune import cluster, failures, outcome
+from raycert.study.tune import cluster, failures, logs, outcome
 from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
 from raycert.study.tune.running import RunningStudy, lend
@@ -79,8 +78,6 @@ from raycert.studyfolder import (
 from raycert.units import format_duration
 
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # from policy.plan and outcome
-
-TUNE_LOGGER = "ray.tune.tune"  # logs "Stop signal received" when a signal stops a Tune run
 
 
 @dataclass
@@ -276,7 +273,8 @@ def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> bool:
         _sigterm_as_sigint(),
         lend(study),
         failures.quiet_user_errors(),
-        _noting_stop_signals(study),
+        logs.noting_stop_signals(study),
+        logs.quiet_sync_races(),
         contextlib.suppress(failures.StudyStopped),
     ):
         tuner.fit()
@@ -284,33 +282,6 @@ def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> bool:
         driver.spend()
         raise _stopped(store, meta, *study.user_error)
     return study.signalled
-
-
-class _StopSignalNote(logging.Filter):
-    """Notes Tune's "Stop signal received" (its SIGINT handler's record) on the study, and keeps
-    it off the console: the study says in its own line that it stopped."""
-
-    def __init__(self, study: RunningStudy) -> None:
-        super().__init__()
-        self.study = study
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("Stop signal received"):
-            self.study.signalled = True
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def _noting_stop_signals(study: RunningStudy) -> Iterator[None]:
-    """Within: ``study.signalled`` turns true when Tune is asked to stop by a signal."""
-    logger = logging.getLogger(TUNE_LOGGER)
-    note = _StopSignalNote(study)
-    logger.addFilter(note)
-    try:
-        yield
-    finally:
-        logger.removeFilter(note)
 
 
 @contextlib.contextmanager
