@@ -1,4 +1,4 @@
-"""Local files written whole, and raycert's per-user cache folder.
+"""Local files written whole, a full disk told apart, and raycert's per-user cache folder.
 
 Every file raycert writes (run checkpoints, study records, the report, downloads) goes through
 ``atomic_path``: a reader sees the old file or the new one, never half of one, whenever the
@@ -8,6 +8,7 @@ writer is killed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -35,3 +36,15 @@ def cache_dir(*parts: str) -> Path:
     """``$XDG_CACHE_HOME/raycert/<parts>`` (``~/.cache`` when unset), absolute; not created."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(os.path.abspath(os.path.expanduser(cache))).joinpath("raycert", *parts)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a write that found its disk or quota
+    full; pyarrow's filesystems say so in the message only."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

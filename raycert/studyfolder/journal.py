@@ -43,16 +43,21 @@ def optuna_study(store: StudyDir, name: str, must_exist: bool = False) -> optuna
         return None
 
 
-def fail_stale_trials(store: StudyDir, name: str, stopped: Collection[str] = ()) -> None:
-    """End the Optuna trials left RUNNING: PRUNED for the Tune trial ids in ``stopped`` (stopped
-    mid-run when the study's budget ran out: Tune tells the searcher nothing then), FAIL for the
-    rest (asked by a killed driver, then lost with Tune's state). Call it only once every Tune
-    trial has finished."""
+def fail_stale_trials(
+    store: StudyDir, name: str, stopped: Collection[str] = (), keep: Collection[str] = ()
+) -> None:
+    """End the Optuna trials left RUNNING, but those of the Tune trial ids in ``keep``: PRUNED
+    for the Tune trial ids in ``stopped`` (stopped mid-run when the study's budget ran out: Tune
+    tells the searcher nothing then), FAIL for the rest (asked by a driver that was killed, or
+    stopped by a full disk, then lost with Tune's state). Call it once every Tune trial has
+    finished, or before a resume with ``keep`` the trials Tune's saved state will resume."""
     from optuna.trial import TrialState
 
     study = optuna_study(store, name)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []
     for trial in running:
+        if trial.user_attrs.get("tune_trial_id") in keep:
+            continue
         pruned = trial.user_attrs.get("tune_trial_id") in stopped
         study.tell(trial.number, state=TrialState.PRUNED if pruned else TrialState.FAIL)
 

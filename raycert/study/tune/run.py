@@ -43,7 +43,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raycert import interrupts
 from raycert.data import dataset_info, load
-from raycert.errors import UserError
+from raycert.errors import UserError, one_line
+from raycert.files import out_of_space
 from raycert.interrupts import Interrupted
 from raycert.spec import StudySpec
 from raycert.study.policy.budget import Clock
@@ -56,7 +57,7 @@ from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
 from raycert.study.tune.running import RunningStudy, lend
 from raycert.study.tune.searcher import ConstrainedOptunaSearch, distributions
-from raycert.study.tune.state import has_trials, point_search_state, repair_tune_state
+from raycert.study.tune.state import point_search_state, repair_tune_state, saved_trial_ids
 from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.storage import check_storage, cluster_warning
 from raycert.study.tune.trial import TrialSetup, train_trial
@@ -69,9 +70,11 @@ from raycert.studyfolder import (
     StudyMeta,
     TrialError,
     TrialResources,
+    fail_stale_trials,
     journal_storage,
     optuna_numbers,
     read_meta,
+    read_trials,
     repair_journal,
     write_meta,
 )
@@ -128,6 +131,13 @@ def run_study(
             return _run_locked(request, spec, meta, store, started, trainable, progress)
     except KeyboardInterrupt:
         raise Interrupted(store.uri if store.has(STUDY_JSON) else None) from None
+    except Exception as exc:  # a full disk, wherever a write found it: one line, resumable
+        if not out_of_space(exc):
+            raise
+        raise UserError(
+            f"no space left where {store.uri} is written ({one_line(exc)}); free some, then"
+            " continue the study with --resume"
+        ) from None
 
 
 def _run_locked(
@@ -274,10 +284,16 @@ def _fit(driver: Driver, tuner: tune.Tuner, clock: Clock | None) -> bool:
         lend(study),
         failures.quiet_user_errors(),
         logs.noting_stop_signals(study),
-        logs.quiet_sync_races(),
+        logs.quiet_state_copies(),
         contextlib.suppress(failures.StudyStopped),
     ):
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception:
+            # Tune's summary of a run a trial's UserError stopped can fail reading what that
+            # trial could not write (its error file, cut by a full disk): the error is known.
+            if study.user_error is None:
+                raise
     if study.user_error is not None:
         driver.spend()
         raise _stopped(store, meta, *study.user_error)
@@ -330,7 +346,14 @@ def _tuner(
     (with more trials to run if the study now asks for more than it did)."""
     store, meta, saved = driver.store, driver.meta, driver.saved
     path = f"{store.uri}/{TUNE_DIR}"
-    restore = saved is not None and tune.Tuner.can_restore(path) and has_trials(store)
+    restore = False
+    if saved is not None and tune.Tuner.can_restore(path):
+        repair_tune_state(store)
+        known = saved_trial_ids(store)
+        # Tune cannot restore a state without trials (a budget that ended before the first);
+        # Optuna trials asked after Tune's last saved state never finish in the restored run.
+        restore = bool(known)
+        fail_stale_trials(store, meta.name, keep=known)
     if trainable is None:
         setup = TrialSetup(
             store.uri,
@@ -347,13 +370,18 @@ def _tuner(
     trainable = tune.with_resources(trainable, resources)
     if not restore:
         return _new_tuner(driver, res, trainable, progress)
-    repair_tune_state(store)
-    # More trials, or a budget whose searcher may have said it was done: go on.
-    more = meta.trials_requested > saved.trials_requested or meta.budget_s is not None
-    point_search_state(store, meta.trials_requested if more else None)
+    point_search_state(store, meta.trials_requested, kept=known | _table_ids(store, meta))
     # A study a trial's UserError stopped gives its failed trials another go.
     stopped = saved.status == "stopped"
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
+
+
+def _table_ids(store: StudyDir, meta: StudyMeta) -> set[str]:
+    """The Tune trial ids the trials table holds (none before it exists)."""
+    try:
+        return {str(trial_id) for trial_id in read_trials(store, meta.targets)["trial_id"]}
+    except UserError:
+        return set()
 
 
 def _new_tuner(

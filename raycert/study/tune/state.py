@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from raycert.errors import UserError
@@ -25,7 +27,8 @@ def back_up_tune_state(store: StudyDir, staging_dir: str, session_str: str) -> N
         json.loads(data)
     except (OSError, ValueError):
         return  # not a complete state: keep the previous backup
-    store.write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
+    with contextlib.suppress(OSError):  # a full disk: the previous backup stays whole
+        store.write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
 
 
 def repair_tune_state(store: StudyDir) -> list[str]:
@@ -51,24 +54,24 @@ def repair_tune_state(store: StudyDir) -> list[str]:
     return repaired
 
 
-def has_trials(store: StudyDir) -> bool:
-    """Whether Tune's newest saved experiment state holds a trial (Tune cannot restore one that
-    holds none: a study whose budget ended before its first trial started)."""
+def saved_trial_ids(store: StudyDir) -> set[str]:
+    """The ids of the trials in Tune's newest saved experiment state (the ones a restore
+    resumes; none when there is no state). Call it after ``repair_tune_state``."""
     names = sorted(
         n for n in store.list_dir(TUNE_DIR) if fnmatch.fnmatch(n, "experiment_state-*.json")
     )
     if not names:
-        return False
-    try:
-        state = json.loads(store.read_bytes(f"{TUNE_DIR}/{names[-1]}"))
-    except (OSError, ValueError):
-        return True  # damaged: repair_tune_state puts its backup back
-    return bool(state.get("trial_data"))
+        return set()
+    state = json.loads(store.read_bytes(f"{TUNE_DIR}/{names[-1]}"))
+    return {json.loads(trial)["trial_id"] for trial, _ in state.get("trial_data", [])}
 
 
-def point_search_state(store: StudyDir, total_trials: int | None = None) -> None:
+def point_search_state(
+    store: StudyDir, total_trials: int | None = None, kept: Collection[str] | None = None
+) -> None:
     """Point Tune's saved search state at the study folder where it lies now and, with
-    ``total_trials``, raise its trial budget to that (``Tuner.restore`` takes both from that
+    ``total_trials``, set its trial budget to that, plus the trials it created that are not
+    among ``kept`` (``Tuner.restore`` takes both from that
     file, not from the restored Tuner's settings: new trials would otherwise be written where
     the folder was when it was saved, and no more than its old budget sampled). The searcher
     and its Optuna journal carry on as they were.
@@ -93,7 +96,10 @@ def point_search_state(store: StudyDir, total_trials: int | None = None) -> None
     where.storage_filesystem, where.storage_fs_path = store.fs, store.path
     _clear_staging(where._timestamp)
     if total_trials is not None:
-        state.update(total_samples=total_trials, finished=False)
+        # Trials Tune created that neither its state nor the trials table kept (asked after
+        # its last snapshot, then lost with a killed driver or a full disk) are sampled again.
+        lost = 0 if kept is None else max(0, state["counter"] - len(kept))
+        state.update(total_samples=total_trials + lost, finished=False)
     store.write_bytes(rel, ray.cloudpickle.dumps(state))
 
 

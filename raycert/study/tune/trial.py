@@ -45,7 +45,8 @@ from ray import tune
 
 from raycert.cert.attack import AttackSettings, CertificateViolation
 from raycert.cert.certify import Certificates, merge_summaries
-from raycert.errors import UserError
+from raycert.errors import UserError, one_line
+from raycert.files import out_of_space
 from raycert.study.policy.fidelity import shortened
 from raycert.study.policy.polish import polished
 from raycert.studyfolder import FIDELITY, POLISHED_FROM, StudyDir
@@ -105,7 +106,20 @@ def sched_score(metrics: Metrics, min_target: float) -> float:
 
 
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Ray Tune function trainable: train ``setup.base`` with ``config`` and report each epoch."""
+    """Ray Tune function trainable: train ``setup.base`` with ``config`` and report each epoch.
+    A full disk is a ``UserError`` (it stops the study: every other trial would fail alike)."""
+    try:
+        _train_trial(config, setup)
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        raise UserError(
+            f"no space left on the disk of {setup.study} or of this node's temporary folder"
+            f" ({one_line(exc)}); free some, then continue the study with --resume"
+        ) from None
+
+
+def _train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     params = {k: v for k, v in config.items() if k not in (FIDELITY, POLISHED_FROM, INIT_FROM)}
     cfg = shortened(TrainConfig.from_dict({**setup.base, **params}), config.get(FIDELITY, 1.0))
     parent = config.get(INIT_FROM)
