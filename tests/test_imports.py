@@ -25,6 +25,7 @@ LAYERS = {
     "raycert.errors": 0,
     "raycert.units": 0,
     "raycert.files": 0,
+    "raycert.interrupts": 0,
     "raycert.paths": 0,
     "raycert.validation": 0,
     "raycert.data": 1,

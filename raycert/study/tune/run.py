@@ -201,9 +201,8 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
     # Tune records every trial's error; Ray's echo of those it dropped on a stop is noise.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     store, meta = driver.store, driver.meta
-    if progress:
-        where = driver.request.address or "a local cluster"
-        print(f"study {store.uri}: starting Ray ({where})", file=sys.stderr, flush=True)
+    if progress and driver.request.address is None:  # joining a cluster takes no time
+        print(f"study {store.uri}: starting Ray's local cluster", file=sys.stderr, flush=True)
     owned, ours = False, cluster.Descendants()
     try:
         with interrupts.held():  # cut, Ray's start-up leaves processes behind or crashes
@@ -342,8 +341,8 @@ def _trial_number(store: StudyDir, name: str, trial_id: str) -> int | str:
 def _tuner(
     driver: Driver, res: cluster.Resources, trainable: Callable | None, progress: bool
 ) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored when resuming and Tune saved its state
-    (with more trials to run if the study now asks for more than it did)."""
+    """A new Tuner, or the interrupted one restored when resuming and Tune saved trials (with
+    more trials to run if the study now asks for more than it did, or lost some)."""
     store, meta, saved = driver.store, driver.meta, driver.saved
     path = f"{store.uri}/{TUNE_DIR}"
     restore = False
