@@ -16,6 +16,7 @@ from raycert.errors import UserError
 from raycert.spec import PRESETS_DIR, STUDY_METHODS, load_study_spec
 from raycert.study.policy.plan import StudyRequest, plan
 from raycert.study.tune.space import MethodSpace
+from raycert.training.config import TrainConfig
 from raycert.training.methods import METHOD_SPECS
 
 PRESET = '[presets.smoke]\nmodel = "mlp"\nepochs = 2\nkappa = 0.2\n'
@@ -99,6 +100,32 @@ def test_each_methods_recipe_is_a_start_then_the_starts(tmp_path):
     ]
     mtl = with_methods(alone, "mtl-ibp").recipe  # no recipe table: the base's, adaptive off
     assert mtl == {"lr": 5e-3, "adaptive": False, "attack_steps": 1, "mtl_alpha": 0.5}
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "tinyimagenet", "synthetic"])
+def test_every_shipped_recipe_is_a_start_inside_its_space(dataset):
+    for preset in ("quick", "paper") if dataset != "synthetic" else ("smoke", "quick"):
+        spec = with_methods(load_study_spec(dataset, preset), *STUDY_METHODS)
+        points = spec.known_points
+        assert [p["method"] for p in points[: len(STUDY_METHODS)]] == list(STUDY_METHODS)
+        for point in points:
+            method = point["method"]
+            config = TrainConfig.from_dict({**spec.base.to_dict(), **point})  # a valid config
+            assert config.method == method
+            knobs = {p.name: p for p in spec.knobs(method, True)}
+            for key, value in point.items():
+                assert key == "method" or knobs[key].holds(value), (dataset, method, key)
+        assert spec.recipe_of("sabr")["sabr_lambda"] == spec.recipes["sabr"]["sabr_lambda"]
+
+
+def test_cifar10_and_tinyimagenet_spaces_reach_the_accuracy_end():
+    for dataset in ("cifar10", "tinyimagenet"):
+        spec = load_study_spec(dataset, "paper")
+        space = spec.search_space
+        assert space["kappa"]["high"] >= 0.95
+        cap = spec.base.resolve().cert_cap
+        assert space["max_eps"]["high"] == pytest.approx(1.1 * cap, rel=0.02)
+    assert max(load_study_spec("cifar10", "paper").targets) >= 0.87  # ACERT's 87.0% point
 
 
 BAD = [
