@@ -1,18 +1,23 @@
 """A study of every training method (``--method all``) through real Ray Tune, real Optuna
 journal and the real trainer, on the synthetic smoke preset: each trial draws its method and
-carries exactly that method's knobs, each method's recipe is a start, the trials table reads
-it, and ``--resume`` extends the study from the pickled define-by-run space."""
+carries exactly that method's knobs, each method's recipe is a start, the trials table, the
+results, the report and the CLI's chosen-model lines name the method, and ``--resume`` extends
+the study from the pickled define-by-run space."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from studyruns import journal_study
 
+from raycert.cli.output import print_chosen
+from raycert.report.page import build_report
+from raycert.report.reading import load_study
 from raycert.spec import STUDY_METHODS
 from raycert.study.policy.plan import plan
 from raycert.study.tune.run import StudyRequest, run_study
@@ -78,6 +83,38 @@ def test_every_methods_recipe_is_a_start(all_methods):
     assert [r["method"] for r in recipes] == list(STUDY_METHODS)  # the preset's (acert) first
     assert [t.params for t in trials[: len(recipes)]] == recipes
     assert trials[3].params["sabr_lambda"] == spec.recipes["sabr"]["sabr_lambda"]
+
+
+def test_results_report_and_cli_name_the_method_of_each_winner(all_methods, tmp_path, capsys):
+    _, _, study_dir, result = all_methods
+    entries = json.loads((study_dir / "results.json").read_text())["targets"]
+    met = [e for e in entries if e["met"]]
+    assert met, "a smoke study of the synthetic data meets its lowest target"
+    table = pd.read_parquet(study_dir / "trials.parquet").set_index("trial_id")
+    for entry in met:
+        row = table.loc[entry["trial_id"]]
+        assert entry["params"]["method"] == row["param.method"]
+        assert all(f"param.{k}" in row and not _empty(row[f"param.{k}"]) for k in entry["params"])
+    study = load_study(study_dir)
+    methods = sorted(set(table["param.method"]))
+    assert study.methods() == methods and set(study.fronts()) == set(methods)
+    page = build_report([study_dir], tmp_path / "all.html").read_text()
+    targets = re.search(r'<table class="targets">.*?</table>', page, re.S).group(0)
+    for entry in met:
+        row = re.search(rf'data-target="{entry["target"]:g}">(.*?)</tr>', targets, re.S).group(1)
+        assert f'<td class="method">{entry["params"]["method"]}</td>' in row
+        assert f"met by {entry['params']['method']} ({entry['trial_id']})" in page
+    for method in methods:  # each method's own knobs in its search-space figure
+        if (table["param.method"] == method).sum() >= 2:
+            assert f'data-figure="parallel-0-{method}"' in page
+    capsys.readouterr()
+    for chosen in result.targets:
+        print_chosen(chosen, result.meta.acr_cap, result.meta.method)
+    out = capsys.readouterr().out
+    for chosen in result.targets:
+        if chosen.met:
+            line = f"clean accuracy >= {chosen.target:g}: {chosen.params['method']}, trial"
+            assert f"{line} {chosen.number}" in out
 
 
 def test_resume_continues_the_study_from_its_pickled_space(all_methods):
