@@ -26,6 +26,7 @@ from raycert.studyfolder import (
     JOURNAL,
     PARETO,
     RESULTS_JSON,
+    STUDY_JSON,
     SampleRadii,
     StudyDir,
     StudyMeta,
@@ -138,7 +139,7 @@ def load_study(directory: Path) -> StudyResults:
     """Read a study folder; a missing or corrupt required file is a one-line UserError."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise UserError(f"{directory} is a file; give the study's folder (it holds study.json)")
+        raise UserError(f"{directory} is a file; give the study's folder (it holds {STUDY_JSON})")
     if not directory.is_dir():
         raise UserError(f"study directory {directory} does not exist")
     store = StudyDir.at(directory)
