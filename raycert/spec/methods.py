@@ -12,10 +12,10 @@ dimension its method ignores:
   (``search_steps`` and ``search_tol`` only at adaptive radii);
 - ``[methods.<method>]`` holds one method's own table: ``search`` (``[methods.sabr.search.
   sabr_lambda]``, a knob searched in that method's trials only, not also in ``[search]`` or
-  in another method's table), and ``recipe`` (the method's known-good values of the knobs it
-  searches, a start of every study that searches the method:
-  ``recipe = { sabr_lambda = 0.6, attack_steps = 8 }``; knobs it leaves out take the
-  preset's value where the search space holds it).
+  in another method's table), and ``recipe`` (``[methods.sabr.recipe]`` with ``sabr_lambda =
+  0.6``, ``attack_steps = 8``: the method's known-good values of knobs it searches, a start of
+  every study that searches the method; a knob it leaves out takes the preset's value where
+  the search space holds it).
 
 Every knob thus has one declaration and one Optuna distribution, shared by the methods that
 carry it. ``reads`` is the rule; ``MethodTable`` validates one ``[methods.<method>]`` table
