@@ -17,8 +17,10 @@ at the same radius in this invocation, and ACR against IBP's front at the same c
 is more accurate than every IBP point and has at least the ACR of the most accurate one).
 
 Goals: per-epoch cost of mtl-ibp and sabr at most 1.5x ibp's (attack included), crown-ibp at
-most 3x; mtl-ibp and sabr on or above IBP's front. A run folder that exists is resumed, so its
-seconds are those of the invocation that trained it: remove ``--out`` to time everything anew.
+most 3x; mtl-ibp and sabr on or above IBP's front. Part two, the methods searched together in
+one study against an ACERT-only study at the same budget: ``benchmarks/method_search.py``. A
+run folder that exists is resumed, so its seconds are those of the invocation that trained it:
+remove ``--out`` to time everything anew.
 """
 
 from __future__ import annotations

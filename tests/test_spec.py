@@ -65,7 +65,7 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         ),
         (
             PRESET + KAPPA + "[stuff]\nx = 1\n",
-            ["stuff: unknown key", "known keys: presets, search, study"],
+            ["stuff: unknown key", "known keys: presets, search, methods, study"],
         ),
         (PRESET + KAPPA.replace("kappa", "kapa"), ["'kapa' is not a searchable", "'kappa'"]),
         (PRESET + KAPPA.replace("high", "hgih"), ["search.kappa.hgih: unknown key", "'high'"]),
@@ -106,7 +106,7 @@ def test_a_full_spec_file_is_read_once_into_typed_settings(tmp_path, monkeypatch
         (PRESET, ["has no [search] table"]),
         (
             PRESET + KAPPA + "[study.smoke]\nstarts = [{ lr = 1e-3 }]\n",
-            ["study.smoke.starts[0].lr is not searched ([search] holds kappa)"],
+            ["study.smoke.starts[0].lr is not searched for acert (it searches kappa)"],
         ),
         (
             PRESET + KAPPA + "[study.smoke]\nstarts = [{ kappa = 0.9 }]\n",

@@ -249,13 +249,14 @@ def test_a_study_searches_the_method_and_reports_a_front_per_method(ray_local, t
     }
     trials = journal_study(Path(result.study_dir), result.meta.name).trials
     assert trials[0].params == {"kappa": 0.0, "method": "acert"}  # the recipe's method first
+    assert trials[1].params == {"kappa": 0.0, "method": "ibp"}  # then each other method's
     assert {t.params["method"] for t in trials} == {"acert", "ibp"}
     study = load_study(Path(result.study_dir))
     fronts = study.fronts()
     assert set(fronts) == {"acert", "ibp"}
     for method, front in fronts.items():
         assert set(front["param.method"]) == {method} and len(front) >= 1
-    with pytest.raises(UserError, match="pass one --method"):
+    with pytest.raises(UserError, match="'method' is searched with --method"):
         plan(dataclasses.replace(request, spec=toy_spec(tmp_path, search=METHOD_SEARCH)))
 
 

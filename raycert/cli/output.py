@@ -37,23 +37,30 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-def print_chosen(chosen: TargetResult, cap: float) -> None:
-    """One target's winner: hyperparameters, val and test accuracy and ACR, test PGD accuracy
-    when the study attacked (or the closest trial)."""
+def print_chosen(chosen: TargetResult, cap: float, method: str = "") -> None:
+    """One target's winner: its method (its ``method`` parameter where the study searched
+    several, else the study's ``method``), hyperparameters, val and test accuracy and ACR, test
+    PGD accuracy when the study attacked (or the closest trial)."""
     goal = f"clean accuracy >= {chosen.target:g}"
     if not chosen.met:
         near = chosen.closest
         detail = "no trial completed"
         if near:
             name = near.trial_id if near.number is None else near.number
-            detail = f"closest: trial {name}, val clean {near.val['clean_acc']:.2%}"
+            which = near.params.get("method", method)
+            detail = f"closest: trial {name}{f' ({which})' if which else ''}"
+            detail += f", val clean {near.val['clean_acc']:.2%}"
         console.print(f"{goal}: not met by any trial ({detail})")
         return
+    won_by = chosen.params.get("method", method)
     params = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.params.items()
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in chosen.params.items()
+        if k != "method"
     )
     name = chosen.trial_id if chosen.number is None else chosen.number
-    table = Table("", "val", "test", title=goal, caption=f"trial {name}: {params}")
+    title = f"{goal}: {won_by + ', ' if won_by else ''}trial {name}"
+    table = Table("", "val", "test", title=title, caption=params, min_width=len(title))
 
     def cells(key: str, fmt: str) -> list[str]:
         return [

@@ -38,7 +38,9 @@ MinAccOption = Annotated[
 MethodOption = Annotated[
     str | None,
     typer.Option(
-        help="acert or ibp (default: the preset's); acert,ibp searches both, for both fronts."
+        help="acert, ibp, mtl-ibp, sabr or crown-ibp (default: the preset's); several joined "
+        "by commas (acert,sabr), or all, search the method too, each with its own knobs, and "
+        "the report draws one front per method."
     ),
 ]
 TrialsOption = Annotated[
@@ -158,7 +160,7 @@ def _print_outcome(result: StudyResult) -> None:
 
     meta = result.meta
     for chosen in result.targets:
-        print_chosen(chosen, meta.acr_cap)
+        print_chosen(chosen, meta.acr_cap, meta.method)
     console.print(trials_summary(meta))
     counts = meta.trial_counts
     if meta.budget_s is not None:

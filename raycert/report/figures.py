@@ -104,7 +104,11 @@ def _trial_hover(row: dict[str, Any], study: StudyResults) -> str:
         f"clean acc {_fmt(row['clean_acc'])}",
         f"ACR {_fmt(acr)} = {_fmt(100 * acr / cap)}% of cap {format_eps(cap)}",
     ]
-    lines += [f"{p} = {html.escape(_fmt(row[f'param.{p}']))}" for p in study.params]
+    lines += [
+        f"{p} = {html.escape(_fmt(row[f'param.{p}']))}"
+        for p in study.params
+        if not _empty(row[f"param.{p}"])  # a knob the trial's method does not read
+    ]
     return "<br>".join(lines)
 
 
@@ -325,15 +329,21 @@ def importance_figure(studies: list[StudyResults]) -> go.Figure:
     )
 
 
-def parallel_figure(study: StudyResults) -> go.Figure:
-    """The search space of one study's completed trials, coloured by validation ACR."""
+def parallel_figure(study: StudyResults, method: str | None = None) -> go.Figure | None:
+    """The search space of one study's completed trials, coloured by validation ACR: the
+    parameters every one of them carries; with ``method``, that method's trials and every
+    parameter they carry (None with fewer than two such trials)."""
     done = study.completed()
+    if method is not None:
+        done = done[done["param.method"] == method]
+        if len(done) < 2:
+            return None
     space = study.meta.search_space
     dimensions = []
     for p in study.params:
         values = done[f"param.{p}"]
-        if values.isna().all():
-            continue
+        if values.isna().any() or (method is not None and p == "method"):
+            continue  # a knob some of these trials do not carry: in its method's figure
         dimensions.append(_dimension(p, values, space.get(p)))
     dimensions.append({"label": "clean acc", "values": done["clean_acc"]})
     dimensions.append({"label": "ACR", "values": done["acr"]})
@@ -351,11 +361,17 @@ def parallel_figure(study: StudyResults) -> go.Figure:
     )
     fig.update_layout(
         template=TEMPLATE,
-        title=f"{study.name}: search space of the {len(done)} completed trials",
+        title=f"{study.name}: search space of the {len(done)} completed"
+        + (f" {method} trials" if method else " trials"),
         height=440,
         margin={"l": 70, "r": 40, "t": 100, "b": 40},
     )
     return fig
+
+
+def _empty(value: Any) -> bool:
+    """Whether a table cell holds nothing (None, NaN or NA): a parameter the trial lacks."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _dimension(name: str, values: pd.Series, spec: Any) -> dict[str, Any]:

@@ -140,6 +140,11 @@ def render_page(studies: list[StudyResults], generated: datetime | None = None) 
             )
             continue
         parts.append(_figure(f"parallel-{i}", figures.parallel_figure(study)))
+        methods = study.methods()
+        for method in methods if len(methods) > 1 else []:  # each method's own knobs too
+            figure = figures.parallel_figure(study, method)
+            if figure is not None:
+                parts.append(_figure(f"parallel-{i}-{method}", figure))
     parts += ["<h2>Studies</h2>", _metadata_table(studies)]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -203,9 +208,10 @@ def _summary(studies: list[StudyResults]) -> str:
         outcomes = []
         for chosen in (c.result for c in study.chosen):
             if chosen.met:
+                method = html.escape(study.method_of(chosen.params))
                 outcomes.append(
-                    f"target {chosen.target:g} met by {html.escape(str(chosen.trial_id))}, "
-                    f"test ACR {_acr(chosen.test, study.acr_cap)}"
+                    f"target {chosen.target:g} met by {method} ({html.escape(str(chosen.trial_id))}"
+                    f"), test ACR {_acr(chosen.test, study.acr_cap)}"
                 )
             else:
                 outcomes.append(f"target {chosen.target:g} <b>unmet</b>")
@@ -220,7 +226,8 @@ def _chosen_table(studies: list[StudyResults]) -> str:
     tests = [c.result.test or {} for s in studies for c in s.chosen]
     pgd_keys = [pgd_acc_key(e) for s in studies for e in s.eps_list]  # studies run --attack
     eps_keys += [k for k in dict.fromkeys(pgd_keys) if any(k in test for test in tests)]
-    header = ["study", "target", "status", "trial", "hyperparameters", "val acc", "val ACR"]
+    header = ["study", "target", "status", "trial", "method", "hyperparameters", "val acc"]
+    header.append("val ACR")
     header += ["test acc", "test ACR"] + [f"test {k.replace('_', ' ')}" for k in eps_keys]
     header.append("run directory")
     rows = []
@@ -258,7 +265,8 @@ def _chosen_row(i: int, study: StudyResults, model: ChosenModel, eps_keys: list[
         f'<td class="num">{chosen.target:g}</td>',
         f'<td class="status">{status}</td>',
         f"<td>{html.escape(str(trial))}</td>",
-        f"<td>{_params(params)}</td>",
+        f'<td class="method">{html.escape(study.method_of(params)) if params else "–"}</td>',
+        f"<td>{_params({k: v for k, v in params.items() if k != 'method'})}</td>",
         f'<td class="num">{_pct(val.get("clean_acc"))}</td>',
         f'<td class="num">{_acr(val, cap)}</td>',
         f'<td class="num">{_pct(test.get("clean_acc"))}</td>',

@@ -26,6 +26,7 @@ from raycert.studyfolder import (
     JOURNAL,
     PARETO,
     RESULTS_JSON,
+    STUDY_JSON,
     SampleRadii,
     StudyDir,
     StudyMeta,
@@ -108,15 +109,26 @@ class StudyResults:
         """The trials on the stored Pareto front, by accuracy then ACR."""
         return self.trials[self.trials[PARETO]].sort_values(["clean_acc", "acr"])
 
-    def fronts(self) -> dict[str, pd.DataFrame]:
-        """The Pareto front of each searched method (``--method acert,ibp``) by method, else
-        ``{"": pareto()}``; each by accuracy then ACR."""
+    def method_of(self, params: dict[str, Any]) -> str:
+        """The method of a trial with ``params``: its ``method`` parameter where the study
+        searched several, else the study's."""
+        return str(params.get("method", self.meta.method))
+
+    def methods(self) -> list[str]:
+        """The methods of the completed trials, where the study searched several (else [])."""
         done = self.completed()
-        methods = done["param.method"].dropna().unique() if "param.method" in done else []
+        if "param.method" not in done:
+            return []
+        return sorted(str(m) for m in done["param.method"].dropna().unique())
+
+    def fronts(self) -> dict[str, pd.DataFrame]:
+        """The Pareto front of each searched method (``--method acert,sabr``, or ``all``) by
+        method, else ``{"": pareto()}``; each by accuracy then ACR."""
+        done, methods = self.completed(), self.methods()
         if len(methods) < 2:
             return {"": self.pareto()}
         fronts = {}
-        for method in sorted(methods):
+        for method in methods:
             rows = done[done["param.method"] == method]
             on_front = pareto_mask(rows[["clean_acc", "acr"]].to_numpy(dtype=float))
             fronts[str(method)] = rows[on_front].sort_values(["clean_acc", "acr"])
@@ -127,7 +139,7 @@ def load_study(directory: Path) -> StudyResults:
     """Read a study folder; a missing or corrupt required file is a one-line UserError."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise UserError(f"{directory} is a file; give the study's folder (it holds study.json)")
+        raise UserError(f"{directory} is a file; give the study's folder (it holds {STUDY_JSON})")
     if not directory.is_dir():
         raise UserError(f"study directory {directory} does not exist")
     store = StudyDir.at(directory)
@@ -254,7 +266,7 @@ def is_log_scale(values: pd.Series, spec: Any) -> bool:
 
 
 def _distribution(values: pd.Series, spec: Any) -> optuna.distributions.BaseDistribution:
-    values = values[~values.map(_missing)]
+    values = values[values.notna()]
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
         return optuna.distributions.CategoricalDistribution(
             sorted({_python(v) for v in values}, key=str)
@@ -264,7 +276,7 @@ def _distribution(values: pd.Series, spec: Any) -> optuna.distributions.BaseDist
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _python(value: Any) -> Any:

@@ -4,17 +4,23 @@ A spec file is read once and validated whole against ``SpecFile``, whose models 
 table and key with its rule:
 
 - ``[presets.<preset>]``: ``TrainConfig`` keys (``dataset`` comes from the file's dataset).
-- ``[search.<field>]``: one searched ``TrainConfig`` field (``raycert.spec.search``).
+- ``[search.<field>]``: one searched ``TrainConfig`` field (``raycert.spec.search``), searched
+  for every method that reads it (``raycert.spec.methods``).
+- ``[methods.<method>]``: one training method's own knobs (``search``, searched in its trials
+  only) and its ``recipe``, a start of every study that searches the method
+  (``raycert.spec.methods``). A knob is declared once: in ``[search]`` or in one method's table.
 - ``[study]``: default accuracy ``targets``; ``[study.<preset>]`` may set ``trials``,
   ``budget`` (wall clock, ``"10m"``), ``targets``, ``asha`` and ``grace_period`` (epochs
   before ASHA may stop a trial), ``rungs`` and ``eta`` (multi-fidelity search over the run's
   length, ``raycert.study.policy.fidelity``), ``sampler`` (``tpe``, or ``random`` for a
-  baseline), ``recipe_first`` (default true: trial 0 is the preset's own configuration),
-  ``starts`` (known-good configurations tried next, each the recipe with some searched fields
-  changed: ``starts = [{ max_eps = 0.2 }]``) and ``polish`` (once no whole trial fits the
-  budget, fine-tune the front's models with these ``TrainConfig`` changes:
+  baseline), ``recipe_first`` (default true: the study starts from the recipes, the preset's
+  own configuration first), ``starts`` (known-good configurations tried next, each a recipe with
+  some searched fields changed: ``starts = [{ max_eps = 0.2 }]`` changes the preset's method's,
+  ``{ method = "sabr", sabr_lambda = 0.3 }`` SABR's) and ``polish`` (once no whole trial fits
+  the budget, fine-tune the front's models with these ``TrainConfig`` changes:
   ``raycert.study.policy.polish``).
 
+What a study of the file searches, and from where, is a ``StudySpec`` (``raycert.spec.study``).
 Any problem, an unknown table or key included, is a one-line ``UserError`` naming the file and
 the key (``presets.quick.lr``), with the closest known key for a misspelt one.
 """
@@ -22,7 +28,6 @@ the key (``presets.quick.lr``), with the closest known key for a misspelt one.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,7 +45,8 @@ from pydantic import (
 
 from raycert.data import dataset_info
 from raycert.errors import UserError
-from raycert.spec.search import CategoricalParam, FloatParam, IntParam, SearchParam
+from raycert.spec.methods import STUDY_METHODS, MethodTable, method_tables, named_tables, reads
+from raycert.spec.search import SearchParam, read_as_fields
 from raycert.training.config import TrainConfig
 from raycert.units import parse_duration
 from raycert.validation import STRICT, did_you_mean, validation_error
@@ -96,9 +102,9 @@ class PresetStudy(BaseModel):
     whichever comes first), its own targets, whether ASHA stops weak trials after
     ``grace_period`` epochs, the ``rungs`` of a multi-fidelity search and its ``eta`` (a rung's
     best ``1/eta`` are re-run at the next), the Optuna ``sampler`` (``random`` is a baseline),
-    whether the preset's recipe is tried first (``recipe_first``), the known-good ``starts``
-    tried after it (each a few searched fields changed from the recipe, checked against
-    ``[search]`` by ``SpecFile``; none without ``recipe_first``), and ``polish``: the
+    whether the study starts from the recipes (``recipe_first``), the known-good ``starts``
+    tried after them (each a few searched fields changed from a method's recipe, checked
+    against its search space by ``SpecFile``; none without ``recipe_first``), and ``polish``: the
     ``TrainConfig`` changes of the fine-tuning trials that spend the end of a budget on the
     models of the front (``raycert.study.polish``; none without a budget)."""
 
@@ -132,7 +138,7 @@ class PresetStudy(BaseModel):
             if key not in fields:
                 hint = did_you_mean(key, fields)
                 raise ValueError(f"{key!r} is not a field a fine-tuning may change{hint}")
-        return _read_as_fields(polish, "")
+        return read_as_fields(polish, "")
 
 
 class StudyTable(BaseModel):
@@ -154,6 +160,7 @@ class SpecFile(BaseModel):
 
     presets: dict[str, TrainConfig]
     search: dict[str, SearchParam] = {}
+    methods: dict[str, MethodTable] = {}
     study: StudyTable = StudyTable()
 
     @field_validator("presets", mode="before")
@@ -172,50 +179,93 @@ class SpecFile(BaseModel):
     @field_validator("search", mode="before")
     @classmethod
     def _searchable_fields(cls, search: Any) -> Any:
-        if not isinstance(search, dict):
-            return search
-        fields = [name for name in TrainConfig.model_fields if name != "dataset"]
-        for key, table in search.items():
-            if key not in fields:
-                raise ValueError(
-                    f"{key!r} is not a searchable TrainConfig field{did_you_mean(key, fields)}"
-                )
-            if isinstance(table, dict) and "name" in table:
-                raise ValueError(f"[search.{key}] has unknown key 'name': the table's name is it")
-        return {k: {**t, "name": k} if isinstance(t, dict) else t for k, t in search.items()}
+        return named_tables(search)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _study_methods(cls, methods: Any) -> Any:
+        return method_tables(methods)
+
+    def space_of(self, method: str | None) -> dict[str, tuple[SearchParam, str]]:
+        """The knobs searched in ``method``'s trials, each with the table declaring it:
+        ``[search]``'s fields it reads, then its own ``[methods.<method>.search]``; every
+        declared knob for ``None`` (a start of a preset the file lacks)."""
+        space = {
+            key: (param, f"[search.{key}]")
+            for key, param in self.search.items()
+            if method is None or reads(method, key)
+        }
+        for name, table in self.methods.items():
+            if method in (None, name):
+                for key, param in table.search.items():
+                    space[key] = (param, f"[methods.{name}.search.{key}]")
+        return space
+
+    @model_validator(mode="after")
+    def _each_knob_declared_once(self) -> SpecFile:
+        declared = {key: f"[search.{key}]" for key in self.search}
+        for method, table in self.methods.items():
+            for key in table.search:
+                where = f"[methods.{method}.search.{key}]"
+                if key in declared:
+                    raise ValueError(
+                        f"{where} declares {key} again, after {declared[key]}: declare a knob "
+                        f"once ([search.{key}] searches it for every method that reads it)"
+                    )
+                declared[key] = where
+        return self
+
+    @model_validator(mode="after")
+    def _recipes_lie_in_their_search_space(self) -> SpecFile:
+        for method, table in self.methods.items():
+            space = self.space_of(method)
+            for key, value in table.recipe.items():
+                _check_in_space(f"methods.{method}.recipe.{key}", method, key, value, space)
+        return self
 
     @model_validator(mode="after")
     def _starts_lie_in_the_search_space(self) -> SpecFile:
         for preset in PRESETS:
+            own = self.presets[preset].method if preset in self.presets else None
             for number, start in enumerate(getattr(self.study, preset).starts):
                 where = f"study.{preset}.starts[{number}]"
-                if not start:
+                if not set(start) - {"method"}:
                     raise ValueError(f"{where} changes nothing: name a searched field")
-                for key in start:
-                    if key not in self.search:
-                        searched = ", ".join(self.search) or "none"
-                        raise ValueError(
-                            f"{where}.{key} is not searched ([search] holds {searched})"
-                        )
+                method = start.get("method", own)
+                if method is not None and method not in STUDY_METHODS:
+                    raise ValueError(
+                        f"{where}.method: {method!r} is not a method a study searches; one of "
+                        + ", ".join(STUDY_METHODS)
+                    )
                 written = dict(start)
-                for key, value in _read_as_fields(start, f"{where}.").items():
-                    if not self.search[key].holds(value):
-                        raise ValueError(
-                            f"{where}.{key} = {written[key]!r} is outside [search.{key}]"
-                        )
+                read_as_fields(start, f"{where}.")
+                space = self.space_of(method)
+                for key, value in start.items():
+                    if key != "method":
+                        where_key = f"{where}.{key}"
+                        _check_in_space(where_key, method, key, value, space, written)
         return self
 
 
-def _read_as_fields(changes: dict[str, Any], where: str) -> dict[str, Any]:
-    """``changes`` (``TrainConfig`` field -> value) with each value read by its field's own rule,
-    in place (``"2/255"`` becomes a float); a ``ValueError`` named ``<where><key>`` if one
-    is refused."""
-    for key, value in changes.items():
-        try:
-            changes[key] = TrainConfig.check_value(key, value)
-        except ValueError as exc:
-            raise ValueError(f"{where}{key}: {exc}") from None
-    return changes
+def _check_in_space(
+    where: str,
+    method: str | None,
+    key: str,
+    value: Any,
+    space: dict[str, tuple[SearchParam, str]],
+    written: dict[str, Any] | None = None,
+) -> None:
+    """A ``ValueError`` when ``key`` is not in ``space``, ``method``'s search space (``None``:
+    every method's), or ``value`` lies outside its range (``written``: the values as the file
+    spells them, for the message)."""
+    if key not in space:
+        searched = ", ".join(space) or "nothing"
+        whom = f"for {method}" if method else "for any method"
+        raise ValueError(f"{where} is not searched {whom} (it searches {searched})")
+    param, table = space[key]
+    if not param.holds(value):
+        shown = (written or {}).get(key, value)
+        raise ValueError(f"{where} = {shown!r} is outside {table}")
 
 
 def spec_file(dataset: str, spec_path: str | Path | None = None) -> Path:
@@ -243,101 +293,15 @@ def read_spec(dataset: str, path: Path) -> SpecFile:
 def load_preset(dataset: str, preset: str, spec_path: str | Path | None = None) -> TrainConfig:
     """The ``[presets.<preset>]`` config of ``presets/<dataset>.toml`` (or ``spec_path``)."""
     path = spec_file(dataset, spec_path)
-    return _preset(read_spec(dataset, path), path, preset)
+    return preset_config(read_spec(dataset, path), path, preset)
 
 
-def _preset(spec: SpecFile, path: Path, preset: str) -> TrainConfig:
+def preset_config(spec: SpecFile, path: Path, preset: str) -> TrainConfig:
+    """The ``[presets.<preset>]`` config of the file read as ``spec`` from ``path``."""
     if preset not in spec.presets:
         choices = ", ".join(spec.presets) or "none"
         raise UserError(f"{path} has no preset {preset!r}; presets there: {choices}")
     return spec.presets[preset]
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """What a study searches and how long: the preset's config, the search space, default
-    accuracy targets and trial budget, and how it spends less on weak trials (ASHA, or the
-    ``rungs`` of a multi-fidelity search with its ``eta``).
-
-    ``search_space`` is the ``[search]`` table as read (bounds parsed), for study.json.
-    ``recipe`` is the preset's own value of the searched fields: the known-good configuration
-    a study tries first.
-    """
-
-    path: Path
-    preset: str
-    base: TrainConfig
-    params: tuple[FloatParam | IntParam | CategoricalParam, ...]
-    search_space: dict[str, Any]
-    targets: tuple[float, ...]
-    trials: int | None
-    budget_s: float | None = None
-    asha: bool = False
-    grace_period: int = 1
-    rungs: tuple[float, ...] = (1.0,)
-    eta: int = 3
-    sampler: str = "tpe"
-    recipe_first: bool = True
-    starts: tuple[dict[str, Any], ...] = ()
-    polish: dict[str, Any] | None = None
-
-    @property
-    def recipe(self) -> dict[str, Any]:
-        """The preset's value of each searched field that the search space holds (inside a
-        range, or one of the choices); a field whose preset value lies outside is sampled."""
-        return {
-            param.name: getattr(self.base, param.name)
-            for param in self.params
-            if param.holds(getattr(self.base, param.name))
-        }
-
-    @property
-    def known_points(self) -> list[dict[str, Any]]:
-        """What the study tries first, in order (Optuna's enqueued trials): the recipe, then
-        each start (the recipe with the start's fields changed); none without
-        ``recipe_first``. Fields in none of them are sampled."""
-        if not self.recipe_first:
-            return []
-        points = [self.recipe, *({**self.recipe, **start} for start in self.starts)]
-        return [point for point in points if point]
-
-
-def load_study_spec(dataset: str, preset: str, spec_path: str | Path | None = None) -> StudySpec:
-    """The preset, search space and study settings of ``presets/<dataset>.toml`` (or
-    ``spec_path``) for a study of ``preset``; the file must have a ``[search]`` table."""
-    path = spec_file(dataset, spec_path)
-    spec = read_spec(dataset, path)
-    base = _preset(spec, path, preset)
-    if not spec.search:
-        raise UserError(f"{path} has no [search] table: a study needs hyperparameters to search")
-    settings = getattr(spec.study, preset) if preset in PRESETS else PresetStudy()
-    ramp_end = min(base.warmup_epochs + base.ramp_epochs, base.epochs)
-    if settings.asha and settings.grace_period < ramp_end:
-        raise UserError(
-            f"{path}: study.{preset}.grace_period {settings.grace_period} lets ASHA rank trials "
-            f"before their radius ramp ends at epoch {ramp_end}; set it to {ramp_end} or more"
-        )
-    return StudySpec(
-        path=path,
-        preset=preset,
-        base=base,
-        params=tuple(spec.search.values()),
-        search_space={
-            key: param.model_dump(mode="json", exclude={"name"})
-            for key, param in spec.search.items()
-        },
-        targets=spec.study.targets if settings.targets is None else settings.targets,
-        trials=settings.trials,
-        budget_s=settings.budget,
-        asha=settings.asha,
-        grace_period=settings.grace_period,
-        rungs=settings.rungs,
-        eta=settings.eta,
-        sampler=settings.sampler,
-        recipe_first=settings.recipe_first,
-        starts=settings.starts,
-        polish=settings.polish,
-    )
 
 
 def parse_targets(values: Any, where: str = "targets") -> tuple[float, ...]:

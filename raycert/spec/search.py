@@ -1,8 +1,10 @@
-"""A spec file's search space: one ``[search.<field>]`` table per searched ``TrainConfig`` field.
+"""A spec file's search parameters: one table per searched ``TrainConfig`` field
+(``[search.<field>]``, or ``[methods.<method>.search.<field>]`` for one method's own knob).
 
 ``type`` is ``float`` or ``log-float`` (``low``, ``high``), ``int`` (``low``, ``high``, optional
 ``step``) or ``categorical`` (``choices``). Bounds and choices are read by the field's own rule,
-so eps fields accept ``"2/255"`` (pixel units).
+so eps fields accept ``"2/255"`` (pixel units); ``read_as_fields`` reads a table of values
+(a recipe, a start, a polish) by those rules too.
 """
 
 from __future__ import annotations
@@ -96,3 +98,15 @@ class CategoricalParam(BaseModel):
 
 
 SearchParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+def read_as_fields(changes: dict[str, Any], where: str) -> dict[str, Any]:
+    """``changes`` (``TrainConfig`` field -> value) with each value read by its field's own rule,
+    in place (``"2/255"`` becomes a float); a ``ValueError`` named ``<where><key>`` if one
+    is refused."""
+    for key, value in changes.items():
+        try:
+            changes[key] = TrainConfig.check_value(key, value)
+        except ValueError as exc:
+            raise ValueError(f"{where}{key}: {exc}") from None
+    return changes

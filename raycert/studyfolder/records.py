@@ -210,7 +210,8 @@ class TrialRow:
 
     @classmethod
     def from_columns(cls, row: dict[str, Any]) -> TrialRow:
-        """A row read back from the table (numpy scalars as Python ones, NaN as None)."""
+        """A row read back from the table (numpy scalars as Python ones, NaN as None); an
+        empty parameter (a knob the trial's method does not read) is left out of ``params``."""
         metric_keys = [*METRIC_COLUMNS, *(k for k in row if k.startswith("cert_acc@"))]
         parent = _plain(row.get(POLISHED_FROM))
         return cls(
@@ -219,7 +220,11 @@ class TrialRow:
             status=str(row["status"]),
             node=_plain(row.get("node")),
             seconds=_plain(row.get("seconds")),
-            params={k.removeprefix(PARAM_PREFIX): _plain(v) for k, v in row.items() if is_param(k)},
+            params={
+                k.removeprefix(PARAM_PREFIX): _plain(v)
+                for k, v in row.items()
+                if is_param(k) and _plain(v) is not None  # empty: a knob the trial lacks
+            },
             metrics=Metrics(**{k: _plain(row[k]) for k in metric_keys if k in row}),
             run_dir=_plain(row.get("run_dir")),
             error=_plain(row.get("error")),

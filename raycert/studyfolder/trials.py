@@ -3,7 +3,8 @@
 ``is_completed``: a trial that ran to the end with finite accuracy and ACR. ``feasible@<target>``:
 completed and accurate enough. ``pareto``: on the (clean_acc, acr) front of completed trials.
 ``choose``: the winner per target. The table is rewritten whenever a trial finishes, so a running
-or interrupted study can be read too.
+or interrupted study can be read too. A study that searches several methods has a
+``param.<name>`` column per knob, empty (NaN) in the rows of trials whose method does not read it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def trial_row(
     error: str | None = None,
 ) -> TrialRow:
     """One row of the trials table from what Ray Tune kept of a trial (its last report);
-    ``error`` says why a failed trial failed."""
+    ``error`` says why a failed trial failed. A parameter of ``params`` the trial's config
+    lacks (a knob its method does not read) is not in its row: empty in the table."""
     cert = sorted(k for k in metrics if k.startswith("cert_acc@"))
     return TrialRow(
         trial_id=trial_id,
@@ -62,7 +64,7 @@ def trial_row(
         status=trial_status(errored, metrics),
         node=metrics.get("node") or metrics.get("node_ip") or metrics.get("hostname"),
         seconds=metrics.get("time_total_s"),
-        params={p: config.get(p) for p in params},
+        params={p: config[p] for p in params if p in config},
         metrics=Metrics(**{k: metrics.get(k) for k in (*METRIC_COLUMNS, *cert)}),
         run_dir=run_dir,
         error=error,
@@ -81,12 +83,17 @@ def is_completed(table: pd.DataFrame) -> pd.Series:
 def trials_table(rows: list[TrialRow], targets: list[float]) -> pd.DataFrame:
     """The trials table: rows by ``number``, then per target ``feasible@<target>`` (completed
     and ``clean_acc >= target``) and ``pareto`` (on the (clean_acc, acr) front of completed
-    trials)."""
+    trials). An integer parameter some trials lack is a nullable integer column, so that it
+    reads back as integers (``attack_steps`` 2, not 2.0) where present."""
     records = [row.columns() for row in rows]
     empty = [*TRIAL_COLUMNS, *METRIC_COLUMNS, "run_dir"]
     columns = list(dict.fromkeys(key for record in records for key in record)) or empty
     table = pd.DataFrame(records, columns=columns)
     table = table.sort_values("number", kind="stable").reset_index(drop=True)
+    for column in (c for c in columns if is_param(c)):
+        values = [r[column] for r in records if r.get(column) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            table[column] = table[column].astype("Int64")  # stays an int where some lack it
     for column in ("clean_acc", "acr"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
     completed = is_completed(table)

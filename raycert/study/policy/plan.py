@@ -5,8 +5,11 @@ makes its paths absolute against the working folder, on the driver, because Ray 
 folders of its own; it is the one place that does so (the CLI passes paths as typed). ``plan``
 checks every setting that needs no cluster (method, targets, counts, the CPUs and GPUs a trial
 asks for, the study's name) and describes the study: its spec, and the settings study.json
-records. ``check_resumable`` refuses to continue a study with other settings; a setting left
-unsaid on resume (``trials``, ``budget_s``, ``attack``: ``None``) is the saved study's.
+records. ``--method`` names one study method, several joined by commas, or ``all``
+(``raycert.spec.STUDY_METHODS``, the preset's first): a study of several draws each trial's
+method first, with that method's own knobs conditional on it (``raycert.spec.study``).
+``check_resumable`` refuses to continue a study with other settings; a setting left unsaid on
+resume (``trials``, ``budget_s``, ``attack``: ``None``) is the saved study's.
 
 Trials and budget: ``--trials`` caps the trial count and ``--budget`` the wall time; a study
 ends at whichever comes first. A budget given without ``--trials`` lets the budget alone decide
@@ -27,10 +30,9 @@ from raycert import __version__
 from raycert.data import dataset_info, resolve_root
 from raycert.errors import UserError
 from raycert.paths import absolute
-from raycert.spec import CategoricalParam, StudySpec, load_study_spec, parse_targets
+from raycert.spec import STUDY_METHODS, StudySpec, load_study_spec, parse_targets
 from raycert.studyfolder import StudyMeta
 
-STUDY_METHODS = ("acert", "ibp")
 # Settings a resumed study must share with the one it continues (its trial count may grow).
 RESUME_KEYS = ("dataset", "preset", "method", "targets", "seed", "attack")
 MAX_TRIALS = 10_000  # the trial count of a study that only its budget ends
@@ -83,9 +85,7 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     ``trials_requested=0`` here; ``check_resumable`` sets the saved count."""
     info = dataset_info(request.dataset)
     spec = load_study_spec(info.name, request.preset, request.spec)
-    methods = _methods(request.method or spec.base.method)
-    if len(methods) > 1:
-        spec = _search_methods(spec, methods)
+    methods = _methods(request.method or spec.base.method, spec.base.method)
     method = ",".join(methods)
     targets = parse_targets(list(request.targets or spec.targets), "--min-acc")
     if not targets:
@@ -106,11 +106,14 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     ):
         raise UserError("--trials and --concurrency must be at least 1")
     _check_resources(request.cpus_per_trial, request.gpus_per_trial)
-    name = request.name or f"{info.name}-{'-'.join(methods)}-{spec.preset}"
+    label = "all" if set(methods) == set(STUDY_METHODS) else "-".join(methods)
+    name = request.name or f"{info.name}-{label}-{spec.preset}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-'")
-    base = spec.base.replace(method=methods[0], seed=request.seed).resolve()
-    spec = dataclasses.replace(spec, base=base)
+    # Several methods: each trial's adaptive radii are its method's choice (or searched).
+    mixed = {"adaptive": None} if len(methods) > 1 else {}
+    base = spec.base.replace(method=methods[0], seed=request.seed, **mixed).resolve()
+    spec = dataclasses.replace(spec, base=base, methods=methods)
     meta = StudyMeta(
         name=name,
         dataset=info.name,
@@ -140,35 +143,22 @@ def plan(request: StudyRequest) -> tuple[StudySpec, StudyMeta]:
     return spec, meta
 
 
-def _methods(text: str) -> tuple[str, ...]:
-    """``--method``: one study method, or several joined by commas (``acert,ibp``)."""
+def _methods(text: str, preset_method: str) -> tuple[str, ...]:
+    """``--method``: one study method, several joined by commas (``acert,sabr``), or ``all``
+    (every study method, the preset's first)."""
+    if text.strip().lower() == "all":
+        return tuple(sorted(STUDY_METHODS, key=lambda m: m != preset_method))
     methods = tuple(m.strip().lower() for m in text.split(","))
     if len(set(methods)) != len(methods):
         raise UserError(f"--method {text!r} names a method twice; write acert,ibp")
-    if any(m not in STUDY_METHODS for m in methods):
+    unknown = [m for m in methods if m not in STUDY_METHODS]
+    if unknown:
         raise UserError(
-            f"unknown study method {text!r}; choose {' or '.join(STUDY_METHODS)}, or both "
-            "as acert,ibp to search the method too"
+            f"unknown study method {unknown[0]!r} in --method {text!r}; choose from "
+            f"{', '.join(STUDY_METHODS)}, several joined by commas (acert,sabr) to search the "
+            "method too, or all"
         )
     return methods
-
-
-def _search_methods(spec: StudySpec, methods: tuple[str, ...]) -> StudySpec:
-    """``spec`` searching ``methods`` as a categorical too (the first is the recipe's)."""
-    if "method" in spec.search_space:
-        raise UserError(
-            f"{spec.path} searches the method already ([search.method]); pass one --method"
-        )
-    param = CategoricalParam(name="method", type="categorical", choices=methods)
-    return dataclasses.replace(
-        spec,
-        base=spec.base.replace(method=methods[0]),
-        params=(*spec.params, param),
-        search_space={
-            **spec.search_space,
-            "method": {"type": "categorical", "choices": list(methods)},
-        },
-    )
 
 
 def check_resumable(

@@ -56,7 +56,8 @@ from raycert.study.tune import cluster, failures, logs, outcome
 from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
 from raycert.study.tune.running import RunningStudy, lend
-from raycert.study.tune.searcher import ConstrainedOptunaSearch, distributions
+from raycert.study.tune.searcher import ConstrainedOptunaSearch
+from raycert.study.tune.space import MethodSpace
 from raycert.study.tune.state import point_search_state, repair_tune_state, saved_trial_ids
 from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.storage import check_storage, cluster_warning
@@ -426,13 +427,13 @@ def _new_tuner(
 
 def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
     """Optuna on the study's journal: single-objective ACR for one target, (clean accuracy,
-    ACR) for several, constrained at the lowest target; the recipe and the spec's starts
-    first."""
+    ACR) for several, constrained at the lowest target; each trial draws its method, then that
+    method's knobs (``MethodSpace``); the recipes and the spec's starts first."""
     spec, meta = driver.spec, driver.meta
     several = len(meta.targets) > 1
     polish_epochs = None if meta.polish is None else polished(spec.base, meta.polish).epochs
     return ConstrainedOptunaSearch(
-        space=distributions(spec.params),
+        space=MethodSpace(spec),
         metric=["clean_acc", "acr"] if several else "acr",
         mode=["max", "max"] if several else "max",
         sampler=_sampler(spec.sampler, driver.request.seed),
@@ -447,7 +448,8 @@ def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
             epochs=spec.base.epochs,
             polish_epochs=polish_epochs,
         ),
-        # Trial 0: the preset's own configuration, then the spec's starts (at the top rung);
+        # Trial 0: the preset's own configuration, then the other methods' recipes and the
+        # spec's starts (at the top rung);
         # a study that ran none before has them waiting in its journal already.
         points_to_evaluate=None if driver.saved is not None else spec.known_points or None,
     )

@@ -13,8 +13,10 @@ the step: it enqueues a promotion or a polish as an Optuna trial whose user attr
 (``fidelity``, ``promoted_from``, ``polished_from``, ``init_from``) the journal keeps across
 ``--resume``.
 
-Tune pickles the searcher into the experiment state that ``--resume`` restores (so it lives in
-its own importable module). Its pickle holds no path: the Optuna study and its journal are
+Its space is a define-by-run ``MethodSpace`` (``raycert.study.tune.space``): each trial draws its
+method first, then that method's knobs. Tune pickles the searcher, that space included, into
+the experiment state that ``--resume`` restores (so both live in importable modules). Its
+pickle holds no path: the Optuna study and its journal are
 left out and attached again, on first use, to the journal of the running study
 (``raycert.study.tune.running``), so a copied or moved study folder resumes on its own journal.
 """
@@ -32,7 +34,6 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raycert.errors import UserError
-from raycert.spec import SearchParam
 from raycert.study.policy.search import (
     Finish,
     Polish,
@@ -227,19 +228,3 @@ def _checkpoints(min_target: float) -> dict[int, str]:
         for number, run_dir in zip(table["number"], table["run_dir"], strict=True)
         if isinstance(run_dir, str) and run_dir
     }
-
-
-def distributions(params: tuple[SearchParam, ...]) -> dict[str, Any]:
-    """Optuna distributions of the search space."""
-    space: dict[str, Any] = {}
-    for p in params:
-        if p.type == "categorical":
-            space[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
-        elif p.type == "int":
-            space[p.name] = optuna.distributions.IntDistribution(
-                int(p.low), int(p.high), step=p.step
-            )
-        else:
-            log = p.type == "log-float"
-            space[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=log)
-    return space

@@ -122,6 +122,8 @@ class TrialsWriter(Callback):
         if self.progress:
             row = next(r for r in rows if r.trial_id == trial.trial_id)
             what = f"trial {row.number}"
+            if "method" in row.params:  # a study of several methods
+                what += f" ({row.params['method']})"
             if row.polished_from is not None:
                 what += f" (trial {row.polished_from} polished)"
             line = f"{what} {row.status} ({len(rows)} finished)"
