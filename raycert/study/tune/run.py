@@ -206,14 +206,16 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
         print(f"study {store.uri}: starting Ray's local cluster", file=sys.stderr, flush=True)
     owned, ours = False, cluster.Descendants()
     try:
-        with interrupts.held():  # cut, Ray's start-up leaves processes behind or crashes
+        # Held until Tune runs: cut, Ray's start-up leaves processes behind or crashes, and
+        # the set-up's libraries turn an interrupt in their imports into other errors.
+        with interrupts.held():
             owned = cluster.connect(driver.request.address)
             ours.note()
-        res = _resources(driver)
-        clock = _clock(driver, res)
-        if progress:
-            print(_start_line(store, meta, res), file=sys.stderr, flush=True)
-        tuner = _tuner(driver, res, trainable, progress)
+            res = _resources(driver)
+            clock = _clock(driver, res)
+            if progress:
+                print(_start_line(store, meta, res), file=sys.stderr, flush=True)
+            tuner = _tuner(driver, res, trainable, progress)
         signalled = _fit(driver, tuner, clock)
         budget_spent = clock is not None and not clock.fits()
         data_dir = driver.request.data_dir

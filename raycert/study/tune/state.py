@@ -1,4 +1,5 @@
-"""Ray Tune's experiment state in the study folder: a whole backup and the repair on resume."""
+"""Ray Tune's state in the study folder: whole backups, the repair on resume, and pointing it
+at the folder where it now lies."""
 
 from __future__ import annotations
 
@@ -6,42 +7,74 @@ import contextlib
 import fnmatch
 import json
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from raycert.errors import UserError
 from raycert.studyfolder import TUNE_DIR, TUNE_STATE_BACKUP, StudyDir
 
 
-def back_up_tune_state(store: StudyDir, staging_dir: str, session_str: str) -> None:
-    """Keep a whole copy of the experiment state Tune has just written to its staging folder.
+def _json(data: bytes) -> None:
+    json.loads(data)
 
-    Tune copies that file into the study folder without a rename, so a driver killed mid-copy
-    leaves a truncated state that ``Tuner.restore`` cannot read; ``repair_tune_state`` puts
-    this copy back before a resume. Called from the searcher's ``save_to_dir``, which Tune runs
-    right after the state file is complete.
+
+def _pickle(data: bytes) -> None:
+    import ray.cloudpickle
+
+    ray.cloudpickle.loads(data)
+
+
+# Tune's state files that a resume reads, each with what proves it whole (raises if cut).
+STATE_FILES: dict[str, Callable[[bytes], None]] = {
+    "experiment_state-*.json": _json,
+    "searcher-state-*.pkl": _pickle,
+    "search_gen_state-*.json": _pickle,  # a pickle, despite its name
+}
+
+
+def _whole(name: str, data: bytes) -> bool:
+    """Whether ``data``, the content of Tune's state file ``name``, reads back whole."""
+    for pattern, check in STATE_FILES.items():
+        if fnmatch.fnmatch(name, pattern):
+            try:
+                check(data)
+            except Exception:  # any error of a cut JSON or pickle
+                return False
+    return True
+
+
+def back_up_tune_state(store: StudyDir, staging_dir: str, session_str: str) -> None:
+    """Keep a whole copy of each state file Tune has in its staging folder.
+
+    Tune copies those files into the study folder without a rename, so a driver killed
+    mid-copy, or a full disk, leaves truncated ones that ``Tuner.restore`` cannot read;
+    ``repair_tune_state`` puts these copies back before a resume. Called from the searcher's
+    ``save_to_dir``, which Tune runs right after the experiment state and the searcher's state
+    are complete (the search generator's is the previous save's, whole too).
     """
-    name = f"experiment_state-{session_str}.json"
-    try:
-        data = Path(staging_dir, name).read_bytes()
-        json.loads(data)
-    except (OSError, ValueError):
-        return  # not a complete state: keep the previous backup
-    with contextlib.suppress(OSError):  # a full disk: the previous backup stays whole
-        store.write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
+    for pattern in STATE_FILES:
+        name = pattern.replace("*", session_str)
+        try:
+            data = Path(staging_dir, name).read_bytes()
+        except OSError:
+            continue
+        if not _whole(name, data):
+            continue  # not complete: keep the previous backup
+        with contextlib.suppress(OSError):  # a full disk: the previous backup stays whole
+            store.write_bytes(f"{TUNE_STATE_BACKUP}/{name}", data)
 
 
 def repair_tune_state(store: StudyDir) -> list[str]:
-    """Replace each unreadable experiment state in Tune's folder by its backup; return their
-    names. One without a backup is a ``UserError``: that study cannot be resumed."""
+    """Replace each unreadable state file in Tune's folder by its backup; return their names.
+    One without a backup is a ``UserError``: that study cannot be resumed."""
     repaired = []
     for name in store.list_dir(TUNE_DIR):
-        if not fnmatch.fnmatch(name, "experiment_state-*.json"):
+        if not any(fnmatch.fnmatch(name, pattern) for pattern in STATE_FILES):
             continue
         try:
-            json.loads(store.read_bytes(f"{TUNE_DIR}/{name}"))
-            continue
-        except (OSError, ValueError):
+            if _whole(name, store.read_bytes(f"{TUNE_DIR}/{name}")):
+                continue
+        except OSError:
             pass
         backup = f"{TUNE_STATE_BACKUP}/{name}"
         if not store.has(backup):
