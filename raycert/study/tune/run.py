@@ -33,13 +33,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from raycert import interrupts
 from raycert.data import dataset_info, load
@@ -48,21 +46,14 @@ from raycert.files import out_of_space
 from raycert.interrupts import Interrupted
 from raycert.spec import StudySpec
 from raycert.study.policy.budget import Clock
-from raycert.study.policy.fidelity import accuracy_margin
 from raycert.study.policy.plan import StudyRequest, check_resumable, plan, resolve_paths
-from raycert.study.policy.polish import polished
-from raycert.study.policy.search import SearchPlan
 from raycert.study.tune import cluster, failures, logs, outcome
+from raycert.study.tune.driver import Driver
 from raycert.study.tune.lock import StudyLock
 from raycert.study.tune.outcome import StudyResult
 from raycert.study.tune.running import RunningStudy, lend
-from raycert.study.tune.searcher import ConstrainedOptunaSearch
-from raycert.study.tune.space import MethodSpace
-from raycert.study.tune.state import point_search_state, repair_tune_state, saved_trial_ids
-from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.storage import check_storage, cluster_warning
-from raycert.study.tune.trial import TrialSetup, train_trial
-from raycert.study.tune.trials import TrialsWriter
+from raycert.study.tune.tuner import build_tuner
 from raycert.studyfolder import (
     STUDY_JSON,
     TUNE_DIR,
@@ -71,36 +62,14 @@ from raycert.studyfolder import (
     StudyMeta,
     TrialError,
     TrialResources,
-    fail_stale_trials,
-    journal_storage,
     optuna_numbers,
     read_meta,
-    read_trials,
     repair_journal,
     write_meta,
 )
 from raycert.units import format_duration
 
 __all__ = ["StudyRequest", "StudyResult", "run_study"]  # from policy.plan and outcome
-
-
-@dataclass
-class Driver:
-    """One driver's study: what was asked, the spec, study.json's record (``meta``, updated as
-    the study runs), its folder, what an earlier driver recorded (``saved``, when resuming),
-    and the ``time.monotonic()`` the study's clock counts from (this driver's start, less the
-    time earlier drivers spent)."""
-
-    request: StudyRequest
-    spec: StudySpec
-    meta: StudyMeta
-    store: StudyDir
-    saved: StudyMeta | None
-    origin: float
-
-    def spend(self) -> None:
-        """Record the study's time so far in ``meta`` (written with it)."""
-        self.meta.spent_s = time.monotonic() - self.origin
 
 
 def run_study(
@@ -215,7 +184,7 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
             clock = _clock(driver, res)
             if progress:
                 print(_start_line(store, meta, res), file=sys.stderr, flush=True)
-            tuner = _tuner(driver, res, trainable, progress)
+            tuner = build_tuner(driver, res, trainable, progress)
         signalled = _fit(driver, tuner, clock)
         budget_spent = clock is not None and not clock.fits()
         data_dir = driver.request.data_dir
@@ -341,122 +310,6 @@ def _trial_number(store: StudyDir, name: str, trial_id: str) -> int | str:
     return optuna_numbers(store, name).get(trial_id, trial_id)
 
 
-def _tuner(
-    driver: Driver, res: cluster.Resources, trainable: Callable | None, progress: bool
-) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored when resuming and Tune saved trials (with
-    more trials to run if the study now asks for more than it did, or lost some)."""
-    store, meta, saved = driver.store, driver.meta, driver.saved
-    path = f"{store.uri}/{TUNE_DIR}"
-    restore = False
-    if saved is not None and tune.Tuner.can_restore(path):
-        repair_tune_state(store)
-        known = saved_trial_ids(store)
-        # Tune cannot restore a state without trials (a budget that ended before the first);
-        # Optuna trials asked after Tune's last saved state never finish in the restored run.
-        restore = bool(known)
-        fail_stale_trials(store, meta.name, keep=known)
-    if trainable is None:
-        setup = TrialSetup(
-            store.uri,
-            meta.base_config,
-            driver.request.data_dir,
-            res.gpus_per_trial,
-            min(meta.targets),
-            finished=outcome.finished_runs(store, meta.targets) if restore else {},
-            attack=meta.attack,
-            polish=meta.polish or {},
-        )
-        trainable = tune.with_parameters(train_trial, setup=setup)
-    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
-    trainable = tune.with_resources(trainable, resources)
-    if not restore:
-        return _new_tuner(driver, res, trainable, progress)
-    point_search_state(store, meta.trials_requested, kept=known | _table_ids(store, meta))
-    # A study a trial's UserError stopped gives its failed trials another go.
-    stopped = saved.status == "stopped"
-    return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
-
-
-def _table_ids(store: StudyDir, meta: StudyMeta) -> set[str]:
-    """The Tune trial ids the trials table holds (none before it exists)."""
-    try:
-        return {str(trial_id) for trial_id in read_trials(store, meta.targets)["trial_id"]}
-    except UserError:
-        return set()
-
-
-def _new_tuner(
-    driver: Driver, res: cluster.Resources, trainable: Any, progress: bool
-) -> tune.Tuner:
-    """A Tuner for a new study: the constrained searcher, ASHA where the spec asks for it, the
-    trials table's writer, the stop on a user's mistake and the budget's stopper."""
-    spec, meta, store = driver.spec, driver.meta, driver.store
-    scheduler = None
-    if spec.asha:
-        scheduler = ASHAScheduler(
-            metric="sched_score",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=spec.base.epochs,
-            grace_period=min(spec.grace_period, spec.base.epochs),
-        )
-    writer = TrialsWriter(meta.targets, meta.trial_params())
-    writer.progress = progress
-    writer.epochs = spec.base.epochs
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=_searcher(driver),
-            scheduler=scheduler,
-            num_samples=meta.trials_requested,
-            max_concurrent_trials=res.concurrency,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=store.uri,
-            failure_config=tune.FailureConfig(max_failures=1),
-            # Two, not one: Tune copies its state into the study folder behind the trials, so a
-            # driver killed mid-copy can leave a state naming the previous checkpoint.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[writer, failures.StopOnUserError()],
-            stop=BudgetStopper(spec.base.epochs),
-            verbose=0,
-        ),
-    )
-
-
-def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
-    """Optuna on the study's journal: single-objective ACR for one target, (clean accuracy,
-    ACR) for several, constrained at the lowest target; each trial draws its method, then that
-    method's knobs (``MethodSpace``); the recipes and the spec's starts first."""
-    spec, meta = driver.spec, driver.meta
-    several = len(meta.targets) > 1
-    polish_epochs = None if meta.polish is None else polished(spec.base, meta.polish).epochs
-    return ConstrainedOptunaSearch(
-        space=MethodSpace(spec),
-        metric=["clean_acc", "acr"] if several else "acr",
-        mode=["max", "max"] if several else "max",
-        sampler=_sampler(spec.sampler, driver.request.seed),
-        study_name=meta.name,
-        storage=journal_storage(driver.store),
-        min_value=min(meta.targets),
-        plan=SearchPlan(
-            min_target=min(meta.targets),
-            margin=accuracy_margin(min(meta.targets), _val_size(spec)),
-            rungs=spec.rungs,
-            eta=spec.eta,
-            epochs=spec.base.epochs,
-            polish_epochs=polish_epochs,
-        ),
-        # Trial 0: the preset's own configuration, then the other methods' recipes and the
-        # spec's starts (at the top rung);
-        # a study that ran none before has them waiting in its journal already.
-        points_to_evaluate=None if driver.saved is not None else spec.known_points or None,
-    )
-
-
 def _start_line(store: StudyDir, meta: StudyMeta, res: cluster.Resources) -> str:
     """What the study is about to do, in one line."""
     each = f"{res.cpus_per_trial:g} CPU"
@@ -468,16 +321,3 @@ def _start_line(store: StudyDir, meta: StudyMeta, res: cluster.Resources) -> str
         if meta.spent_s:
             line += f" ({format_duration(meta.spent_s)} spent before)"
     return line + "; Ctrl-C stops it, --resume continues it"
-
-
-def _val_size(spec: StudySpec) -> int:
-    """Validation images behind a trial's accuracy."""
-    size = dataset_info(spec.base.dataset).val_size
-    return size if spec.base.val_limit is None else min(size, spec.base.val_limit)
-
-
-def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The spec's Optuna sampler: TPE, or random search (a baseline for benchmarks)."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
