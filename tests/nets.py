@@ -96,3 +96,18 @@ def named_bounds(net, x, y, found, stage: int, rows, cap: float, tol: float) -> 
             tol,
         )
     return bounds.min(dim=1).values
+
+
+CLASSES = 4  # of net_and_batch's nets
+
+
+def net_and_batch(seed: int = 1, conv_layers: int = 2, batch: int = 16):
+    """A float64 train-mode net (Normalize, Conv2d, BatchNorm, AvgPool, ReLU, Linear) and a
+    batch with pixels at 0 and 1 too."""
+    net = random_net(seed, channels=2, size=6, num_classes=CLASSES, conv_layers=conv_layers)
+    net.train()
+    gen = torch.Generator().manual_seed(seed + 100)
+    x = torch.rand(batch, 2, 6, 6, generator=gen, dtype=torch.float64)
+    x = torch.where(x < 0.15, 0.0, torch.where(x > 0.85, 1.0, x))
+    y = torch.randint(0, CLASSES, (batch,), generator=gen)
+    return net, x, y
