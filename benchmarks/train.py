@@ -18,14 +18,15 @@ import torch
 from raycert.data import dataset_info, load
 from raycert.training.config import TrainConfig
 from raycert.training.loop import new_model, train_step
-from raycert.training.methods import METHOD_SPECS
+from raycert.training.methods import METHOD_SPECS, StepInput
 
 
 def step(model, optimizer, method: str, x, y, eps: float, cfg: TrainConfig) -> torch.Tensor:
     """The trainer's own step of ``method`` at ``eps``, mid-ramp (half the regularizer weight);
     the summed training radius of the batch."""
     spec = METHOD_SPECS[method]
-    taken = train_step(model, optimizer, spec.loss, x, y, eps, cfg.reg_weight / 2, cfg, seed=0)
+    step = StepInput(x, y, eps, cfg.reg_weight / 2, seed=0)
+    taken = train_step(model, optimizer, spec.loss, step, cfg)
     assert taken is not None, f"{method} diverged"
     return taken[1]["radius"]
 

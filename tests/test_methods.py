@@ -23,7 +23,7 @@ from raycert.spec import load_preset
 from raycert.training.config import METHODS, TrainConfig
 from raycert.training.evaluation import certify_run
 from raycert.training.loop import train
-from raycert.training.methods import METHOD_SPECS
+from raycert.training.methods import METHOD_SPECS, StepInput
 from raycert.training.methods.crown_ibp import crown_ibp_beta
 
 BOUND_METHODS = ("mtl-ibp", "sabr", "crown-ibp")
@@ -40,7 +40,7 @@ def config(**changes) -> TrainConfig:
 def step(method: str, net: nn.Sequential, x, y, eps: float, cfg, reg_weight: float, seed=7):
     """The loss of ``method`` on a copy of ``net``, its gradient per parameter, and its stats."""
     model = copy.deepcopy(net)
-    loss, stats = METHOD_SPECS[method].loss(model, x, y, eps, cfg, reg_weight, seed)
+    loss, stats = METHOD_SPECS[method].loss(model, StepInput(x, y, eps, reg_weight, seed), cfg)
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     return loss.detach(), grads, stats
@@ -188,7 +188,7 @@ def test_each_method_reads_exactly_the_knobs_its_spec_declares():
         for adaptive in [None] if spec.adaptive != "option" else [False, True]:
             # mid-ramp, regularizers on, every mix strictly inside its ends: every branch runs
             recorder = Recorder(config(adaptive=adaptive, mtl_alpha=0.5, kappa=0.1))
-            spec.loss(copy.deepcopy(net), x, y, 0.05, recorder, 0.3, 0)
+            spec.loss(copy.deepcopy(net), StepInput(x, y, 0.05, 0.3, 0), recorder)
             declared = set(spec.fields(adaptive))
             # reg_weight reaches the loss scheduled by the trainer, as its argument
             assert (recorder.read & knobs) | ({"reg_weight"} & declared) == declared, name

@@ -22,6 +22,7 @@ from raycert.training.evaluation import certify_run, resolve_device
 from raycert.training.loop import new_model, train
 from raycert.training.methods import (
     METHOD_SPECS,
+    StepInput,
     adaptive_radii,
     ibp_regularizers,
     robust_cross_entropy,
@@ -185,7 +186,7 @@ def test_every_configurable_method_has_a_loss_that_keeps_the_trainer_contract(me
     cfg = tiny(method=method).resolve()
     model = new_model(cfg).train()
     x, y = batch(128)
-    loss, stats = METHOD_SPECS[method].loss(model, x, y, 0.05, cfg, 0.25, 0)
+    loss, stats = METHOD_SPECS[method].loss(model, StepInput(x, y, 0.05, 0.25, 0), cfg)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())

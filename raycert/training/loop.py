@@ -36,7 +36,7 @@ from raycert.data import augment, dataset_info, load
 from raycert.errors import UserError
 from raycert.training.config import TrainConfig
 from raycert.training.evaluation import SPLIT_SEED, evaluate_val, resolve_device
-from raycert.training.methods import METHOD_SPECS, LossFn, Stats, l1_penalty
+from raycert.training.methods import METHOD_SPECS, LossFn, Stats, StepInput, l1_penalty
 from raycert.training.rundir import (
     Metrics,
     load_run,
@@ -242,7 +242,7 @@ def train_epoch(
         reg_weight = regularizer_weight(step, steps_per_epoch, eps, cfg)
         lr = optimizer.param_groups[0]["lr"]
         seed = _step_seed(cfg.seed, epoch, batch)
-        taken = train_step(model, optimizer, loss_fn, x, y, eps, reg_weight, cfg, seed)
+        taken = train_step(model, optimizer, loss_fn, StepInput(x, y, eps, reg_weight, seed), cfg)
         if taken is None:
             return f"non-finite loss or gradient at epoch {epoch + 1}, batch {batch + 1}"
         loss, stats = taken
@@ -264,21 +264,17 @@ def train_step(
     model: nn.Sequential,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    reg_weight: float,
+    step: StepInput,
     cfg: TrainConfig,
-    seed: int,
 ) -> tuple[Tensor, Stats] | None:
-    """One optimizer step on the batch ``x`` (in [0, 1]), ``y`` at radius ``eps_pixel``, with
-    ``seed`` for the step's random draws (an attack's random start).
+    """One optimizer step on ``step`` (its batch, scheduled radius, regularizer weight and the
+    seed of its random draws).
 
     The method's loss plus ``cfg.l1`` times the L1 penalty, backward, the gradient clipped to
     L2 norm ``cfg.grad_clip`` (0: not clipped), then the step. Returns the detached loss and the
     method's batch stats, or ``None`` (and no step) when the loss or gradient is not finite.
     """
-    loss, stats = loss_fn(model, x, y, eps_pixel, cfg, reg_weight, seed)
+    loss, stats = loss_fn(model, step, cfg)
     if cfg.l1 > 0:
         loss = loss + cfg.l1 * l1_penalty(model)
     optimizer.zero_grad(set_to_none=True)

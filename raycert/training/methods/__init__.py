@@ -1,7 +1,8 @@
 """The training methods: what each one is, in one table (``METHOD_SPECS``).
 
-Every method's loss has the signature ``loss(model, x, y, eps_pixel, cfg, reg_weight, seed)
--> (loss, stats)`` (``LossFn``) and does exactly one clean forward, whose BatchNorm batch
+Every method's loss has the signature ``loss(model, step, cfg) -> (loss, stats)`` (``LossFn``;
+``step`` a ``StepInput``: the batch, the scheduled radius, the regularizers' weight and the
+seed) and does exactly one clean forward, whose BatchNorm batch
 statistics every bound and attack of the step reuses (``raycert.training.methods.batch``).
 ``stats`` holds detached per-batch sums (``correct``, ``radius``) that the trainer adds up
 without a device sync. One module per method says which reference it follows and where it
@@ -18,7 +19,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from raycert.training.config import METHODS
-from raycert.training.methods.batch import MIN_REG_EPS, LossFn, Stats, adaptive_radii
+from raycert.training.methods.batch import (
+    MIN_REG_EPS,
+    LossFn,
+    Stats,
+    StepInput,
+    adaptive_radii,
+)
 from raycert.training.methods.crown_ibp import crown_ibp_loss
 from raycert.training.methods.interval import acert_loss, ibp_loss
 from raycert.training.methods.mtl_ibp import mtl_ibp_loss
@@ -30,6 +37,7 @@ __all__ = [
     "METHOD_SPECS",
     "MIN_REG_EPS",
     "LossFn",
+    "StepInput",
     "MethodSpec",
     "Stats",
     "adaptive_radii",

@@ -33,11 +33,23 @@ from raycert.training.methods.terms import regularizer
 MIN_REG_EPS = 1e-6
 
 Stats = dict[str, Tensor]
-# ``loss(model, x, y, eps_pixel, cfg, reg_weight, seed) -> (loss, stats)``: ``seed`` seeds the
-# step's random draws (an attack's random start), so a resumed run replays the same steps.
-LossFn = Callable[
-    [nn.Sequential, Tensor, Tensor, float, TrainConfig, float, int], tuple[Tensor, Stats]
-]
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """What one training step trains on: images ``x`` (pixels in [0, 1]) and labels ``y``, the
+    scheduled radius ``eps_pixel``, the regularizers' weight now, and the ``seed`` of the
+    step's random draws (an attack's random start), so a resumed run replays the same steps."""
+
+    x: Tensor
+    y: Tensor
+    eps_pixel: float
+    reg_weight: float
+    seed: int
+
+
+# ``loss(model, step, cfg) -> (loss, stats)``
+LossFn = Callable[[nn.Sequential, StepInput, TrainConfig], tuple[Tensor, Stats]]
 
 
 @dataclass

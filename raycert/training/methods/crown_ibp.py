@@ -26,6 +26,7 @@ from raycert.cert.linear import crown_ibp_training_bounds
 from raycert.training.config import TrainConfig
 from raycert.training.methods.batch import (
     Stats,
+    StepInput,
     batch_stats,
     clean_batch,
     training_radii,
@@ -45,17 +46,10 @@ def crown_ibp_beta(eps_pixel: float, cfg: TrainConfig) -> float:
     return 1.0 - (1.0 - cfg.crown_ibp_final_beta) * progress
 
 
-def crown_ibp_loss(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    seed: int,
-) -> tuple[Tensor, Stats]:
+def crown_ibp_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[Tensor, Stats]:
     """``(1 - kappa) robust CE + kappa CE`` on ``beta * CROWN-IBP + (1 - beta) * IBP`` margin
     bounds, plus the regularizers; at beta 0 exactly ``ibp``'s loss. ``seed`` is unused."""
+    x, y, eps_pixel, reg_weight = step.x, step.y, step.eps_pixel, step.reg_weight
     batch = clean_batch(model, x, y)
     if eps_pixel == 0:
         return warmup_loss(model, batch, cfg, reg_weight), batch_stats(batch, 0.0)

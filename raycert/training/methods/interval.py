@@ -14,6 +14,7 @@ from raycert.training.config import TrainConfig
 from raycert.training.methods.batch import (
     CleanBatch,
     Stats,
+    StepInput,
     batch_stats,
     clean_batch,
     training_radii,
@@ -40,18 +41,12 @@ def interval_loss(
 
 
 def _interval_method(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    *,
-    adaptive: bool,
+    model: nn.Sequential, step: StepInput, cfg: TrainConfig, *, adaptive: bool
 ) -> tuple[Tensor, Stats]:
-    """The IBP loss at ``eps_pixel`` for every sample, or (``adaptive``) at each sample's
-    certified radius capped by ``eps_pixel``."""
-    batch = clean_batch(model, x, y)
+    """The IBP loss at the scheduled radius for every sample, or (``adaptive``) at each
+    sample's certified radius capped by it."""
+    x, eps_pixel, reg_weight = step.x, step.eps_pixel, step.reg_weight
+    batch = clean_batch(model, x, step.y)
     if eps_pixel == 0:
         return warmup_loss(model, batch, cfg, reg_weight), batch_stats(batch, 0.0)
     radii = training_radii(model, batch, eps_pixel, cfg, reg_weight, adaptive=adaptive)
@@ -59,33 +54,17 @@ def _interval_method(
     return loss, batch_stats(batch, radii.total)
 
 
-def ibp_loss(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    seed: int,
-) -> tuple[Tensor, Stats]:
+def ibp_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[Tensor, Stats]:
     """IBP training at the scheduled radius (Shi et al. 2021; the FastIBP baseline of ACERT).
 
     ``(1 - kappa) robust CE + kappa CE`` at ``eps_pixel``, plus ``reg_weight`` times the
     regularizers. At eps 0 the loss is plain CE (plus the regularizers on a ``MIN_REG_EPS`` box
     while they run); with ``reg_weight`` 0 too, no bound is computed at all. ``seed`` is unused.
     """
-    return _interval_method(model, x, y, eps_pixel, cfg, reg_weight, adaptive=False)
+    return _interval_method(model, step, cfg, adaptive=False)
 
 
-def acert_loss(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    seed: int,
-) -> tuple[Tensor, Stats]:
+def acert_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[Tensor, Stats]:
     """ACERT: as ``ibp_loss``, but each sample's radius is its certified radius, capped by the
     scheduled ``eps_pixel``.
 
@@ -94,4 +73,4 @@ def acert_loss(
     the loss uses is at least ``MIN_REG_EPS`` (ACERT's ``reg_clip_with_robust``);
     ``stats["radius"]`` sums the certified radii themselves.
     """
-    return _interval_method(model, x, y, eps_pixel, cfg, reg_weight, adaptive=True)
+    return _interval_method(model, step, cfg, adaptive=True)

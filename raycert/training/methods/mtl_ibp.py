@@ -24,6 +24,7 @@ from raycert.cert.bounds import margins_from_pass, propagate
 from raycert.training.config import TrainConfig
 from raycert.training.methods.batch import (
     Stats,
+    StepInput,
     attack_point,
     batch_function,
     batch_stats,
@@ -34,20 +35,13 @@ from raycert.training.methods.batch import (
 from raycert.training.methods.terms import regularizer, robust_cross_entropy
 
 
-def mtl_ibp_loss(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    seed: int,
-) -> tuple[Tensor, Stats]:
+def mtl_ibp_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[Tensor, Stats]:
     """``mtl_alpha * IBP robust CE + (1 - mtl_alpha) * CE(attack point)`` plus the regularizers.
 
     At alpha 1 no attack runs and the loss is ``ibp``'s (at kappa 0); at alpha 0 with the
     regularizers off no bound is computed and the loss is PGD training's.
     """
+    x, y, eps_pixel, reg_weight = step.x, step.y, step.eps_pixel, step.reg_weight
     batch = clean_batch(model, x, y)
     if eps_pixel == 0:
         return warmup_loss(model, batch, cfg, reg_weight), batch_stats(batch, 0.0)
@@ -62,7 +56,7 @@ def mtl_ibp_loss(
             loss = alpha * robust_cross_entropy(margins_from_pass(model[-1], box, y))
         loss = loss + regularizer(model, box, x, radii.eps, cfg, reg_weight)
     if alpha < 1:
-        adv = attack_point(model, batch, radii.eps, cfg, seed)
+        adv = attack_point(model, batch, radii.eps, cfg, step.seed)
         adv_ce = F.cross_entropy(batch_function(model, batch.bn_stats)(adv), y)
         loss = loss + (1 - alpha) * adv_ce
     return loss, batch_stats(batch, radii.total)

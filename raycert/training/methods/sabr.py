@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from raycert.training.config import TrainConfig
 from raycert.training.methods.batch import (
     Stats,
+    StepInput,
     attack_point,
     batch_stats,
     clean_batch,
@@ -50,25 +51,18 @@ def small_box(
     return torch.maximum(middle - half, lower), torch.minimum(middle + half, upper)
 
 
-def sabr_loss(
-    model: nn.Sequential,
-    x: Tensor,
-    y: Tensor,
-    eps_pixel: float,
-    cfg: TrainConfig,
-    reg_weight: float,
-    seed: int,
-) -> tuple[Tensor, Stats]:
+def sabr_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[Tensor, Stats]:
     """``(1 - kappa) robust CE + kappa CE`` over the ``sabr_lambda * eps`` box around the attack
     point, plus the regularizers on that box."""
-    batch = clean_batch(model, x, y)
+    x, eps_pixel, reg_weight = step.x, step.eps_pixel, step.reg_weight
+    batch = clean_batch(model, x, step.y)
     if eps_pixel == 0:
         return warmup_loss(model, batch, cfg, reg_weight), batch_stats(batch, 0.0)
     radii = training_radii(model, batch, eps_pixel, cfg, reg_weight, adaptive=bool(cfg.adaptive))
     if cfg.sabr_lambda >= 1:  # the whole eps-box, wherever the attack would land
         loss = interval_loss(model, batch, x, radii.eps, cfg, reg_weight)
     else:
-        point = attack_point(model, batch, radii.eps, cfg, seed)
+        point = attack_point(model, batch, radii.eps, cfg, step.seed)
         lower, upper = small_box(x, point, radii.eps, cfg.sabr_lambda)
         center, radius = (upper + lower) / 2, (upper - lower) / 2
         loss = interval_loss(model, batch, center, radius, cfg, reg_weight)
