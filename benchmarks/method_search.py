@@ -25,17 +25,14 @@ x 20 minutes by default.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
-from search import hypervolume, test_front  # benchmarks/search.py, beside this script
+from search import TARGETS, compare, study_row  # benchmarks/search.py, beside this script
 
-from raycert.data import resolve_root
 from raycert.study.tune.run import StudyRequest, run_study
 from raycert.units import parse_duration
 
-TARGETS = (0.95, 0.9)
 STRATEGIES = {"acert": "acert", "all": "all"}  # strategy -> --method
 
 
@@ -64,22 +61,15 @@ def run_strategy(
 ) -> dict:
     """One study of ``strategy``: its row of the table."""
     result = run_study(request_for(strategy, seed, budget, out, data_dir), progress=False)
-    counts = result.meta.trial_counts
-    row = {"strategy": strategy, "seed": seed, "trials": sum(counts.values())}
-    row["completed"] = counts.get("completed", 0)
-    row["minutes"] = result.meta.spent_s / 60
+    row = study_row(result, strategy, seed, data_dir, test_limit)
     table = pd.read_csv(Path(result.study_dir) / "trials.csv")
     one = pd.Series([result.meta.method] * len(table))  # a study of one method
     methods = table.get("param.method", one)
     row["per method"] = " ".join(f"{m}:{n}" for m, n in methods.value_counts().items())
-    chosen = {t.target: t for t in result.targets}
-    for target in TARGETS:
-        won = chosen[target] if chosen[target].met else None
-        test = won.test if won else None
-        row[f"method@{target}"] = won.params.get("method", result.meta.method) if won else "-"
-        row[f"clean@{target}"] = test["clean_acc"] if test else float("nan")
-        row[f"acr%@{target}"] = test["acr_pct"] if test else float("nan")
-    row["hypervolume"] = hypervolume(test_front(Path(result.study_dir), data_dir, test_limit))
+    for chosen in result.targets:
+        row[f"method@{chosen.target}"] = (
+            chosen.params.get("method", result.meta.method) if chosen.met else "-"
+        )
     return row
 
 
@@ -92,25 +82,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/method-search"))
     parser.add_argument("--test-limit", type=int, default=2000)
     args = parser.parse_args()
-    parse_duration(args.budget)  # a bad budget fails before any study runs
-    data_dir = str(resolve_root(args.data_dir))
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            row = run_strategy(strategy, seed, args.budget, out, data_dir, args.test_limit)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    table = pd.DataFrame(rows)
-    if "acert" in args.strategies:
-        anchor = table[table["strategy"] == "acert"].set_index("seed")["hypervolume"]
-        table["hv / acert"] = table["hypervolume"] / table["seed"].map(anchor)
-    table.to_csv(out / "method_search.csv", index=False)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    columns = [c for c in ("hypervolume", "hv / acert", "minutes") if c in table]
-    means = table.groupby("strategy")[columns].mean()
-    print("\nmeans over seeds\n" + means.to_string(float_format=lambda v: f"{v:.4g}"))
+    compare(args, run_strategy, anchor="acert", csv="method_search.csv")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import pandas as pd
 
 from raycert.data import resolve_root
 from raycert.spec import PRESETS_DIR
-from raycert.study.tune.run import StudyRequest, run_study
+from raycert.study.tune.run import StudyRequest, StudyResult, run_study
 from raycert.training.evaluation import certify_run
 from raycert.units import parse_duration
 
@@ -142,7 +142,14 @@ def run_strategy(
         spec=str(spec),
         download=False,
     )
-    result = run_study(request, progress=False)
+    return study_row(run_study(request, progress=False), strategy, seed, data_dir, test_limit)
+
+
+def study_row(
+    result: StudyResult, strategy: str, seed: int, data_dir: str, test_limit: int
+) -> dict:
+    """A finished study's row: its trials, minutes, each target's test clean accuracy and ACR
+    (% of cap), and the hypervolume of its val front on the test split."""
     counts = result.meta.trial_counts
     row = {"strategy": strategy, "seed": seed, "trials": sum(counts.values())}
     row["completed"] = counts.get("completed", 0)
@@ -152,8 +159,7 @@ def run_strategy(
         test = chosen[target].test if chosen[target].met else None
         row[f"clean@{target}"] = test["clean_acc"] if test else float("nan")
         row[f"acr%@{target}"] = test["acr_pct"] if test else float("nan")
-    front = test_front(Path(result.study_dir), data_dir, test_limit)
-    row["hypervolume"] = hypervolume(front)
+    row["hypervolume"] = hypervolume(test_front(Path(result.study_dir), data_dir, test_limit))
     return row
 
 
@@ -168,6 +174,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("--test-limit", type=int, default=2000)
     args = parser.parse_args()
+    compare(args, run_strategy, anchor="tpe", csv="search.csv")
+
+
+def compare(args: argparse.Namespace, run_strategy, anchor: str, csv: str) -> None:
+    """Run every strategy for every seed (``args``: budget, seeds, strategies, data_dir, out,
+    test_limit), print each row as it comes, then the table with each hypervolume over the
+    ``anchor`` strategy's of the same seed and the means over seeds; write it to ``csv``."""
     parse_duration(args.budget)  # a bad budget fails before any study runs
     data_dir = str(resolve_root(args.data_dir))
     out = args.out.resolve()
@@ -179,11 +192,14 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
-    anchor = table[table["strategy"] == "tpe"].set_index("seed")["hypervolume"]
-    table["hv / tpe"] = table["hypervolume"] / table["seed"].map(anchor)
-    table.to_csv(out / "search.csv", index=False)
+    ratio = f"hv / {anchor}"
+    if anchor in args.strategies:
+        base = table[table["strategy"] == anchor].set_index("seed")["hypervolume"]
+        table[ratio] = table["hypervolume"] / table["seed"].map(base)
+    table.to_csv(out / csv, index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    means = table.groupby("strategy")[["hypervolume", "hv / tpe", "minutes"]].mean()
+    columns = [c for c in ("hypervolume", ratio, "minutes") if c in table]
+    means = table.groupby("strategy")[columns].mean()
     print("\nmeans over seeds\n" + means.to_string(float_format=lambda v: f"{v:.4g}"))
 
 
