@@ -179,7 +179,8 @@ def _run_on_ray(driver: Driver, trainable: Callable | None, progress: bool) -> S
         # the set-up's libraries turn an interrupt in their imports into other errors.
         with interrupts.held():
             owned = cluster.connect(driver.request.address)
-            ours.note()
+            if owned:
+                ours.note()
             res = _resources(driver)
             clock = _clock(driver, res)
             if progress:
