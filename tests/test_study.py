@@ -376,7 +376,8 @@ def test_a_study_on_a_storage_uri_keeps_the_same_layout(ray_local, tmp_path, mon
 
 def test_a_truncated_tune_state_is_restored_from_its_backup(smoke_study):
     """Tune copies its state into the study folder without a rename: a driver killed mid-copy
-    leaves it truncated. The searcher keeps a whole copy, and resume puts it back."""
+    leaves it truncated. The searcher keeps a whole copy, and resume puts back the whole set,
+    so the experiment and the search state are of one snapshot."""
     _, _, study_dir = smoke_study
     store = StudyDir(str(study_dir.parent), study_dir.name)
     (state,) = (study_dir / TUNE_DIR).glob("experiment_state-*.json")
@@ -385,7 +386,9 @@ def test_a_truncated_tune_state_is_restored_from_its_backup(smoke_study):
     assert repair_tune_state(store) == []  # nothing to repair in a whole state
     intact = state.read_bytes()
     state.write_bytes(intact[: len(intact) // 3])
-    assert repair_tune_state(store) == [state.name]
+    backups = sorted(p.name for p in (study_dir / TUNE_STATE_BACKUP).iterdir())
+    assert state.name in backups and len(backups) > 1
+    assert sorted(repair_tune_state(store)) == backups
     assert json.loads(state.read_text())["trial_data"]
     state.write_bytes(b"")
     backup.unlink()

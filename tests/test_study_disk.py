@@ -1,8 +1,9 @@
-"""A disk that fills up under a running study stops it cleanly: exit 2, one line, the lock
-released. (That ``--resume`` then finishes it is not yet reliable: issue 24's note.)"""
+"""A disk that fills up under a running study stops it cleanly (exit 2, one line, the lock
+released), and once there is room again ``--resume`` finishes it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_full_disk_stops_the_study_in_one_line_and_releases_its_lock(small_disk):
+def test_a_full_disk_stops_the_study_in_one_line_and_resume_then_finishes_it(small_disk):
     command = [sys.executable, "-m", "raycert.cli", "study", *ARGS]
     study = subprocess.Popen(
         command, cwd=small_disk, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -53,3 +54,11 @@ def test_a_full_disk_stops_the_study_in_one_line_and_releases_its_lock(small_dis
     last = [line for line in err.splitlines() if line.strip()][-1]
     assert last.startswith("error: no space left") and last.endswith("with --resume"), last
     assert not (small_disk / "st" / ".full.lock").exists()
+
+    (small_disk / "filler").unlink()
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=small_disk, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    meta = json.loads((small_disk / "st" / "full" / "study.json").read_text())
+    assert meta["status"] == "finished" and meta["trial_counts"]["completed"] == 6, meta

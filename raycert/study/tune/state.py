@@ -65,42 +65,58 @@ def back_up_tune_state(store: StudyDir, staging_dir: str, session_str: str) -> N
 
 
 def repair_tune_state(store: StudyDir) -> list[str]:
-    """Replace each unreadable state file in Tune's folder by its backup; return their names.
-    One without a backup is a ``UserError``: that study cannot be resumed."""
-    repaired = []
-    for name in store.list_dir(TUNE_DIR):
-        if not any(fnmatch.fnmatch(name, pattern) for pattern in STATE_FILES):
-            continue
-        try:
-            if _whole(name, store.read_bytes(f"{TUNE_DIR}/{name}")):
-                continue
-        except OSError:
-            pass
-        backup = f"{TUNE_STATE_BACKUP}/{name}"
-        if not store.has(backup):
+    """When a state file in Tune's folder is unreadable, put back every state file that has a
+    backup, so the resume reads one snapshot; return the names put back. An unreadable file
+    without a backup is a ``UserError``: that study cannot be resumed."""
+    names = [
+        name
+        for name in store.list_dir(TUNE_DIR)
+        if any(fnmatch.fnmatch(name, pattern) for pattern in STATE_FILES)
+    ]
+    unreadable = [name for name in names if not _readable(store, f"{TUNE_DIR}/{name}")]
+    if not unreadable:
+        return []
+    for name in unreadable:
+        if not store.has(f"{TUNE_STATE_BACKUP}/{name}"):
             raise UserError(
-                f"Ray Tune's state {store.uri}/{TUNE_DIR}/{name} is unreadable and has no backup;"
-                " run the study again under another --name"
+                f"Ray Tune's state {store.uri}/{TUNE_DIR}/{name} is unreadable and has no "
+                "backup; run the study again under another --name"
             )
-        store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
-        repaired.append(name)
+    repaired = []
+    for name in names:
+        backup = f"{TUNE_STATE_BACKUP}/{name}"
+        if store.has(backup):
+            store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(backup))
+            repaired.append(name)
     return repaired
 
 
-def saved_trial_ids(store: StudyDir) -> set[str]:
-    """The ids of the trials in Tune's newest saved experiment state (the ones a restore
-    resumes; none when there is no state). Call it after ``repair_tune_state``."""
+def _readable(store: StudyDir, rel: str) -> bool:
+    try:
+        return _whole(rel.rsplit("/", 1)[-1], store.read_bytes(rel))
+    except OSError:
+        return False
+
+
+def saved_trials(store: StudyDir) -> dict[str, str]:
+    """Each trial of Tune's newest saved experiment state (the ones a restore resumes; none
+    when there is no state) by id, with its status (``RUNNING``, ``TERMINATED``, ...). Call it
+    after ``repair_tune_state``."""
     names = sorted(
         n for n in store.list_dir(TUNE_DIR) if fnmatch.fnmatch(n, "experiment_state-*.json")
     )
     if not names:
-        return set()
+        return {}
     state = json.loads(store.read_bytes(f"{TUNE_DIR}/{names[-1]}"))
-    return {json.loads(trial)["trial_id"] for trial, _ in state.get("trial_data", [])}
+    trials = (json.loads(trial) for trial, _ in state.get("trial_data", []))
+    return {trial["trial_id"]: trial["status"] for trial in trials}
 
 
 def point_search_state(
-    store: StudyDir, total_trials: int | None = None, kept: Collection[str] | None = None
+    store: StudyDir,
+    total_trials: int | None = None,
+    kept: Collection[str] | None = None,
+    live: Collection[str] | None = None,
 ) -> None:
     """Point Tune's saved search state at the study folder where it lies now and, with
     ``total_trials``, set its trial budget to that, plus the trials it created that are not
@@ -108,6 +124,11 @@ def point_search_state(
     file, not from the restored Tuner's settings: new trials would otherwise be written where
     the folder was when it was saved, and no more than its old budget sampled). The searcher
     and its Optuna journal carry on as they were.
+
+    With ``live``, the trials the restored run goes on with, the concurrency limit counts
+    those as running. A search state saved after the experiment state (the last save cut short
+    by a killed driver or a full disk) counts trials the restored run never ends, and would
+    hold back every new one.
 
     Tune restores the searcher from a local staging folder named after the run's start time,
     which every copy of a study shares: what another copy left there in this Ray session is
@@ -133,6 +154,9 @@ def point_search_state(
         # its last snapshot, then lost with a killed driver or a full disk) are sampled again.
         lost = 0 if kept is None else max(0, state["counter"] - len(kept))
         state.update(total_samples=total_trials + lost, finished=False)
+    limiter = state.get("name:ConcurrencyLimiter")
+    if live is not None and limiter is not None:
+        limiter.update(live_trials=set(live), num_unfinished_live_trials=len(live))
     store.write_bytes(rel, ray.cloudpickle.dumps(state))
 
 

@@ -22,7 +22,7 @@ from raycert.study.tune import cluster, failures, outcome
 from raycert.study.tune.driver import Driver
 from raycert.study.tune.searcher import ConstrainedOptunaSearch
 from raycert.study.tune.space import MethodSpace
-from raycert.study.tune.state import point_search_state, repair_tune_state, saved_trial_ids
+from raycert.study.tune.state import point_search_state, repair_tune_state, saved_trials
 from raycert.study.tune.stopper import BudgetStopper
 from raycert.study.tune.trial import TrialSetup, train_trial
 from raycert.study.tune.trials import TrialsWriter
@@ -43,14 +43,14 @@ def build_tuner(
     more trials to run if the study now asks for more than it did, or lost some)."""
     store, meta, saved = driver.store, driver.meta, driver.saved
     path = f"{store.uri}/{TUNE_DIR}"
-    restore = False
+    trials: dict[str, str] = {}  # Tune's saved trials by id, with their status
     if saved is not None and tune.Tuner.can_restore(path):
         repair_tune_state(store)
-        known = saved_trial_ids(store)
-        # Tune cannot restore a state without trials (a budget that ended before the first);
+        trials = saved_trials(store)
         # Optuna trials asked after Tune's last saved state never finish in the restored run.
-        restore = bool(known)
-        fail_stale_trials(store, meta.name, keep=known)
+        fail_stale_trials(store, meta.name, keep=set(trials))
+    # Tune cannot restore a state without trials (a budget that ended before the first).
+    restore = bool(trials)
     if trainable is None:
         setup = TrialSetup(
             store.uri,
@@ -67,9 +67,15 @@ def build_tuner(
     trainable = tune.with_resources(trainable, resources)
     if not restore:
         return _new_tuner(driver, res, trainable, progress)
-    point_search_state(store, meta.trials_requested, kept=known | _table_ids(store, meta))
     # A study a trial's UserError stopped gives its failed trials another go.
     stopped = saved.status == "stopped"
+    ended = {"TERMINATED"} if stopped else {"TERMINATED", "ERROR"}
+    point_search_state(
+        store,
+        meta.trials_requested,
+        kept=set(trials) | _table_ids(store, meta),
+        live={trial_id for trial_id, status in trials.items() if status not in ended},
+    )
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=stopped)
 
 
