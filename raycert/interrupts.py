@@ -15,7 +15,8 @@ start-up in half crashed in native code. So:
   the block ends (Ray Tune leaves its graceful-stop handler behind after a run: later Ctrl-Cs
   would only set a flag nobody reads).
 - ``Interrupted``: the ``KeyboardInterrupt`` a command raises once it has recorded where it
-  stopped, naming that folder.
+  stopped, naming that folder;
+- ``InterruptedExit``: the exit with code 130 once the line saying so is printed.
 
 No handler is ``SIG_IGN``: processes started meanwhile (Ray's) would inherit it and ignore
 SIGTERM for good. Signals can be handled in the main thread only; elsewhere these do nothing.
@@ -42,6 +43,14 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(where)
         self.where = where
         self.resume_args = resume_args  # what continuing needs beyond the command's own words
+
+
+class InterruptedExit(SystemExit):
+    """Exit code 130, raised once the stopped command has printed its line (Typer exits 130
+    silently for a Ctrl-C taken before a command runs: this tells the two apart)."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_CODE)
 
 
 def _main_thread() -> bool:

@@ -181,11 +181,12 @@ def stop_at(
     group: bool = False,
     command: str = "study",
     timeout: float = 180,
+    after: float = 1.0,
 ) -> Stopped:
     """Run ``raycert <command> <args>`` in its own session, send ``signals`` (0.3 s apart) as
-    soon as a line of its output holds ``marker`` (None: a second after the start, while it
-    imports), to the driver alone, or to its whole process group as a terminal's Ctrl-C does
-    (``group``), and wait for its end."""
+    soon as a line of its output holds ``marker`` (None: ``after`` seconds after the start), to
+    the driver alone, or to its whole process group as a terminal's Ctrl-C does (``group``),
+    and wait for its end."""
     cli = [sys.executable, "-m", "raycert.cli", command, *args]
     env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
@@ -205,7 +206,7 @@ def stop_at(
         reader.start()
     try:
         if marker is None:
-            time.sleep(1.0)
+            time.sleep(after)
         else:
             assert seen.wait(timeout), f"no {marker!r} in: {''.join(lines['stderr'])}"
         for number, signum in enumerate(signals):

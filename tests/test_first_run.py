@@ -48,7 +48,8 @@ def _borrowed_venv(clone: Path) -> None:
     lines = [str(clone)] + [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
     Path(purelib, "raycert-borrowed.pth").write_text("\n".join(lines) + "\n")
     script = venv / "bin" / "raycert"
-    script.write_text(f"#!{python}\nimport sys\nfrom raycert.cli import app\nsys.exit(app())\n")
+    entry = "from raycert.cli.__main__ import main\nsys.exit(main())"
+    script.write_text(f"#!{python}\nimport sys\n{entry}\n")
     script.chmod(0o755)
     digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()
     (venv / ".raycert-installed").write_text(digest + "\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,24 @@ def test_sigterm_stops_a_training_as_interrupted_with_its_resume_command(tmp_pat
         f" {' '.join(args)} --resume"
     )
     assert Path(tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A folder holding a smoke training's run folder, ``run``."""
+    folder = tmp_path_factory.mktemp("trained")
+    train = [sys.executable, "-m", "raycert.cli", "train", "synthetic", "--preset", "smoke"]
+    subprocess.run([*train, "--out", "run"], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("after", [0.1, 0.15, 0.3, 0.6, 1.0])
+def test_a_signal_while_a_command_loads_stops_it_in_one_line(trained, signum, after):
+    """From the moment raycert's code runs (Typer, Rich, torch still loading, the arguments
+    not yet parsed) a signal is the same one line and exit 130."""
+    stopped = stop_at(["run", "--attack"], None, [signum], trained, command="certify", after=after)
+
+    assert stopped.code == 130, stopped.err
+    assert not any(crash in stopped.err for crash in CRASHES), stopped.err
+    assert _last_line(stopped.err) == "certify interrupted before it wrote anything"

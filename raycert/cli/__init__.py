@@ -1,7 +1,9 @@
 """The ``raycert`` command line: validates input, calls library functions, prints results.
 
-``app`` is the Typer application (``raycert.cli:app`` is the console script; ``python -m
-raycert.cli`` runs it too). Modules, one line each:
+``app`` is the Typer application; the console script is ``raycert.cli.__main__:main``, which
+``python -m raycert.cli`` runs too. Modules, one line each:
+- ``__main__``: the console script, which takes Ctrl-C and SIGTERM before the rest loads;
+- ``commands``: the application with every command added;
 - ``root``: the application, its error handling and the options several commands share;
 - ``data``: ``raycert data check`` and ``raycert data download``;
 - ``train``: ``raycert train`` and ``raycert certify``;
@@ -28,13 +30,16 @@ starts (``raycert.paths``). ``study`` exits 0 when it finished with at least one
 
 from __future__ import annotations
 
-from raycert.cli import data, report, study, train
-from raycert.cli.root import app
-
-app.add_typer(data.app, name="data")
-app.command("report")(report.report)
-app.command("train")(train.train_command)
-app.command("certify")(train.certify_command)
-app.command("study")(study.study_command)
+from typing import Any
 
 __all__ = ["app"]
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, loaded on first use: importing this package stays free of Typer and Rich, so
+    the console script takes the signals before they load."""
+    if name == "app":
+        from raycert.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

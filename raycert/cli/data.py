@@ -10,6 +10,7 @@ from rich.table import Table
 from raycert.cli.output import console
 from raycert.cli.root import DataDirOption
 from raycert.errors import UserError
+from raycert.interrupts import held
 
 app = typer.Typer(help="Check and download datasets.", no_args_is_help=True)
 
@@ -20,7 +21,8 @@ def data_check(data_dir: DataDirOption = None) -> None:
 
     Exits 2 if the root is missing or a dataset there is present but invalid (a gate for
     scripts); datasets that are simply absent are listed and do not fail the check."""
-    from raycert import data
+    with held():  # a signal must not cut a native module's import in half
+        from raycert import data
 
     root = data.resolve_root(data_dir)
     statuses = data.check(root)
@@ -53,7 +55,8 @@ def data_download(
     data_dir: DataDirOption = None,
 ) -> None:
     """Download a dataset from its official source (or $RAYCERT_MIRROR), checking md5 sums."""
-    from raycert import data
+    with held():
+        from raycert import data
 
     folder = data.download(name, data_dir)
     console.print(f"{data.dataset_info(name).name} ready in {folder}")

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from raycert.interrupts import held
+
 
 def report(
     study_dirs: Annotated[
@@ -31,8 +33,9 @@ def report(
     ] = False,
 ) -> None:
     """Write one offline HTML page: accuracy-vs-ACR fronts, chosen models, certified curves."""
-    from raycert.paths import writable_file
-    from raycert.report.page import build_report  # no torch, no Ray
+    with held():  # a signal must not cut a native module's import in half
+        from raycert.paths import writable_file
+        from raycert.report.page import build_report  # no torch, no Ray
 
     if out is not None:
         out = writable_file(out, "--out")

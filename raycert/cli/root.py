@@ -14,8 +14,7 @@ from typer.core import TyperGroup
 
 from raycert import __version__
 from raycert.errors import UserError
-from raycert.interrupts import EXIT_CODE as INTERRUPTED_EXIT_CODE
-from raycert.interrupts import Interrupted, stop_signals
+from raycert.interrupts import Interrupted, InterruptedExit, stop_signals
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -32,7 +31,7 @@ class RaycertGroup(TyperGroup):
             if not isinstance(exc, Interrupted):
                 exc = Interrupted(None)
             click.echo(interrupted_line(ctx, exc), err=True)
-            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+            raise InterruptedExit from None
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None

@@ -18,7 +18,7 @@ from raycert.cli.root import (
     PresetOption,
 )
 from raycert.errors import UserError
-from raycert.interrupts import Interrupted
+from raycert.interrupts import Interrupted, held
 from raycert.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -109,8 +109,6 @@ def study_command(
     attack: AttackOption = None,
 ) -> None:
     """Search hyperparameters for the highest ACR at each accuracy target (Ray Tune + Optuna)."""
-    from raycert.interrupts import held
-
     with held():  # cut, these imports (Ray, torch) can crash in native code on the way out
         from raycert.study.tune.run import StudyRequest, run_study  # for this command only
 

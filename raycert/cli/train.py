@@ -19,7 +19,7 @@ from raycert.cli.root import (
     PresetOption,
 )
 from raycert.errors import UserError
-from raycert.interrupts import Interrupted
+from raycert.interrupts import Interrupted, held
 from raycert.units import format_eps, parse_eps
 
 
@@ -42,9 +42,10 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train one model (ACERT by default) and certify it on the validation split every epoch."""
-    from raycert.paths import writable_dir
-    from raycert.spec import load_preset
-    from raycert.training.loop import train
+    with held():  # a signal must not cut a native module's import in half
+        from raycert.paths import writable_dir
+        from raycert.spec import load_preset
+        from raycert.training.loop import train
 
     overrides = {"method": method, "model": model, "epochs": epochs, "kappa": kappa, "lr": lr}
     overrides.update(seed=seed, max_eps=None if max_eps is None else parse_eps(max_eps))
@@ -117,12 +118,13 @@ def certify_command(
     no_download: NoDownloadOption = False,
 ) -> None:
     """Certify a trained model: clean accuracy, ACR (value, % of cap, cap), certified accuracy."""
-    import torch
+    with held():  # a signal must not cut a native module's import in half
+        import torch
 
-    from raycert.cert.attack import AttackSettings
-    from raycert.cert.verifiers import DEFAULT_VERIFIER
-    from raycert.paths import writable_file
-    from raycert.training.evaluation import certify_run
+        from raycert.cert.attack import AttackSettings
+        from raycert.cert.verifiers import DEFAULT_VERIFIER
+        from raycert.paths import writable_file
+        from raycert.training.evaluation import certify_run
 
     if split not in ("test", "val"):
         raise UserError(f"unknown split {split!r}: choose test or val")

@@ -1,0 +1,14 @@
+"""The ``raycert`` application with every command added."""
+
+from __future__ import annotations
+
+from raycert.cli import data, report, study, train
+from raycert.cli.root import app
+
+app.add_typer(data.app, name="data")
+app.command("report")(report.report)
+app.command("train")(train.train_command)
+app.command("certify")(train.certify_command)
+app.command("study")(study.study_command)
+
+__all__ = ["app"]
