@@ -153,6 +153,29 @@ def test_adaptive_radii_are_each_samples_own_below_the_scheduled_eps():
         assert adaptive[0] < fixed[0], method
 
 
+def test_sabr_trains_each_sample_at_the_radius_its_small_box_is_certified():
+    # SABR bounds a box lambda times the radius: its adaptive radius is the IBP radius / lambda
+    # (the IBP radius itself trained SABR at almost nothing).
+    net, x, y = net_and_batch(seed=3, conv_layers=1)
+    box_ratio, eps = 0.3, 0.08
+    cfg = config(adaptive=True, sabr_lambda=box_ratio)
+    stats = step("sabr", net, x, y, eps, cfg, 0.0)[2]
+    logits, bn_stats = clean_forward(copy.deepcopy(net), x)
+    with torch.no_grad():
+        ibp = certified_radius(
+            net,
+            x,
+            y,
+            cap=box_ratio * eps,
+            tol=cfg.search_tol,
+            max_iter=cfg.search_steps,
+            bn_stats=bn_stats,
+            clean_logits=logits,
+        )
+    assert 0 < ibp.sum() < box_ratio * eps * len(y)
+    assert stats["radius"].item() == pytest.approx((ibp / box_ratio).sum().item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_gradients_reach_every_parameter(method):
     net, x, y = net_and_batch()

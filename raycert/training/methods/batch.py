@@ -123,14 +123,21 @@ def training_radii(
     reg_weight: float,
     *,
     adaptive: bool,
+    box_ratio: float = 1.0,
 ) -> TrainingRadii:
     """The scheduled ``eps_pixel`` for every sample, or (``adaptive``) each sample's certified
     radius capped by it (``adaptive_radii``); while the regularizers run, adaptive radii the
     bounds use are at least ``MIN_REG_EPS`` (ACERT's ``reg_clip_with_robust``), and the total
-    sums the certified radii themselves."""
+    sums the certified radii themselves.
+
+    A method that bounds a box ``box_ratio`` times the radius (SABR's small box) trains each
+    sample at the radius whose box is certified: its certified radius over ``box_ratio``."""
     if not adaptive:
         return TrainingRadii(eps_pixel, eps_pixel * len(batch.y))
-    radius = adaptive_radii(model, batch.x, batch.y, eps_pixel, cfg, batch.bn_stats, batch.logits)
+    certified = adaptive_radii(
+        model, batch.x, batch.y, eps_pixel * box_ratio, cfg, batch.bn_stats, batch.logits
+    )
+    radius = certified / box_ratio
     eps = radius.clamp(min=MIN_REG_EPS) if reg_weight > 0 else radius
     return TrainingRadii(eps, radius.sum())
 

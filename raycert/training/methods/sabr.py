@@ -12,8 +12,10 @@ can leave the eps-box at such pixels), so it always lies inside the eps-box and 
 
 Differences: the attack (``raycert.cert.attack.training_attack``) uses the clean batch's
 BatchNorm statistics, one step of 10 eps by default where the reference takes 8 decaying steps
-(``attack_steps`` and ``attack_step_size`` set them); with ``adaptive`` each sample's eps is its
-certified radius capped by the scheduled eps. At lambda 1 the small box is the whole eps-box
+(``attack_steps`` and ``attack_step_size`` set them); with ``adaptive`` each sample's eps is
+the one whose small box is certified around it (its IBP-certified radius over lambda; the
+IBP radius itself would train a SABR network, which is loose under IBP, at almost nothing),
+capped by the scheduled eps. At lambda 1 the small box is the whole eps-box
 wherever the attack lands, so no attack runs and the loss is ``ibp``'s.
 """
 
@@ -58,7 +60,15 @@ def sabr_loss(model: nn.Sequential, step: StepInput, cfg: TrainConfig) -> tuple[
     batch = clean_batch(model, x, step.y)
     if eps_pixel == 0:
         return warmup_loss(model, batch, cfg, reg_weight), batch_stats(batch, 0.0)
-    radii = training_radii(model, batch, eps_pixel, cfg, reg_weight, adaptive=bool(cfg.adaptive))
+    radii = training_radii(
+        model,
+        batch,
+        eps_pixel,
+        cfg,
+        reg_weight,
+        adaptive=bool(cfg.adaptive),
+        box_ratio=cfg.sabr_lambda,
+    )
     if cfg.sabr_lambda >= 1:  # the whole eps-box, wherever the attack would land
         loss = interval_loss(model, batch, x, radii.eps, cfg, reg_weight)
     else:
