@@ -155,7 +155,7 @@ def study_row(
     row["completed"] = counts.get("completed", 0)
     row["minutes"] = result.meta.spent_s / 60
     chosen = {t.target: t for t in result.targets}
-    for target in TARGETS:
+    for target in sorted(chosen):
         test = chosen[target].test if chosen[target].met else None
         row[f"clean@{target}"] = test["clean_acc"] if test else float("nan")
         row[f"acr%@{target}"] = test["acr_pct"] if test else float("nan")
