@@ -120,8 +120,11 @@ def test_results_report_and_cli_name_the_method_of_each_winner(all_methods, tmp_
 def test_resume_continues_the_study_from_its_pickled_space(all_methods):
     request, spec, study_dir, result = all_methods
     before = journal_study(study_dir, result.meta.name).trials
-    more = run_study(dataclasses.replace(request, trials=MORE, resume=True), progress=False)
+    # By its name alone: the study keeps the methods and targets it started with.
+    again = dict(method=None, targets=(), name=result.meta.name, trials=MORE, resume=True)
+    more = run_study(dataclasses.replace(request, **again), progress=False)
     assert more.status == "finished" and more.meta.trials_requested == MORE
+    assert (more.meta.method, more.meta.targets) == (result.meta.method, result.meta.targets)
     trials = journal_study(study_dir, result.meta.name).trials
     assert len(trials) == MORE
     assert [t.params for t in trials[:TRIALS]] == [t.params for t in before]

@@ -28,6 +28,7 @@ lock is taken (one driver per study; ``lock``). SIGTERM stops a study as Ctrl-C 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -90,12 +91,16 @@ def run_study(
     """
     started = time.monotonic()
     request = resolve_paths(request)
-    spec, meta = plan(request)
+    spec, meta = plan(request)  # bad input fails before the storage is reached
+    storage = check_storage(request.storage)
+    store = StudyDir(storage, meta.name)
+    resumed = _as_saved(request, store)
+    if resumed != request:
+        request = resumed
+        spec, meta = plan(request)
     warning = spec.base.ramp_warning()
     if warning and progress:
         print(warning, file=sys.stderr, flush=True)
-    storage = check_storage(request.storage)
-    store = StudyDir(storage, meta.name)
     try:
         with StudyLock(storage, meta.name):
             return _run_locked(request, spec, meta, store, started, trainable, progress)
@@ -108,6 +113,19 @@ def run_study(
             f"no space left where {store.uri} is written ({one_line(exc)}); free some, then"
             " continue the study with --resume"
         ) from None
+
+
+def _as_saved(request: StudyRequest, store: StudyDir) -> StudyRequest:
+    """A resumed study keeps the methods and targets it started with where the request names
+    none (no ``--method``, no ``--min-acc``): ``--name`` and ``--resume`` continue it."""
+    if not request.resume or not store.has(STUDY_JSON):
+        return request
+    saved = read_meta(store)
+    return dataclasses.replace(
+        request,
+        method=request.method or saved.method,
+        targets=request.targets or tuple(saved.targets),
+    )
 
 
 def _run_locked(
