@@ -7,24 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright_or_fail
 from studyfiles import TARGETS
 
 if TYPE_CHECKING:
     from playwright.sync_api import Route
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 # Traces per figure for the two helper studies: the front has feasible, infeasible, stopped and
 # front per study; per met target, one curve per verifier stage and PGD (acert-mnist: two
 # stages and PGD; ibp-mnist, an older study: its one radius); progress has all trials plus one
@@ -40,24 +29,10 @@ EXPECTED_TRACES = {
 }
 
 
-def _sync_playwright():
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} not found: install Chromium with 'apt-get install chromium' "
-            "(Debian; CI does this before the tests)",
-            pytrace=False,
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is missing: pip install -e '.[test]'", pytrace=False)
-    return sync_playwright
-
-
 @pytest.mark.slow
 def test_the_page_renders_offline_in_chromium(page: Path):
     """Every non-file request is recorded and aborted (the context is offline too)."""
-    sync_playwright = _sync_playwright()
+    sync_playwright = sync_playwright_or_fail()
     attempted: list[str] = []
     problems: list[str] = []
 
