@@ -35,6 +35,7 @@ LAYERS = {
     "raycert.studyfolder": 4,
     "raycert.study": 5,
     "raycert.report": 6,
+    "raycert.export": 6,
     "raycert.cli": 7,
 }
 REPORT_MAY_IMPORT = {"raycert.errors", "raycert.units", "raycert.files", "raycert.studyfolder"}

@@ -9,6 +9,8 @@
 - ``train``: ``raycert train`` and ``raycert certify``;
 - ``study``: ``raycert study``;
 - ``report``: ``raycert report``;
+- ``export``: ``raycert export``;
+- ``dashboard``: ``raycert dashboard``;
 - ``output``: the tables and lines the commands print.
 
 Start-up stays fast (``raycert --help`` well under a second): these modules import only Typer and
