@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from raycert.cli.output import progress_bar
 from raycert.cli.root import DataDirOption, NoDownloadOption
 from raycert.errors import UserError
 from raycert.interrupts import held
@@ -64,6 +65,7 @@ def export_command(
         timeout_s=timeout,
         data_dir=data_dir,
         download=not no_download,
+        progress=progress_bar("certifying"),
     )
     for one in exported:
         typer.echo(

@@ -18,6 +18,7 @@ import copy
 import csv
 import io
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +65,28 @@ def export(
     timeout_s: float = 300.0,
     data_dir: str | None = None,
     download: bool = True,
+    progress: Callable | None = None,
 ) -> list[Exported]:
     """Export ``source``, a run folder (``config.json``) or a study folder (``study.json``),
     into ``out``: its first ``limit`` test samples (all by default), each at its certified
-    radius, or with ``eps`` at that radius for every correctly classified one."""
+    radius, or with ``eps`` at that radius for every correctly classified one. ``progress``
+    wraps the batches of a run's certification (a study's radii are read, not computed)."""
+    settings = _Settings(limit, eps, timeout_s, data_dir, download, progress)
     if source_kind(source) == "study":
-        return _export_study(source, out, limit, eps, timeout_s, data_dir, download)
-    return [_export_run(source, out, None, limit, eps, timeout_s, data_dir, download)]
+        return _export_study(source, out, settings)
+    return [_export_run(source, out, None, settings)]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every exported model of one call shares."""
+
+    limit: int | None
+    eps: float | None
+    timeout_s: float
+    data_dir: str | None
+    download: bool
+    progress: Callable | None
 
 
 def source_kind(source: Path) -> str:
@@ -88,15 +104,7 @@ def source_kind(source: Path) -> str:
     )
 
 
-def _export_study(
-    study_dir: Path,
-    out: Path,
-    limit: int | None,
-    eps: float | None,
-    timeout_s: float,
-    data_dir: str | None,
-    download: bool,
-) -> list[Exported]:
+def _export_study(study_dir: Path, out: Path, settings: _Settings) -> list[Exported]:
     """Each met target's chosen model, into ``out/<target>``, at the test radii the study
     certified (or ``eps``)."""
     from raycert.studyfolder import StudyDir, read_results, read_test_radii
@@ -114,7 +122,7 @@ def _export_study(
     for result in met:
         run_dir = Path(store.locate(result.run_dir))
         saved = None
-        if eps is None:
+        if settings.eps is None:
             sample = read_test_radii(store, result.run_dir)
             origin = (
                 "certified by the study on the test split (test_radii.csv of "
@@ -122,49 +130,47 @@ def _export_study(
             )
             saved = Radii(sample.radius, sample.correct, origin)
         target_out = out / f"{result.target:g}"
-        exported.append(
-            _export_run(run_dir, target_out, saved, limit, eps, timeout_s, data_dir, download)
-        )
+        exported.append(_export_run(run_dir, target_out, saved, settings))
     return exported
 
 
-def _export_run(
-    run_dir: Path,
-    out: Path,
-    saved: Radii | None,
-    limit: int | None,
-    eps: float | None,
-    timeout_s: float,
-    data_dir: str | None,
-    download: bool,
-) -> Exported:
+def _export_run(run_dir: Path, out: Path, saved: Radii | None, settings: _Settings) -> Exported:
     """One model's folder: ``model.onnx``, its properties, the instances and the README."""
     from raycert.data import dataset_info, load
-    from raycert.training.evaluation import SPLIT_SEED, certify_run
+    from raycert.training.evaluation import certify_run
     from raycert.training.rundir import load_run
 
+    eps = settings.eps
     model, cfg = load_run(run_dir)
-    data = load(cfg.dataset, "test", data_dir, download=download, seed=SPLIT_SEED, limit=limit)
+    # The first samples of the whole split, so that every index is the sample's own.
+    data = load(cfg.dataset, "test", settings.data_dir, download=settings.download)
+    rows = slice(0, settings.limit)
+    labels = data.labels[rows]
     radii = saved if eps is None else None
     if radii is None and eps is None:
         certs, summary = certify_run(
-            run_dir, "test", data_dir=data_dir, download=download, limit=limit
+            run_dir,
+            "test",
+            data_dir=settings.data_dir,
+            download=settings.download,
+            rows=rows,
+            progress=settings.progress,
         )
         radii = Radii(
             certs.radii.numpy(),
             certs.correct.numpy(),
             f"certified by raycert certify (verifier {summary['verifier']}, float64)",
         )
-    images = data.images.double() / 255  # the pixels raycert certifies
+    images = data.images[rows].double() / 255  # the pixels raycert certifies
     if radii is None:  # --eps: every correctly classified sample at that radius
-        correct = (_predictions(model, images) == data.labels).numpy()
+        correct = (_predictions(model, images) == labels).numpy()
         radii = Radii(np.full(len(correct), eps), correct, f"fixed at {eps:g}", fixed=eps)
-    n = len(data.labels)
+    n = len(labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROPERTIES_DIR).mkdir(exist_ok=True)
     export_onnx(model, tuple(data.images.shape[1:]), out / MODEL_ONNX)
-    rows = []
-    images, labels = images.numpy(), data.labels.numpy()
+    written = []
+    images, labels = images.numpy(), labels.numpy()
     num_classes = dataset_info(cfg.dataset).num_classes
     for index in range(n):
         radius = float(radii.radii[index])
@@ -173,11 +179,11 @@ def _export_run(
         prop = RobustnessProperty(index, images[index], int(labels[index]), radius, num_classes)
         name = f"{PROPERTIES_DIR}/sample_{index:05d}.vnnlib"
         (out / name).write_text(prop.text())
-        rows.append((index, prop.label, radius, name))
-    _write_tables(out, rows, timeout_s)
-    readme = _readme(run_dir, cfg, num_classes, radii, n, len(rows), timeout_s)
+        written.append((index, prop.label, radius, name))
+    _write_tables(out, written, settings.timeout_s)
+    readme = _readme(run_dir, cfg, num_classes, radii, n, len(written), settings.timeout_s)
     (out / README_TXT).write_text(readme)
-    return Exported(out, len(rows), n - len(rows))
+    return Exported(out, len(written), n - len(written))
 
 
 def _predictions(model, images, batch_size: int = 500):
@@ -224,7 +230,7 @@ def _readme(
         f"{INSTANCES_CSV}: onnx, vnnlib, timeout ({timeout_s:g} s) per property, VNN-COMP's "
         "layout.",
         f"{PROPERTIES_CSV}: the sample, label, radius and file of each property.",
-        f"Samples: {n} of the test split; {written} properties; {n - written} left out "
+        f"Samples: the first {n} of the test split; {written} properties; {n - written} left out "
         "(misclassified, or no radius verified).",
     ]
     head = f"raycert export of {run_dir}\nmodel: {cfg.model} trained on {cfg.dataset} with "
