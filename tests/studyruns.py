@@ -72,6 +72,21 @@ def toy_request(tmp_path: Path, name: str, targets: tuple[float, ...], **changes
     return StudyRequest(**values)
 
 
+def smoke_request(storage: Path, name: str, trials: int = 2) -> StudyRequest:
+    """A real study of the synthetic set with the shipped smoke preset: ``trials`` trials, 2 at
+    once, no GPU, target 0.5, in ``storage/name``."""
+    return StudyRequest(
+        dataset="synthetic",
+        preset="smoke",
+        targets=(0.5,),
+        trials=trials,
+        concurrency=2,
+        gpus_per_trial=0,
+        storage=str(storage),
+        name=name,
+    )
+
+
 def journal_study(study_dir: Path, name: str) -> optuna.Study:
     """The Optuna study in ``study_dir``'s journal."""
     backend = optuna.storages.journal.JournalFileBackend(str(study_dir / "optuna.journal"))

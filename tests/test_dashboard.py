@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright_or_fail
+from studyruns import smoke_request
 
 from raycert.study.tune.run import StudyRequest, run_study
 
@@ -27,16 +28,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 def study(ray_local, tmp_path_factory) -> tuple[StudyRequest, Path]:
     """A small real study, finished: its request and its folder."""
     storage = tmp_path_factory.mktemp("dash") / "st"
-    request = StudyRequest(
-        dataset="synthetic",
-        preset="smoke",
-        targets=(0.5,),
-        trials=2,
-        concurrency=2,
-        gpus_per_trial=0,
-        storage=str(storage),
-        name="watched",
-    )
+    request = smoke_request(storage, "watched")
     assert run_study(request, progress=False).status == "finished"
     return request, storage / "watched"
 

@@ -181,19 +181,11 @@ def test_bad_input_is_one_error_line(tmp_path, mnist_run, args, message):
 
 
 def test_a_study_exports_each_chosen_model_at_the_radii_it_certified(ray_local, tmp_path):
-    from raycert.study.tune.run import StudyRequest, run_study
+    from studyruns import smoke_request
 
-    request = StudyRequest(
-        dataset="synthetic",
-        preset="smoke",
-        targets=(0.5,),
-        trials=2,
-        concurrency=2,
-        gpus_per_trial=0,
-        storage=str(tmp_path / "st"),
-        name="s",
-    )
-    result = run_study(request, progress=False)
+    from raycert.study.tune.run import run_study
+
+    result = run_study(smoke_request(tmp_path / "st", "s"), progress=False)
     (chosen,) = result.targets
     assert chosen.met
     code, printed, err = run_cli("export", "st/s", "--out", "out", cwd=tmp_path)
