@@ -27,7 +27,7 @@ def test_both_strategies_plan_the_quick_study_at_one_budget(tmp_path):
     (acert, acert_meta), (every, every_meta) = planned["acert"], planned["all"]
     assert acert.study_methods == ("acert",) and every.study_methods == STUDY_METHODS
     assert acert_meta.budget_s == every_meta.budget_s == 20 * 60
-    assert acert_meta.targets == every_meta.targets == [0.9, 0.95]
+    assert acert_meta.targets == every_meta.targets == [0.95, 0.98]
     assert (acert_meta.name, every_meta.name) == ("acert-seed1", "all-seed1")
     assert [p["method"] for p in every.known_points[:5]] == list(STUDY_METHODS)
     assert acert.known_points[0] == {
