@@ -72,19 +72,20 @@ def toy_request(tmp_path: Path, name: str, targets: tuple[float, ...], **changes
     return StudyRequest(**values)
 
 
-def smoke_request(storage: Path, name: str, trials: int = 2) -> StudyRequest:
-    """A real study of the synthetic set with the shipped smoke preset: ``trials`` trials, 2 at
-    once, no GPU, target 0.5, in ``storage/name``."""
-    return StudyRequest(
+def smoke_request(storage: Path, name: str, **changes) -> StudyRequest:
+    """A real study of the synthetic set with the shipped smoke preset: 2 trials (``changes``
+    set others, or a budget), 2 at once, no GPU, target 0.5, in ``storage/name``."""
+    values = dict(
         dataset="synthetic",
         preset="smoke",
         targets=(0.5,),
-        trials=trials,
+        trials=2,
         concurrency=2,
         gpus_per_trial=0,
         storage=str(storage),
         name=name,
     )
+    return StudyRequest(**{**values, **changes})
 
 
 def journal_study(study_dir: Path, name: str) -> optuna.Study:

@@ -69,17 +69,13 @@ def test_the_onnx_network_gives_the_pytorch_logits(tmp_path, mnist_test, name):
     assert not model.training  # the model handed in is left as it was
 
 
-def test_a_property_parses_back_to_its_clipped_box_and_the_label_beaten():
+def test_a_property_parses_back_to_its_clipped_box_and_the_label_beaten(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.choice([0.0, 1.0, 0.5, 0.01], size=(1, 4, 3))  # pixels at both edges
     prop = RobustnessProperty(7, image, label=2, radius=0.05, num_classes=4)
-    path = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path.cwd()
-    file = path / "raycert-test-property.vnnlib"
+    file = tmp_path / "property.vnnlib"
     file.write_text(prop.text())
-    try:
-        ((box, disjuncts),) = read_vnnlib_simple(str(file), 12, 4)
-    finally:
-        file.unlink()
+    ((box, disjuncts),) = read_vnnlib_simple(str(file), 12, 4)
     lower, upper = np.array(box).T
     assert np.array_equal(lower, np.clip(image.reshape(-1) - 0.05, 0, 1))
     assert np.array_equal(upper, np.clip(image.reshape(-1) + 0.05, 0, 1))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from studyruns import journal_study, slow_toy, toy_request, toy_spec
+from studyruns import journal_study, slow_toy, smoke_request, toy_request, toy_spec
 
 from raycert.data import dataset_info
 from raycert.spec import load_study_spec
@@ -32,16 +32,7 @@ def budgeted(ray_local, tmp_path_factory) -> tuple[StudyRequest, Path, float]:
     """A 40-second study of the synthetic smoke preset (its own search space and polish, no
     trial count): the request, its study folder and the wall time it took."""
     storage = tmp_path_factory.mktemp("runs")
-    request = StudyRequest(
-        dataset="synthetic",
-        preset="smoke",
-        targets=(0.5,),
-        budget_s=BUDGET_S,
-        concurrency=2,
-        gpus_per_trial=0,
-        storage=str(storage),
-        name="budget",
-    )
+    request = smoke_request(storage, "budget", trials=None, budget_s=BUDGET_S)
     tic = time.monotonic()
     result = run_study(request, progress=False)
     elapsed = time.monotonic() - tic

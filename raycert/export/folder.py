@@ -92,7 +92,9 @@ class _Settings:
 def source_kind(source: Path) -> str:
     """``study`` for a study folder (``study.json``), ``run`` for a run folder
     (``config.json``); a ``UserError`` for anything else."""
-    if (source / "study.json").is_file():
+    from raycert.studyfolder import STUDY_JSON
+
+    if (source / STUDY_JSON).is_file():
         return "study"
     if (source / "config.json").is_file():
         return "run"
@@ -140,14 +142,19 @@ def _export_run(run_dir: Path, out: Path, saved: Radii | None, settings: _Settin
     from raycert.training.evaluation import certify_run
     from raycert.training.rundir import load_run
 
-    eps = settings.eps
     model, cfg = load_run(run_dir)
     # The first samples of the whole split, so that every index is the sample's own.
     data = load(cfg.dataset, "test", settings.data_dir, download=settings.download)
     rows = slice(0, settings.limit)
     labels = data.labels[rows]
-    radii = saved if eps is None else None
-    if radii is None and eps is None:
+    images = data.images[rows].double() / 255  # the pixels raycert certifies
+    if settings.eps is not None:  # every correctly classified sample at that radius
+        eps = settings.eps
+        correct = (_predictions(model, images) == labels).numpy()
+        radii = Radii(np.full(len(correct), eps), correct, f"fixed at {eps:g}", fixed=eps)
+    elif saved is not None:
+        radii = saved
+    else:
         certs, summary = certify_run(
             run_dir,
             "test",
@@ -161,10 +168,6 @@ def _export_run(run_dir: Path, out: Path, saved: Radii | None, settings: _Settin
             certs.correct.numpy(),
             f"certified by raycert certify (verifier {summary['verifier']}, float64)",
         )
-    images = data.images[rows].double() / 255  # the pixels raycert certifies
-    if radii is None:  # --eps: every correctly classified sample at that radius
-        correct = (_predictions(model, images) == labels).numpy()
-        radii = Radii(np.full(len(correct), eps), correct, f"fixed at {eps:g}", fixed=eps)
     n = len(labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROPERTIES_DIR).mkdir(exist_ok=True)
