@@ -32,7 +32,7 @@ def test_a_study_whose_budget_held_no_trial_says_so_and_resumes_without_a_traceb
     )
     assert "certifying on test took longer" not in out + err
 
-    code, out, err = run_study_cli(*STUDY, "--budget", "6s", "--resume", cwd=tmp_path)
+    code, out, err = run_study_cli(*STUDY, "--budget", "15s", "--resume", cwd=tmp_path)
 
     assert code == 0, err
     assert "Traceback" not in err and "Failed to restore" not in err and "interrupted" not in err
