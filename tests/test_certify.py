@@ -99,3 +99,24 @@ def test_float32_certificates_are_verified_in_float64(seed, channels, num_classe
                 bound = named_bounds(net, x64, y, certs, stage, rows, 0.2, 1e-5)
                 assert (bound > threshold[rows]).all()
     assert ((certs.radii > 0) == (certs.verified_by >= 0)).all()
+
+
+def test_certification_bounds_in_ieee_float32_whatever_tf32_the_user_allowed(random_case):
+    """cuDNN convolutions (TF32 by default on recent GPUs) and float32 matrix products run in
+    IEEE float32 while ``certify`` bounds, and the caller's settings come back afterwards."""
+    net, x, y = random_case
+    seen = []
+
+    def record(module, args, output):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
+
+    net[-1].register_forward_hook(record)  # certify's copies of the net keep the hook
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a user allowing TF32 products
+    try:
+        certify(net, x, y, cap=CAP, dtype=torch.float32)
+        after = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen and set(seen) == {(False, "highest")}
+    assert after == (True, "high")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from raycert.cert.precision import exact_float32
 from raycert.cert.radius import reverify, search_radii
 from raycert.cert.verifiers import DEFAULT_VERIFIER, parse_verifier
 from raycert.errors import UserError
@@ -129,8 +130,9 @@ def certify(
     Runs on a copy of ``model`` cast to ``dtype``: float64 by default, because float32 rounding
     can flip the sign of a bound that sits at the margin. Radii found in another dtype are
     re-verified in float64 before they are returned, and the samples that fail are searched
-    again in float64. ``verifier`` is one verifier or a cascade (``parse_verifier``);
-    ``progress`` wraps the batch starts.
+    again in float64. Float32 bounds run in IEEE float32, never TF32 (``exact_float32``).
+    ``verifier`` is one verifier or a cascade (``parse_verifier``); ``progress`` wraps the
+    batch starts.
     """
     if not (0 < tol < cap):
         raise UserError(
@@ -142,18 +144,19 @@ def certify(
     check = None if dtype == torch.float64 else copy.deepcopy(model).to(device, torch.float64)
     predictions, parts = [], []
     starts = range(0, len(images), batch_size)
-    for start in progress(starts) if progress else starts:
-        batch = images[start : start + batch_size].to(device)
-        y = labels[start : start + batch_size].to(device)
-        x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
-        with torch.no_grad():
-            logits = net(x)
-        predictions.append(logits.argmax(dim=1).cpu())
-        found = search_radii(net, x, y, cap, tol, verifier=verifier, clean_logits=logits)
-        if check is not None:
-            x64 = batch.double() / 255 if batch.dtype == torch.uint8 else batch.double()
-            found = reverify(check.eval(), x64, y, found, cap, tol)
-        parts.append(found)
+    with exact_float32():  # a float32 bound, never a TF32 one
+        for start in progress(starts) if progress else starts:
+            batch = images[start : start + batch_size].to(device)
+            y = labels[start : start + batch_size].to(device)
+            x = batch.to(dtype) / 255 if batch.dtype == torch.uint8 else batch.to(dtype)
+            with torch.no_grad():
+                logits = net(x)
+            predictions.append(logits.argmax(dim=1).cpu())
+            found = search_radii(net, x, y, cap, tol, verifier=verifier, clean_logits=logits)
+            if check is not None:
+                x64 = batch.double() / 255 if batch.dtype == torch.uint8 else batch.double()
+                found = reverify(check.eval(), x64, y, found, cap, tol)
+            parts.append(found)
     cat = lambda ts: torch.cat([t.cpu() for t in ts]) if ts else torch.zeros(0)  # noqa: E731
     return Certificates(
         labels=labels.cpu().long(),
