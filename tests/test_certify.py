@@ -110,7 +110,7 @@ def test_certification_bounds_in_ieee_float32_whatever_tf32_the_user_allowed(ran
     def record(module, args, output):
         seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
 
-    net[-1].register_forward_hook(record)  # certify's copies of the net keep the hook
+    hook = net[-1].register_forward_hook(record)  # certify's copies of the net keep it
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")  # a user allowing TF32 products
     try:
@@ -118,5 +118,6 @@ def test_certification_bounds_in_ieee_float32_whatever_tf32_the_user_allowed(ran
         after = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
     finally:
         torch.set_float32_matmul_precision(before)
+        hook.remove()
     assert seen and set(seen) == {(False, "highest")}
     assert after == (True, "high")
