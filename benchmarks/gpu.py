@@ -12,18 +12,26 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    extrapolated to an epoch of 50k images (391 steps); the output says so. Also: acert in
    the warm-up epoch and after the ramp (for the projection), the ratios benchmarks/train.py
    prints, the acert search's bound passes per step, and each method's peak device memory.
-2. Certification. Images/s of ``raycert.cert.certify.certify`` in float32 and float64 on 10k
-   images at the CIFAR-10 cap 8.8/255 and the preset's ``eval_tol``, in the evaluation's batches
-   of 512, and the bound passes the radius search made (calls of ``min_margin``, counted as
-   benchmarks/bounds.py counts them). A dtype that would take over ``--cert-budget`` seconds is
-   stopped there and measured on the images it finished (the output says how many).
+2. Checks and certification, as a trial runs them. The per-epoch val check
+   (``raycert.training.evaluation.evaluate_val``: IBP in float32, radii re-verified in float64,
+   on the preset's ``eval_limit`` images) as a share of an acert epoch, and the final one (IBP
+   in float64 on the 5k val split). Then the final certification: images/s of
+   ``raycert.cert.certify.certify`` with the default cascade in float32 and float64 on 10k
+   images at the CIFAR-10 cap 8.8/255 and the preset's ``eval_tol``, in the evaluation's
+   batches of 512, and the bound passes the radius search made (calls of ``min_margin``,
+   counted as benchmarks/bounds.py counts them). A dtype that would take over
+   ``--cert-budget`` seconds is stopped there and measured on the images it finished.
+   Then (2b) float32 IBP bounds with TF32 allowed and in IEEE float32 (what ``certify`` now
+   holds to) against float64's, and a profile of one acert step and of one certification
+   batch: top operations, kernel launches, host syncs and the device's busy share.
 3. Sharing one device. 1, 2 and 4 training processes at once (acert mid-ramp), each capping its
    memory with ``torch.cuda.set_per_process_memory_fraction(1 / k)`` as a study trial with
    ``--gpus-per-trial 1/k`` does (``raycert.study.tune.trial.pick_device``); total images/s and the
    speed-up over one process.
 4. Projection. Wall time of one ``paper`` CIFAR-10 trial (its epochs, ramp, eval sizes read from
-   ``raycert/spec/presets/cifar10.toml``) and of a 48-trial study at 1, 0.5 and 0.25 GPU per
-   trial on 1 and 8 GPUs, from the numbers above.
+   ``raycert/spec/presets/cifar10.toml``: training, every val check, the final certification's
+   price probe) and of a 48-trial study at 1, 0.5 and 0.25 GPU per trial on 1 and 8 GPUs,
+   ending with the test certification of each target's chosen model, from the numbers above.
 
 The measurement (sections 0 to 3) lives in benchmarks/gpu_measure.py, the projection, table and
 JSON in benchmarks/gpu_report.py; this file runs the sections in order.
@@ -72,14 +80,19 @@ from gpu_measure import (
     EPOCH_IMAGES,
     FULL,
     TINY,
+    acert_step,
+    certification_batch,
     log,
     mid_ramp_epoch,
     paper_config,
     prepare_model,
+    profile,
     shared_throughput,
     synthetic_cifar,
+    tf32_error,
     time_certification,
     time_training,
+    time_val_checks,
 )
 from gpu_report import project, table, write_json
 
@@ -146,12 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         "acert/standard": epoch_s["acert"] / epoch_s["standard"],
         "acert/ibp": epoch_s["acert"] / epoch_s["ibp"],
         "ibp/standard": epoch_s["ibp"] / epoch_s["standard"],
+        "acert warm-up/standard": train["acert_warmup"]["epoch_s"] / epoch_s["standard"],
     }
     write_json(results, args.out_json)
-    del images, labels
 
-    # 2. Certification throughput, float32 then float64.
+    # 2. The val checks a trial runs, then the final certification, float32 then float64.
     cert_images, cert_labels = synthetic_cifar(sizes.cert_images, "test")
+    log("timing the per-epoch and the final val check")
+    results["val_check"] = time_val_checks(
+        prepared, cfg["acert"], cert_images, cert_labels, sizes, device
+    )
+    results["val_check"]["per_epoch"]["share_of_acert_epoch"] = (
+        results["val_check"]["per_epoch"]["seconds"] / epoch_s["acert"]
+    )
     results["certify"] = {}
     for dtype in (torch.float32, torch.float64):
         log(f"certifying {sizes.cert_images} images in {dtype}")
@@ -167,12 +187,27 @@ def main(argv: list[str] | None = None) -> int:
         )
     write_json(results, args.out_json)
 
+    # 2b. TF32 against float32 bounds; a profile of one ACERT step and one certification batch.
+    log("TF32 and the profiles")
+    acert = train["acert"]  # bounds where the mid-ramp model's radii lie: verdicts can differ
+    radius = acert["eps_pixel"] * (acert["radius_pct_of_eps"] or 0) / 100
+    results["tf32"] = tf32_error(prepared, cert_images, cert_labels, radius, sizes, device)
+    step = acert_step(prepared, cfg["acert"], middle, images, labels, sizes)
+    batch = certification_batch(
+        prepared, cert_images, cert_labels, cfg["acert"].eval_tol, sizes, device
+    )
+    results["profile"] = {"acert_step": profile(step, device), "cert_batch": profile(batch, device)}
+    write_json(results, args.out_json)
+    del images, labels
+
     # 3. Training processes sharing the device.
     results["shared"] = shared_throughput(prepared, cfg["acert"], middle, sizes, device)
     write_json(results, args.out_json)
 
     # 4. Projection.
-    results["projection"] = project(cfg["acert"], train, results["certify"], results["shared"])
+    results["projection"] = project(
+        cfg["acert"], train, results["val_check"], results["certify"], results["shared"]
+    )
     results["seconds_total"] = time.perf_counter() - tic
     write_json(results, args.out_json)
 

@@ -1,6 +1,8 @@
 """What benchmarks/gpu.py measures, section by section: a model with realistic radii (0),
-training epoch times (1), certification throughput (2) and training processes sharing one
-device (3), with the helpers they share (sizes, device sync, peak memory, bound-pass counting).
+training epoch times (1), the val checks a trial runs and the final certification (2), TF32's
+effect on float32 bounds and a profile of one ACERT step and one certification batch (2b),
+and training processes sharing one device (3), with the helpers they share (sizes, device
+sync, peak memory, bound-pass counting).
 
 Beyond the standard library, imports only torch and raycert (the GPU image lacks ray, optuna and
 plotly). The shared-device workers live here, in an importable module, so the spawned training
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import sys
 import tempfile
@@ -26,14 +29,16 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 import raycert.cert.verifiers as verifiers_module
+from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify
+from raycert.cert.precision import exact_float32
 from raycert.data import dataset_info, synthetic_split
 from raycert.spec import load_preset
 from raycert.training import loop
 from raycert.training.config import TrainConfig
-from raycert.training.evaluation import EVAL_BATCH
-from raycert.training.methods import METHOD_SPECS
-from raycert.training.schedule import batches_per_epoch, scheduled_eps
+from raycert.training.evaluation import EVAL_BATCH, evaluate_val
+from raycert.training.methods import METHOD_SPECS, StepInput
+from raycert.training.schedule import batches_per_epoch, regularizer_weight, scheduled_eps
 
 CIFAR = dataset_info("cifar10")
 EPOCH_IMAGES = 50_000  # the epoch the per-step times are extrapolated to
@@ -52,12 +57,13 @@ class Sizes:
     prep_steps: int  # IBP steps per schedule phase that give the model realistic radii
     cert_images: int
     cert_batch: int
+    val_images: int  # the final val check's images (CIFAR-10's val split: 5k)
     shared_steps: int  # timed steps per process when processes share the device
     processes: tuple[int, ...] = (1, 2, 4)
 
 
-FULL = Sizes("cnn7", 128, EPOCH_IMAGES, 60, 5, 40, 10_000, EVAL_BATCH, 60)
-TINY = Sizes("cnn_small", 16, 256, 2, 1, 4, 48, 16, 2)
+FULL = Sizes("cnn7", 128, EPOCH_IMAGES, 60, 5, 40, 10_000, EVAL_BATCH, CIFAR.val_size, 60)
+TINY = Sizes("cnn_small", 16, 256, 2, 1, 4, 48, 16, 24, 2)
 
 
 def log(message: str) -> None:
@@ -260,6 +266,161 @@ def time_certification(
         "tol": tol,
         "batch_size": batch,
     }
+
+
+def time_val_checks(
+    model: nn.Sequential,
+    cfg: TrainConfig,
+    images: Tensor,
+    labels: Tensor,
+    sizes: Sizes,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Seconds of the val checks a trial runs (``raycert.training.evaluation.evaluate_val``, as
+    the trainer calls it): each epoch's (IBP in float32 on ``cfg.eval_limit`` images, radii
+    re-verified in float64) and the last epoch's (IBP in float64 on the whole val split, here
+    ``sizes.val_images`` images). One untimed check first sets up the kernels."""
+    val = synthetic_split(sizes.val_images, CIFAR.shape, CIFAR.num_classes, seed=0, split="val")
+    per_epoch_n = min(cfg.eval_limit or len(val), len(val))
+    small = dataclasses.replace(
+        val, images=val.images[:per_epoch_n], labels=val.labels[:per_epoch_n]
+    )
+    evaluate_val(model, small, cfg, final=False, device=device)
+    out: dict[str, Any] = {}
+    for key, split, final in (("per_epoch", small, False), ("final", val, True)):
+        sync(device)
+        tic = time.perf_counter()
+        summary = evaluate_val(model, split, cfg, final=final, device=device)
+        sync(device)
+        out[key] = {
+            "images": len(split),
+            "seconds": time.perf_counter() - tic,
+            "dtype": "float64" if final else "float32",
+            "clean_acc": summary["clean_acc"],
+            "acr_pct": summary["acr_pct"],
+        }
+    return out
+
+
+def tf32_error(
+    model: nn.Sequential,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    sizes: Sizes,
+    device: torch.device,
+) -> dict[str, Any]:
+    """How far float32 IBP margin bounds lie from float64's on one certification batch at
+    ``eps`` (half the cap if 0), with TF32 allowed (PyTorch's default for cuDNN convolutions)
+    and in IEEE float32 (``exact_float32``, what certification uses): the largest gap, and how
+    many samples the two precisions certify differently (a float32 verdict that float64
+    overturns costs a search again in float64). On a CPU, TF32 does not exist: the rows agree."""
+    batch = sizes.cert_batch
+    x = images[:batch].to(device).double() / 255
+    y = labels[:batch].to(device)
+    eps = eps or CIFAR.acr_cap / 2
+    net64 = copy.deepcopy(model).double().eval()
+    net32 = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        exact = margin_lower_bounds(net64, x, y, eps).min(dim=1).values
+        cudnn = torch.backends.cudnn
+        keep = dict(
+            enabled=cudnn.enabled,
+            benchmark=cudnn.benchmark,
+            benchmark_limit=cudnn.benchmark_limit,
+            deterministic=cudnn.deterministic,
+        )
+        with cudnn.flags(**keep, allow_tf32=True):
+            tf32 = margin_lower_bounds(net32, x.float(), y, eps).min(dim=1).values.double()
+        with exact_float32():
+            ieee = margin_lower_bounds(net32, x.float(), y, eps).min(dim=1).values.double()
+    scale = exact.abs().max().clamp(min=1e-12)
+    out: dict[str, Any] = {
+        "images": len(y),
+        "eps_pixel": eps,
+        "certified_float64": int((exact > 0).sum()),
+    }
+    for name, bound in (("tf32_allowed", tf32), ("ieee_float32", ieee)):
+        gap = (bound - exact).abs().max()
+        out[name] = {
+            "max_abs_gap": float(gap),
+            "max_rel_gap": float(gap / scale),
+            "verdicts_differ": int(((bound > 0) != (exact > 0)).sum()),
+        }
+    return out
+
+
+def profile(fn, device: torch.device, top: int = 5) -> dict[str, Any]:
+    """A short profile of one call of ``fn`` (after one untimed call): its top kernels by time
+    on the device (on a CPU: its top operations by self CPU time), kernel launches, host syncs (CUDA
+    synchronize and device-to-host copy calls; on a CPU, 0) and the device's busy share of
+    the wall time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    sync(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch_profile(activities=activities) as prof:
+        tic = time.perf_counter()
+        fn()
+        sync(device)
+        wall_s = time.perf_counter() - tic
+    events = prof.key_averages()
+    on_device = device.type == "cuda"
+
+    def self_us(event) -> float:
+        return event.self_device_time_total if on_device else event.self_cpu_time_total
+
+    kernels = [e for e in events if e.device_type.name == "CUDA"] if on_device else events
+    ranked = sorted(kernels, key=self_us, reverse=True)[:top]
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+    syncs = sum(
+        e.count
+        for e in events
+        if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+        or ("cudaMemcpy" in e.key and "Async" not in e.key)
+    )
+    busy_us = sum(self_us(e) for e in kernels) if on_device else 0.0
+    return {
+        "wall_s": wall_s,
+        "top": [{"name": e.key, "self_ms": self_us(e) / 1e3, "calls": e.count} for e in ranked],
+        "kernel_launches": launches,
+        "host_syncs": syncs,
+        "device_busy_share": busy_us / 1e6 / wall_s if on_device else None,
+    }
+
+
+def acert_step(
+    prepared: nn.Sequential,
+    cfg: TrainConfig,
+    epoch: int,
+    images: Tensor,
+    labels: Tensor,
+    sizes: Sizes,
+):
+    """One call: one trainer step (``loop.train_step``) of ``cfg.method`` on the first batch at
+    ``epoch``'s scheduled eps and regularizer weight, on a copy of ``prepared``."""
+    model = copy.deepcopy(prepared).train()
+    optimizer = loop.build_optimizer(cfg, model)
+    at = epoch * sizes.steps + sizes.steps // 2
+    eps = scheduled_eps(at, sizes.steps, cfg)
+    reg = regularizer_weight(at, sizes.steps, eps, cfg)
+    x = images[: sizes.batch].float() / 255
+    step = StepInput(x, labels[: sizes.batch], eps, reg, seed=0)
+    loss = METHOD_SPECS[cfg.method].loss
+    return lambda: loop.train_step(model, optimizer, loss, step, cfg)
+
+
+def certification_batch(
+    model: nn.Sequential, images: Tensor, labels: Tensor, tol: float, sizes: Sizes, device
+):
+    """One call: ``certify`` of one evaluation batch at the CIFAR-10 cap, float64-verified with
+    the default cascade (the final certification's unit of work)."""
+    x, y = images[: sizes.cert_batch], labels[: sizes.cert_batch]
+    return lambda: certify(model, x, y, CIFAR.acr_cap, tol=tol, batch_size=len(y), device=device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,14 +27,22 @@ TABLE_ROWS = [
     "acert/standard",
     "acert/ibp",
     "ibp/standard",
+    "acert warm-up/standard",
     "acert search bound passes per step",
     "peak memory standard",
     "peak memory ibp",
     "peak memory acert",
+    "per-epoch val check (24 images)",
+    "final val check (24 images)",
     "certify float32",
     "certify float64",
     "certify float64, 10k images",
     "certify float64 bound passes",
+    "float32 IBP bound, TF32 allowed",
+    "float32 IBP bound, IEEE float32",
+    "profile: one acert step",
+    "profile: one certification batch",
+    "test certification of a chosen model",
     "1 training process(es)",
     "2 training process(es)",
     "4 training process(es)",
@@ -42,6 +50,7 @@ TABLE_ROWS = [
     "48-trial study, 0.25 GPU/trial, 1 GPU(s)",
     "48-trial study, 0.25 GPU/trial, 8 GPU(s)",
 ]
+MAY_BE_ZERO = ("acert mean radius", "train clean accuracy")  # the model's
 
 
 def python(args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -88,7 +97,7 @@ def test_the_table_has_a_number_in_every_row(cpu_run) -> None:
     for name, value in values.items():
         if name.startswith("peak memory"):
             assert value == "n/a", "the CPU has no device memory to report"
-        elif name in ("acert mean radius", "train clean accuracy"):  # the model's, may be 0
+        elif name in MAY_BE_ZERO or name.startswith("float32 IBP bound"):  # rounding: may be 0
             assert float(value) >= 0, f"{name}: {value}"
         else:
             assert float(value.replace(",", "")) > 0, f"{name}: {value}"
@@ -118,6 +127,23 @@ def test_the_json_line_and_file_agree_and_hold_positive_numbers(cpu_run) -> None
         for key in ("images_per_s", "seconds_per_10k", "bound_passes", "sample_passes_per_image"):
             assert positive(cert[key]), (dtype, key, cert[key])
 
+    check = saved["val_check"]
+    assert check["per_epoch"]["images"] == check["final"]["images"] == 24
+    assert (check["per_epoch"]["dtype"], check["final"]["dtype"]) == ("float32", "float64")
+    assert positive(check["per_epoch"]["seconds"]) and positive(check["final"]["seconds"])
+    assert check["per_epoch"]["share_of_acert_epoch"] == pytest.approx(
+        check["per_epoch"]["seconds"] / train["acert"]["epoch_s"]
+    )
+    tf32 = saved["tf32"]
+    assert tf32["tf32_allowed"] == tf32["ieee_float32"], "a CPU has no TF32"
+    assert tf32["ieee_float32"]["verdicts_differ"] == 0
+    assert tf32["ieee_float32"]["max_rel_gap"] < 1e-4  # float32 rounding
+    for key in ("acert_step", "cert_batch"):
+        prof = saved["profile"][key]
+        assert positive(prof["wall_s"]) and len(prof["top"]) == 5
+        assert prof["kernel_launches"] == prof["host_syncs"] == 0, "no kernels on a CPU"
+        assert prof["device_busy_share"] is None
+
     shared = saved["shared"]
     assert [row["processes"] for row in shared] == [1, 2, 4]
     assert shared[0]["speedup"] == 1.0
@@ -133,13 +159,31 @@ def test_the_projection_follows_from_the_measurements(cpu_run) -> None:
     assert all(positive(p[key]) for key in ("trial_train_hours", "trial_eval_hours"))
     study = {(s["gpus_per_trial"], s["gpus"]): s["hours"] for s in p["study"]}
     assert set(study) == {(share, gpus) for share in (1.0, 0.5, 0.25) for gpus in (1, 8)}
-    # One trial per GPU: 48 waves on one GPU, 6 on eight.
-    assert study[1.0, 1] == pytest.approx(48 * p["trial_hours"])
-    assert study[1.0, 8] == pytest.approx(6 * p["trial_hours"])
+    # The trial's checks: 199 per-epoch ones, the final one scaled to the 5k val split, and the
+    # final certification's price probe of 128 images.
+    check, cert = saved["val_check"], saved["certify"]["float64"]
+    checks_s = 199 * check["per_epoch"]["seconds"] + check["final"]["seconds"] * 5000 / 24
+    checks_s += 128 / cert["images_per_s"]
+    assert p["trial_eval_hours"] == pytest.approx(checks_s / 3600)
+    assert p["test_cert_seconds"] == pytest.approx(10_000 / cert["images_per_s"])
+    ending_h = p["targets"] * p["test_cert_seconds"] / 3600  # the chosen models, on test
+    assert p["targets"] == 6
+    # One trial per GPU: 48 waves on one GPU, 6 on eight, the test certifications shared.
+    assert study[1.0, 1] == pytest.approx(48 * p["trial_hours"] + ending_h)
+    assert study[1.0, 8] == pytest.approx(6 * p["trial_hours"] + ending_h / 8)
     # Four per GPU: 12 waves of trials that each run at speed-up(4) / 4.
-    four = saved["shared"][2]["speedup"]
-    assert study[0.25, 1] == pytest.approx(12 * p["trial_hours"] * 4 / four)
-    assert study[0.25, 8] == pytest.approx(2 * p["trial_hours"] * 4 / four)
+    slow = 4 / saved["shared"][2]["speedup"]
+    assert study[0.25, 1] == pytest.approx((12 * p["trial_hours"] + ending_h / 4) * slow)
+    assert study[0.25, 8] == pytest.approx((2 * p["trial_hours"] + ending_h / 32) * slow)
+
+
+def test_the_projection_prices_the_probe_a_trial_runs() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_report
+
+    from raycert.study.tune.trial import FINAL_CERT_PROBE
+
+    assert gpu_report.FINAL_CERT_PROBE == FINAL_CERT_PROBE
 
 
 def test_the_script_and_its_sibling_modules_import_nothing_the_gpu_image_lacks() -> None:
@@ -176,3 +220,6 @@ def test_gpu_benchmark_tiny_on_cuda_reports_memory_and_caps_shared_processes(
     assert fractions == [1.0, 0.5, 0.25]
     assert all(positive(row["peak_mib_per_process"]) for row in saved["shared"])
     assert "n/a" not in table_values(result.stdout).values()
+    for key in ("acert_step", "cert_batch"):
+        prof = saved["profile"][key]
+        assert prof["kernel_launches"] > 0 and 0 < prof["device_busy_share"] <= 1
