@@ -1,4 +1,5 @@
-"""Random small networks that cover every layer type the bounds support."""
+"""Random small networks that cover every layer type the bounds support, and a PGD attack
+that tries to flip their predictions inside a box."""
 
 from __future__ import annotations
 
@@ -111,3 +112,25 @@ def net_and_batch(seed: int = 1, conv_layers: int = 2, batch: int = 16):
     x = torch.where(x < 0.15, 0.0, torch.where(x > 0.85, 1.0, x))
     y = torch.randint(0, CLASSES, (batch,), generator=gen)
     return net, x, y
+
+
+def pgd_flips(net, x, y, eps, steps=40, restarts=4, seed=0):
+    """Projected gradient attack on the largest wrong logit, inside the clipped eps-box."""
+    gen = torch.Generator().manual_seed(seed)
+    eps = eps.view(-1, 1, 1, 1)
+    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    flipped = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(restarts):
+        adv = lower + (upper - lower) * torch.rand(x.shape, generator=gen, dtype=x.dtype)
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            logits = net(adv)
+            wrong = logits.clone()
+            wrong[torch.arange(len(y)), y] = -torch.inf
+            objective = (wrong.max(dim=1).values - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            (grad,) = torch.autograd.grad(objective, adv)
+            with torch.no_grad():
+                adv = torch.minimum(torch.maximum(adv + eps / 4 * grad.sign(), lower), upper)
+        with torch.no_grad():
+            flipped |= net(adv).argmax(dim=1) != y
+    return flipped

@@ -220,6 +220,7 @@ def test_each_method_reads_exactly_the_knobs_its_spec_declares():
     assert set(METHOD_SPECS["acert"].fields()) == set(METHOD_SPECS["ibp"].fields()) | {
         "search_steps",
         "search_tol",
+        "search_probes",
     }
 
 

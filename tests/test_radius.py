@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from nets import frozen_copy, named_bounds, random_net
+from nets import frozen_copy, named_bounds, pgd_flips, random_net
 from torch import nn
 
 import raycert.cert.radius as radius_module
@@ -99,35 +99,13 @@ def test_train_mode_search_uses_the_whole_batch_statistics():
     assert (bound[positive] > 0).all()
 
 
-def _pgd_flips(net, x, y, eps, steps=40, restarts=4, seed=0):
-    """Projected gradient attack on the largest wrong logit, inside the clipped eps-box."""
-    gen = torch.Generator().manual_seed(seed)
-    eps = eps.view(-1, 1, 1, 1)
-    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    flipped = torch.zeros(len(x), dtype=torch.bool)
-    for _ in range(restarts):
-        adv = lower + (upper - lower) * torch.rand(x.shape, generator=gen, dtype=x.dtype)
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            logits = net(adv)
-            wrong = logits.clone()
-            wrong[torch.arange(len(y)), y] = -torch.inf
-            objective = (wrong.max(dim=1).values - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            (grad,) = torch.autograd.grad(objective, adv)
-            with torch.no_grad():
-                adv = torch.minimum(torch.maximum(adv + eps / 4 * grad.sign(), lower), upper)
-        with torch.no_grad():
-            flipped |= net(adv).argmax(dim=1) != y
-    return flipped
-
-
 def test_attacks_inside_the_certified_box_never_flip_a_prediction(random_case):
     net, x, y = random_case
     radius = certified_radius(net, x, y, CAP, tol=1e-5)
     positive = radius > 0
-    assert not _pgd_flips(net, x[positive], y[positive], radius[positive]).any()
+    assert not pgd_flips(net, x[positive], y[positive], radius[positive]).any()
     # Control: the same attack does flip predictions once it may leave the certified box.
-    assert _pgd_flips(net, x[positive], y[positive], 20 * radius[positive] + 0.05).any()
+    assert pgd_flips(net, x[positive], y[positive], 20 * radius[positive] + 0.05).any()
 
 
 def test_the_search_still_searches_below_a_cap_smaller_than_tol(random_case):

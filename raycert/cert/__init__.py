@@ -9,6 +9,7 @@
 - ``bracket``: a batch of open ``Brackets``, and one verifier's false-position search of them.
 - ``stages``: a cascade's linear stage made cheap: step up, probe in float32, confirm in float64.
 - ``radius``: the largest verified radius per sample, for a verifier or a cascade; re-verification.
+- ``sweep``: a radius search of fixed shape (k probes per sample per round), for training on GPUs.
 - ``precision``: IEEE float32 (no TF32) while certifying.
 - ``certify``: the certificates of a split: per-sample radii, ACR and certified accuracy.
 - ``attack``: PGD, set against the certificates.

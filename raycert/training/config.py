@@ -77,8 +77,10 @@ class TrainConfig(BaseModel):
     smoothed schedule); the Shi et al. (2021) regularizers run during warm-up and ramp.
     Adaptive radii (ACERT's, and an option of every other bound-based method: ``adaptive``)
     come from a radius search of ``search_steps`` bracketing steps down to ``search_tol``
-    (pixel units); per-epoch evaluation certifies the first ``eval_limit`` validation samples
-    to ``eval_tol``, and the last epoch certifies the whole validation split.
+    (pixel units), or with ``search_probes`` k >= 1 from ``search_steps`` rounds of k probes per
+    sample in batches of fixed shape (``raycert.cert.sweep``: no host sync on a GPU); per-epoch
+    evaluation certifies the first ``eval_limit`` validation samples to ``eval_tol``, and the
+    last epoch certifies the whole validation split.
 
     Method knobs: each method reads only the fields its entry of
     ``raycert.training.methods.METHOD_SPECS`` names (``MethodSpec.fields``); the others keep
@@ -125,6 +127,7 @@ class TrainConfig(BaseModel):
     eval_tol: float = Field(1e-5, gt=0)  # pixel units
     search_steps: int = Field(10, ge=0)
     search_tol: float = Field(1e-6, gt=0)  # pixel units
+    search_probes: int = Field(0, ge=0)  # 0: bracketing to search_tol; k: the fixed-shape sweep
     cert_cap: Eps | None = None  # pixel units; None: the dataset's ACR cap
     cert_eps: Radii | None = None  # None: the dataset's standard radii
     augment: bool | None = None  # None: the dataset's default

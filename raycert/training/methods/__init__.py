@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # The radius search of adaptive radii: read by a method whenever its radii are adaptive.
-ADAPTIVE_FIELDS = ("search_steps", "search_tol")
+ADAPTIVE_FIELDS = ("search_steps", "search_tol", "search_probes")
 # The bound-based methods' regularizers (``reg_weight`` reaches the loss scheduled by the loop).
 REGULARIZER_FIELDS = ("reg_weight", "reg_tol")
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from raycert.cert.attack import training_attack
 from raycert.cert.bounds import BatchStats, clean_forward, propagate
 from raycert.cert.radius import certified_radius
+from raycert.cert.sweep import sweep_radii
 from raycert.training.config import TrainConfig
 from raycert.training.methods.terms import regularizer
 
@@ -91,9 +92,21 @@ def adaptive_radii(
     clean_logits: Tensor,
 ) -> Tensor:
     """ACERT's per-sample training radii: each sample's IBP-certified radius, capped by the
-    scheduled ``eps_pixel`` and searched with ``cfg.search_steps`` steps to ``cfg.search_tol``,
+    scheduled ``eps_pixel`` and searched with ``cfg.search_steps`` steps to ``cfg.search_tol``
+    (or, with ``cfg.search_probes``, swept in ``cfg.search_steps`` rounds of that many probes),
     without gradient; 0 for misclassified samples. ``bn_stats`` and ``clean_logits`` are the
     clean batch's, as in the loss."""
+    if cfg.search_probes:
+        return sweep_radii(
+            model,
+            x,
+            y,
+            eps_pixel,
+            probes=cfg.search_probes,
+            rounds=max(1, cfg.search_steps),
+            bn_stats=bn_stats,
+            clean_logits=clean_logits.detach(),
+        )
     return certified_radius(
         model,
         x,
