@@ -11,7 +11,9 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    the one sync per step). Each method is timed over 60 steps after 5 untimed ones and
    extrapolated to an epoch of 50k images (391 steps); the output says so. Also: acert in
    the warm-up epoch and after the ramp (for the projection), the ratios benchmarks/train.py
-   prints, the acert search's bound passes per step, and each method's peak device memory.
+   prints, the acert search's bound passes per step, and each method's peak device memory;
+   acert with its fixed-shape radius search (``raycert.cert.sweep``: 8 probes x 4 rounds and
+   16 x 3, about the bracketing search's tightness at mid-ramp) against its bracketing one.
 2. Checks and certification, as a trial runs them. The per-epoch val check
    (``raycert.training.evaluation.evaluate_val``: IBP in float32, radii re-verified in float64,
    on the preset's ``eval_limit`` images) as a share of an acert epoch, and the final one (IBP
@@ -101,6 +103,7 @@ from raycert.training.evaluation import resolve_device
 from raycert.training.schedule import batches_per_epoch
 
 TIMED_METHODS = ("standard", "ibp", "acert")
+SWEEPS = ((8, 4), (16, 3))  # (probes, rounds) of acert's fixed-shape radius search
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     after += (cfg["acert"].epochs - after) // 2
     runs = {m: (cfg[m], middle) for m in TIMED_METHODS}
     runs |= {"acert_warmup": (cfg["acert"], 0), "acert_post_ramp": (cfg["acert"], after)}
+    for probes, rounds in SWEEPS:  # the fixed-shape search: k probes per sample, fixed rounds
+        swept = cfg["acert"].replace(search_probes=probes, search_steps=rounds)
+        runs[f"acert_sweep_{probes}x{rounds}"] = (swept, middle)
     train = {}
     for key, (run_cfg, epoch) in runs.items():
         log(f"timing {key} at epoch {epoch + 1}")

@@ -123,6 +123,19 @@ def table(results: dict[str, Any]) -> str:
         if name == "ibp":
             note += "; goal <= 5 s"
         rows.append((label, fmt(t["epoch_s"]), "s/epoch", note))
+    for name, t in train.items():
+        if not name.startswith("acert_sweep_"):
+            continue
+        probes_rounds = name.removeprefix("acert_sweep_")
+        note = (
+            f"{probes_rounds} probes x rounds; "
+            f"x{t['epoch_s'] / train['ibp']['epoch_s']:.2f} ibp's, "
+            f"mean radius {fmt(t['radius_pct_of_eps'])}% of eps "
+            f"(bracketing: {fmt(train['acert']['radius_pct_of_eps'])}%)"
+        )
+        rows.append(
+            (f"acert epoch, mid-ramp, sweep {probes_rounds}", fmt(t["epoch_s"]), "s/epoch", note)
+        )
     goals = {
         "acert/standard": "",
         "acert/ibp": "goal <= 1.3",

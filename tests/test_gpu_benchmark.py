@@ -24,6 +24,8 @@ TABLE_ROWS = [
     "acert epoch, mid-ramp",
     "acert epoch, warm-up",
     "acert epoch, after the ramp",
+    "acert epoch, mid-ramp, sweep 8x4",
+    "acert epoch, mid-ramp, sweep 16x3",
     "acert/standard",
     "acert/ibp",
     "ibp/standard",
@@ -116,6 +118,8 @@ def test_the_json_line_and_file_agree_and_hold_positive_numbers(cpu_run) -> None
     assert train["standard"]["eps_pixel"] == 0 and 0 < train["ibp"]["eps_pixel"] < 8.8 / 255
     assert train["acert_post_ramp"]["eps_pixel"] == pytest.approx(8.8 / 255)
     assert positive(train["acert"]["bound_passes_per_step"])
+    for probes, rounds in ((8, 4), (16, 3)):  # the sweep: its rounds, whatever the data
+        assert train[f"acert_sweep_{probes}x{rounds}"]["bound_passes_per_step"] == rounds
     assert train["ibp"]["bound_passes_per_step"] == 0, "only the acert search makes passes"
     ratios = saved["ratios"]
     assert ratios["acert/ibp"] == pytest.approx(train["acert"]["epoch_s"] / train["ibp"]["epoch_s"])
