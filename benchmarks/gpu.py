@@ -26,13 +26,14 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    Then (2b) float32 IBP bounds with TF32 allowed and in IEEE float32 (what ``certify`` now
    holds to) against float64's, and a profile of one acert step and of one certification
    batch: top operations, kernel launches, host syncs and the device's busy share.
-3. Sharing one device. 1, 2 and 4 training processes at once (acert mid-ramp), each capping its
-   memory with ``torch.cuda.set_per_process_memory_fraction(1 / k)`` as a study trial with
-   ``--gpus-per-trial 1/k`` does (``raycert.study.tune.trial.pick_device``); total images/s and the
-   speed-up over one process.
+3. Sharing one device. 1, 2, 4 and 8 training processes at once (``--tiny``: 1, 2, 4; acert
+   mid-ramp), each capping its memory with ``torch.cuda.set_per_process_memory_fraction(1 / k)``
+   as a study trial with ``--gpus-per-trial 1/k`` does (``raycert.study.tune.trial.pick_device``);
+   total images/s and the speed-up over one process. With NVIDIA MPS running (the device
+   command below starts it where the machine allows), the processes share the GPU through it.
 4. Projection. Wall time of one ``paper`` CIFAR-10 trial (its epochs, ramp, eval sizes read from
    ``raycert/spec/presets/cifar10.toml``: training, every val check, the final certification's
-   price probe) and of a 48-trial study at 1, 0.5 and 0.25 GPU per trial on 1 and 8 GPUs,
+   price probe) and of a 48-trial study at 1, 0.5, 0.25 and 0.125 GPU per trial on 1 and 8 GPUs,
    ending with the test certification of each target's chosen model, from the numbers above.
 
 The measurement (sections 0 to 3) lives in benchmarks/gpu_measure.py, the projection, table and
@@ -63,7 +64,12 @@ named for CUDA, which skip without it)::
     PYTHONPATH=. timeout 470 python3 benchmarks/gpu.py --out-json $OUT/gpu.json 2>&1 \
       | tee $OUT/gpu.txt; echo "gpu.py rc $?"; \
     PYTHONPATH=. timeout 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
-      tests/test_data.py tests/test_gpu_benchmark.py 2>&1 | tail -15
+      tests/test_data.py tests/test_gpu_benchmark.py 2>&1 | tail -15; \
+    nvidia-cuda-mps-control -d && PYTHONPATH=. timeout 150 python3 benchmarks/gpu.py \
+      --shared-only --out-json $OUT/gpu-mps.json 2>&1 | tee $OUT/gpu-mps.txt | tail -8; \
+    echo quit | nvidia-cuda-mps-control
+
+The last line measures section 3 again with NVIDIA MPS on (where the machine lets it start).
 """
 
 from __future__ import annotations
@@ -96,7 +102,7 @@ from gpu_measure import (
     time_training,
     time_val_checks,
 )
-from gpu_report import project, table, write_json
+from gpu_report import markdown, project, shared_rows, table, write_json
 
 from raycert.errors import UserError
 from raycert.training.evaluation import resolve_device
@@ -111,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--tiny", action="store_true", help="small sizes: a CPU check in seconds")
     parser.add_argument("--out-json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--shared-only", action="store_true", help="only section 3 (k processes on one device)"
+    )
     parser.add_argument(
         "--cert-budget", type=float, default=90.0, help="seconds at most per certification dtype"
     )
@@ -143,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = synthetic_cifar(sizes.train_images)
     images, labels = images.to(device), labels.to(device)
     prepared = prepare_model(sizes, images, labels, device)
+
+    if args.shared_only:  # section 3 alone: to run again under NVIDIA MPS
+        acert = paper_config(sizes, "acert")
+        results["shared"] = shared_throughput(prepared, acert, mid_ramp_epoch(acert), sizes, device)
+        write_json(results, args.out_json)
+        print(markdown(shared_rows(results["shared"])))
+        print(json.dumps(results))
+        return 0
 
     # 1. Training: mid-ramp for every method; acert also in warm-up and after the ramp.
     cfg = {m: paper_config(sizes, m) for m in TIMED_METHODS}

@@ -62,7 +62,9 @@ class Sizes:
     processes: tuple[int, ...] = (1, 2, 4)
 
 
-FULL = Sizes("cnn7", 128, EPOCH_IMAGES, 60, 5, 40, 10_000, EVAL_BATCH, CIFAR.val_size, 60)
+FULL = Sizes(
+    "cnn7", 128, EPOCH_IMAGES, 60, 5, 40, 10_000, EVAL_BATCH, CIFAR.val_size, 60, (1, 2, 4, 8)
+)
 TINY = Sizes("cnn_small", 16, 256, 2, 1, 4, 48, 16, 24, 2)
 
 
@@ -484,7 +486,7 @@ def _shared_round(
 def shared_throughput(
     prepared: nn.Sequential, cfg: TrainConfig, epoch: int, sizes: Sizes, device: torch.device
 ) -> list[dict[str, Any]]:
-    """Total training images/s of 1, 2, 4 processes training at once on ``device``.
+    """Total training images/s of ``sizes.processes`` (1, 2, 4, 8) training at once on ``device``.
 
     One pool of spawned workers serves every round (workers 0..k-1 run round k), so process
     start-up is paid once, and no round starts before every worker has set up (an idle worker

@@ -19,7 +19,7 @@ from raycert.training.schedule import batches_per_epoch
 CIFAR = dataset_info("cifar10")
 FINAL_CERT_PROBE = 128  # val images a trial certifies to price its final test pass (trial.py's)
 STUDY_TRIALS = 48
-GPUS_PER_TRIAL = (1.0, 0.5, 0.25)
+GPUS_PER_TRIAL = (1.0, 0.5, 0.25, 0.125)  # those whose sharing was measured
 STUDY_GPUS = (1, 8)
 
 
@@ -207,16 +207,7 @@ def table(results: dict[str, Any]) -> str:
             f"device busy {busy_note}; top: {top}"
         )
         rows.append((f"profile: {label}", fmt(1e3 * prof["wall_s"]), "ms", note))
-    for row in results["shared"]:
-        k = row["processes"]
-        fraction = "n/a" if row["memory_fraction"] is None else f"{row['memory_fraction']:g}"
-        note = (
-            f"speed-up {row['speedup']:.2f} over 1; memory fraction {fraction}; "
-            f"peak {fmt(row['peak_mib_per_process'])} MiB/process"
-        )
-        if k == 4:
-            note += "; goal speed-up >= 2"
-        rows.append((f"{k} training process(es)", fmt(row["images_per_s"]), "images/s", note))
+    rows += shared_rows(results["shared"])
     p = results["projection"]
     rows.append(
         (
@@ -243,6 +234,26 @@ def table(results: dict[str, Any]) -> str:
             note += "; goal <= 2 h at the recommended share"
         rows.append((label, fmt(s["hours"]), "h", note))
 
+    return markdown(rows)
+
+
+def shared_rows(shared: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """The table's rows of section 3: k training processes sharing one device."""
+    rows = []
+    for row in shared:
+        k = row["processes"]
+        fraction = "n/a" if row["memory_fraction"] is None else f"{row['memory_fraction']:g}"
+        note = (
+            f"speed-up {row['speedup']:.2f} over 1; memory fraction {fraction}; "
+            f"peak {fmt(row['peak_mib_per_process'])} MiB/process"
+        )
+        if k == 4:
+            note += "; goal speed-up >= 2"
+        rows.append((f"{k} training process(es)", fmt(row["images_per_s"]), "images/s", note))
+    return rows
+
+
+def markdown(rows: list[tuple[str, str, str, str]]) -> str:
     lines = ["| measurement | value | unit | note |", "| --- | ---: | --- | --- |"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(lines)

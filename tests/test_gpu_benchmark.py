@@ -227,3 +227,18 @@ def test_gpu_benchmark_tiny_on_cuda_reports_memory_and_caps_shared_processes(
     for key in ("acert_step", "cert_batch"):
         prof = saved["profile"][key]
         assert prof["kernel_launches"] > 0 and 0 < prof["device_busy_share"] <= 1
+
+
+def test_shared_only_measures_section_three_alone(tmp_path: Path) -> None:
+    """What the device command runs again under NVIDIA MPS: the sharing rows, nothing else."""
+    out = tmp_path / "mps.json"
+    result = python(
+        [str(SCRIPT), "--device", "cpu", "--tiny", "--shared-only", "--out-json", str(out)], 300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    saved = json.loads(out.read_text())
+    assert [row["processes"] for row in saved["shared"]] == [1, 2, 4]
+    assert "train" not in saved and "projection" not in saved
+    values = table_values(result.stdout)
+    assert set(values) == {f"{k} training process(es)" for k in (1, 2, 4)}
+    assert all(positive(float(v.replace(",", ""))) for v in values.values())
