@@ -10,8 +10,13 @@
     <= 3x IBP's certification time.
 (f) a backward pass's map through a model's first Conv2d (into the image's channels): the
     kernel ``raycert.cert.backward`` uses on a CPU (PyTorch's own) / conv_transpose2d's (oneDNN)
+(g) ``certify`` of one batch of 128, IBP vs the default cascade, float32 and float64: its bound
+    passes (the radius search's dependent rounds) and the calls that would make the host wait
+    for a GPU (``benchmarks/counters.py``), the small, sequential work a GPU idles through;
+    on cnn7 too unless ``--no-cnn7-counts`` (its cascade takes minutes on a CPU thread)
 
     python benchmarks/bounds.py [--data-dir DIR] [--repeats 5] [--runs NAME=RUN_DIR ...]
+                                [--only SECTIONS] [--no-cnn7-counts]
 
 cnn7 runs on a 3x32x32 batch of 128 (random pixels, IBP-initialized, so its radii are small);
 the small CNN runs on real MNIST after a short IBP training, so its radii spread over the cap.
@@ -28,6 +33,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from counters import counting_bound_passes, counting_host_syncs, top_syncs  # beside this script
 
 import raycert.cert.verifiers as verifiers_module
 from raycert.cert.backward import conv_transpose
@@ -193,6 +199,21 @@ def first_layer_transpose(repeats: int) -> None:
             )
 
 
+def certify_counts(name: str, model, images, labels, cap: float) -> None:
+    """(g): bound passes and host syncs of ``certify`` on one batch of ``images``, per verifier
+    (IBP and the default cascade) and dtype; float32 includes its float64 re-verification."""
+    for dtype in (torch.float32, torch.float64):
+        for verifier in ("ibp", DEFAULT_VERIFIER):
+            run = dict(tol=1e-5, verifier=verifier, batch_size=len(labels), dtype=dtype)
+            with counting_bound_passes() as passes, counting_host_syncs() as syncs:
+                certify(model, images, labels, cap, **run)
+            print(
+                f"(g) {name:<26} {str(dtype).removeprefix('torch.'):<8} {verifier:<20} per batch: "
+                f"bound passes {passes['passes']:3d} ({passes['samples'] / len(labels):5.2f} "
+                f"sample-passes/sample), host syncs {syncs['total']:4d} ({top_syncs(syncs)})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -202,6 +223,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000, help="test images for (e)")
     parser.add_argument("--cert-repeats", type=int, default=3, help="rounds of (e) per run")
     parser.add_argument("--skip-speed", action="store_true", help="only (d) and (e)")
+    parser.add_argument("--only", default="abcdefg", help="the sections to run, e.g. g")
+    parser.add_argument(
+        "--cnn7-counts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(g) on cnn7 too",
+    )
     parser.add_argument(
         "--verifiers",
         nargs="*",
@@ -209,13 +237,18 @@ def main() -> None:
         help="cascades (e) compares with IBP",
     )
     args = parser.parse_args()
-    crown_memory()
-    if args.runs:
+    only = set(args.only)
+    if "d" in only:
+        crown_memory()
+    if args.runs and "e" in only:
         certification(args.runs, args.data_dir, args.limit, args.verifiers, args.cert_repeats)
     if args.skip_speed:
         return
     torch.manual_seed(0)
-    first_layer_transpose(args.repeats)
+    if "f" in only:
+        first_layer_transpose(args.repeats)
+    if not only & set("abcg"):
+        return
 
     cifar = dataset_info("cifar10")
     cnn7 = build_model("cnn7", cifar.shape, 10, cifar.mean, cifar.std)
@@ -233,12 +266,18 @@ def main() -> None:
     xm, ym = test.images.float() / 255, test.labels
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, tol 1e-5")
-    for dtype in (torch.float32, torch.float64):
-        measure("cnn7 3x32x32 cap 8.8/255", cnn7, x, y, 8.8 / 255, args.repeats, dtype)
-        measure("cnn_small MNIST cap 0.4", small, xm, ym, 0.4, args.repeats, dtype)
-    for dtype in (torch.float32, torch.float64):
-        measure_linear("cnn7 3x32x32 eps 2/255", cnn7, x, y, 2 / 255, args.repeats, dtype)
-        measure_linear("cnn_small MNIST eps 0.1", small, xm, ym, 0.1, args.repeats, dtype)
+    if only & set("ab"):
+        for dtype in (torch.float32, torch.float64):
+            measure("cnn7 3x32x32 cap 8.8/255", cnn7, x, y, 8.8 / 255, args.repeats, dtype)
+            measure("cnn_small MNIST cap 0.4", small, xm, ym, 0.4, args.repeats, dtype)
+    if "c" in only:
+        for dtype in (torch.float32, torch.float64):
+            measure_linear("cnn7 3x32x32 eps 2/255", cnn7, x, y, 2 / 255, args.repeats, dtype)
+            measure_linear("cnn_small MNIST eps 0.1", small, xm, ym, 0.1, args.repeats, dtype)
+    if "g" in only:
+        certify_counts("cnn_small MNIST cap 0.4", small, test.images, ym, 0.4)
+        if args.cnn7_counts:
+            certify_counts("cnn7 3x32x32 cap 8.8/255", cnn7, x, y, 8.8 / 255)
 
 
 if __name__ == "__main__":
