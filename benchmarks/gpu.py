@@ -88,9 +88,9 @@ from gpu_measure import (
     EPOCH_IMAGES,
     FULL,
     TINY,
-    acert_step,
     certification_batch,
     log,
+    method_step,
     mid_ramp_epoch,
     paper_config,
     prepare_model,
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     acert = train["acert"]  # bounds where the mid-ramp model's radii lie: verdicts can differ
     radius = acert["eps_pixel"] * (acert["radius_pct_of_eps"] or 0) / 100
     results["tf32"] = tf32_error(prepared, cert_images, cert_labels, radius, sizes, device)
-    step = acert_step(prepared, cfg["acert"], middle, images, labels, sizes)
+    step = method_step(prepared, cfg["acert"], middle, images, labels, sizes)
     batch = certification_batch(
         prepared, cert_images, cert_labels, cfg["acert"].eval_tol, sizes, device
     )

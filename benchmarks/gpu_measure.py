@@ -11,7 +11,6 @@ processes can unpickle them.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -19,16 +18,17 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+
+# counters is a sibling in benchmarks/, sys.path[0] when gpu.py runs as a file.
+from counters import counting_bound_passes, counting_host_syncs
 from torch import Tensor, nn
 
-import raycert.cert.verifiers as verifiers_module
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify
 from raycert.cert.precision import exact_float32
@@ -86,26 +86,6 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_mib(device: torch.device) -> float | None:
     """``torch.cuda.max_memory_allocated`` in MiB since the last reset; None on the CPU."""
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-@contextlib.contextmanager
-def counting_bound_passes() -> Iterator[dict[str, int]]:
-    """Count the radius search's bound passes (calls of ``raycert.cert.verifiers.min_margin``)
-    and the samples they carried, as benchmarks/bounds.py does; the search looks it up at each
-    call, so the patch reaches it."""
-    counts = {"passes": 0, "samples": 0}
-    original = verifiers_module.min_margin
-
-    def counting(net, xs, *args, **kwargs):
-        counts["passes"] += 1
-        counts["samples"] += len(xs)
-        return original(net, xs, *args, **kwargs)
-
-    verifiers_module.min_margin = counting
-    try:
-        yield counts
-    finally:
-        verifiers_module.min_margin = original
 
 
 def paper_config(sizes: Sizes, method: str, **changes: Any) -> TrainConfig:
@@ -198,6 +178,9 @@ def time_training(
         )
         sync(device)
         seconds = time.perf_counter() - tic
+    one_step = method_step(model, cfg, epoch, images, labels, sizes)
+    with counting_host_syncs() as syncs:  # one more step, untimed: the counter slows it
+        one_step()
     step_s = seconds / sizes.steps
     eps = scheduled_eps(epoch * sizes.steps + sizes.steps // 2, sizes.steps, cfg)
     return {
@@ -209,6 +192,7 @@ def time_training(
         "clean_acc": summary["train_clean_acc"],
         "radius_pct_of_eps": 100 * summary["train_radius"] / eps if eps > 0 else None,
         "bound_passes_per_step": counts["passes"] / sizes.steps,
+        "host_syncs_per_step": syncs["total"],
     }
 
 
@@ -395,7 +379,7 @@ def profile(fn, device: torch.device, top: int = 5) -> dict[str, Any]:
     }
 
 
-def acert_step(
+def method_step(
     prepared: nn.Sequential,
     cfg: TrainConfig,
     epoch: int,
@@ -404,7 +388,8 @@ def acert_step(
     sizes: Sizes,
 ):
     """One call: one trainer step (``loop.train_step``) of ``cfg.method`` on the first batch at
-    ``epoch``'s scheduled eps and regularizer weight, on a copy of ``prepared``."""
+    ``epoch``'s scheduled eps and regularizer weight, on a copy of ``prepared`` (the same copy
+    at every call)."""
     model = copy.deepcopy(prepared).train()
     optimizer = loop.build_optimizer(cfg, model)
     at = epoch * sizes.steps + sizes.steps // 2

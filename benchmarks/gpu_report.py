@@ -149,6 +149,15 @@ def table(results: dict[str, Any]) -> str:
     rows.append(
         ("acert search bound passes per step", fmt(acert["bound_passes_per_step"]), "", search)
     )
+    syncs = ", ".join(f"{name} {t['host_syncs_per_step']}" for name, t in train.items())
+    rows.append(
+        (
+            "acert host syncs per step",
+            str(acert["host_syncs_per_step"]),
+            "",
+            f"counted by benchmarks/counters.py in one step; {syncs}",
+        )
+    )
     rows.append(("acert mean radius", fmt(acert["radius_pct_of_eps"]), "% of eps", "mid-ramp"))
     rows.append(("train clean accuracy", fmt(100 * acert["clean_acc"]), "%", "acert, mid-ramp"))
     for name in ("standard", "ibp", "acert"):

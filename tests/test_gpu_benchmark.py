@@ -31,6 +31,7 @@ TABLE_ROWS = [
     "ibp/standard",
     "acert warm-up/standard",
     "acert search bound passes per step",
+    "acert host syncs per step",
     "peak memory standard",
     "peak memory ibp",
     "peak memory acert",
@@ -119,7 +120,11 @@ def test_the_json_line_and_file_agree_and_hold_positive_numbers(cpu_run) -> None
     assert train["acert_post_ramp"]["eps_pixel"] == pytest.approx(8.8 / 255)
     assert positive(train["acert"]["bound_passes_per_step"])
     for probes, rounds in ((8, 4), (16, 3)):  # the sweep: its rounds, whatever the data
-        assert train[f"acert_sweep_{probes}x{rounds}"]["bound_passes_per_step"] == rounds
+        swept = train[f"acert_sweep_{probes}x{rounds}"]
+        assert swept["bound_passes_per_step"] == rounds
+        # The trainer's one finite check is the sweep's step's only sync.
+        assert swept["host_syncs_per_step"] == train["ibp"]["host_syncs_per_step"] == 1
+    assert train["acert"]["host_syncs_per_step"] > 1  # the bracketing search's
     assert train["ibp"]["bound_passes_per_step"] == 0, "only the acert search makes passes"
     ratios = saved["ratios"]
     assert ratios["acert/ibp"] == pytest.approx(train["acert"]["epoch_s"] / train["ibp"]["epoch_s"])

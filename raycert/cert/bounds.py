@@ -202,9 +202,11 @@ def _abs_linear(layer: nn.Conv2d | nn.Linear, radius: Tensor) -> Tensor:
 
 
 def _other_classes(y: Tensor, num_classes: int) -> Tensor:
-    """For each label, the ``num_classes - 1`` other classes in increasing order: (batch, C-1)."""
-    classes = torch.arange(num_classes, device=y.device).expand(len(y), num_classes)
-    return classes[classes != y[:, None]].view(len(y), num_classes - 1)
+    """For each label, the ``num_classes - 1`` other classes in increasing order: (batch, C-1).
+    Column ``j`` holds ``j`` below the label and ``j + 1`` from it on: no mask, so no shape that
+    depends on the data (a GPU need not wait for the host)."""
+    columns = torch.arange(num_classes - 1, device=y.device).expand(len(y), num_classes - 1)
+    return columns + (columns >= y[:, None])
 
 
 def exact_margins(logits: Tensor, y: Tensor) -> Tensor:
