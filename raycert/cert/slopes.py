@@ -187,8 +187,9 @@ def _ascend(
         with torch.no_grad():
             better = bound > best
             best = torch.where(better, bound, best)
-            for index, s in slopes.items():
-                best_slopes[index][better] = s[better]
+            for index, s in slopes.items():  # a select, not a mask: no host sync on a GPU
+                kept = better.view(*better.shape, *[1] * (s.dim() - better.dim()))
+                best_slopes[index] = torch.where(kept, s, best_slopes[index])
         if step == steps:
             break
         # Gradients of the slopes alone: the model's parameters are left untouched.
