@@ -208,8 +208,9 @@ def relu_back(
         low_slope = torch.where(relaxation.unstable[:, None], slope, up_slope)
     negative = coeffs.clamp(max=0)
     bias = bias + torch.einsum("bri,bi->br", negative.flatten(2), relaxation.up_shift.flatten(1))
-    # Positive coefficients take the lower line, the others the upper one.
-    return coeffs * torch.where(coeffs > 0, low_slope, up_slope), bias
+    # Positive coefficients take the lower line, the others the upper one: the same values as
+    # ``coeffs * where(coeffs > 0, low, up)``, without a broadcast select (slow on a CPU).
+    return negative * up_slope + (coeffs - negative) * low_slope, bias
 
 
 def backward(
