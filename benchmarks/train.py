@@ -11,7 +11,10 @@ Then one untimed step of every method (and of each optional adaptive variant; on
 acert only) is counted: its bound passes (calls of ``min_margin``: the radius search's dependent
 rounds) and the calls that would make the host wait for a GPU (``benchmarks/counters.py``), in
 total and the top 3 ops. On a GPU both set a floor under a step's time that faster kernels do
-not lower. ``--sites`` lists where in the code ACERT's step makes its syncs.
+not lower. ``--sites`` lists where in the code ACERT's step makes its syncs. ACERT with its
+fixed-shape radius search (``search_probes``: 8 probes x 3 rounds, a step with no sync but the
+trainer's one) is timed and counted beside its bracketing search: on a CPU its passes cost 8x,
+on a GPU they cost about what one does (benchmarks/gpu.py measures it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from raycert.training.loop import new_model, train_step
 from raycert.training.methods import METHOD_SPECS, StepInput
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+SWEEP = (8, 3)  # probes, rounds of acert's fixed-shape radius search (search_probes)
+
+
+def swept(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with acert's radii from the fixed-shape search (``raycert.cert.sweep``)."""
+    return cfg.replace(search_probes=SWEEP[0], search_steps=SWEEP[1])
 
 
 def step(model, optimizer, method: str, x, y, eps: float, cfg: TrainConfig) -> torch.Tensor:
@@ -76,6 +87,9 @@ def count_methods(
             passes, syncs = count_step(model, method, adaptive, x, y, eps, cfg, sites)
             label = f"{method} adaptive" if adaptive else method
             print(f"    {label:<26} {passes:12d} {syncs['total']:11d}  ({top_syncs(syncs)})")
+    passes, syncs = count_step(model, "acert", None, x, y, eps, swept(cfg), Counter())
+    label = f"acert sweep {SWEEP[0]}x{SWEEP[1]}"
+    print(f"    {label:<26} {passes:12d} {syncs['total']:11d}  ({top_syncs(syncs)})")
     if show_sites:
         print("    acert's host syncs by call site:")
         for (op, site), n in acert_sites.most_common():
@@ -96,6 +110,7 @@ def bench(
     seconds = {
         m: time_step(model, m, x, y, eps, cfg, repeats) for m in ("standard", "ibp", "acert")
     }
+    sweep_s = time_step(model, "acert", x, y, eps, swept(cfg), repeats)
     radius = float(step(model, torch.optim.SGD(model.parameters(), 0.0), "acert", x, y, eps, cfg))
     print(
         f"{name:<30} step ms: standard {1e3 * seconds['standard']:7.1f}  "
@@ -103,6 +118,14 @@ def bench(
         f"acert/ibp {seconds['acert'] / seconds['ibp']:.2f}  "
         f"ibp/standard {seconds['ibp'] / seconds['standard']:.2f}   "
         f"acert mean radius {radius / len(y) / eps:.0%} of eps"
+    )
+    sweep_radius = float(
+        step(model, torch.optim.SGD(model.parameters(), 0.0), "acert", x, y, eps, swept(cfg))
+    )
+    print(
+        f"{'':<30} acert sweep {SWEEP[0]}x{SWEEP[1]} {1e3 * sweep_s:7.1f} ms: "
+        f"x{sweep_s / seconds['acert']:.2f} acert's bracketing step, "
+        f"mean radius {sweep_radius / len(y) / eps:.0%} of eps"
     )
     count_methods(name, model, x, y, eps, cfg, counted, show_sites)
 
