@@ -163,9 +163,11 @@ def _ascend(
         with torch.enable_grad() if not last else torch.no_grad():
             adv.requires_grad_(not last)
             loss = objective(forward(adv), y)
-        with torch.no_grad():
+        with torch.no_grad():  # selects, not masks: no host sync on a GPU
             better = loss.detach() > best_loss
-            best[better], best_loss[better] = adv.detach()[better], loss.detach()[better]
+            kept = better.view(-1, *[1] * (adv.dim() - 1))
+            best.copy_(torch.where(kept, adv.detach(), best))
+            best_loss.copy_(torch.where(better, loss.detach(), best_loss))
         if last:
             return
         (grad,) = torch.autograd.grad(loss.sum(), adv)
