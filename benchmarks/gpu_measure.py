@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify
-from raycert.cert.precision import exact_float32
+from raycert.cert.precision import cudnn_tf32, exact_float32
 from raycert.data import dataset_info, synthetic_split
 from raycert.spec import load_preset
 from raycert.training import loop
@@ -309,14 +309,7 @@ def tf32_error(
     net32 = copy.deepcopy(model).float().eval()
     with torch.no_grad():
         exact = margin_lower_bounds(net64, x, y, eps).min(dim=1).values
-        cudnn = torch.backends.cudnn
-        keep = dict(
-            enabled=cudnn.enabled,
-            benchmark=cudnn.benchmark,
-            benchmark_limit=cudnn.benchmark_limit,
-            deterministic=cudnn.deterministic,
-        )
-        with cudnn.flags(**keep, allow_tf32=True):
+        with cudnn_tf32(True):  # PyTorch's default for cuDNN convolutions
             tf32 = margin_lower_bounds(net32, x.float(), y, eps).min(dim=1).values.double()
         with exact_float32():
             ieee = margin_lower_bounds(net32, x.float(), y, eps).min(dim=1).values.double()

@@ -23,18 +23,26 @@ HIGHEST = "highest"  # torch.set_float32_matmul_precision: float32 products in f
 
 
 @contextmanager
-def exact_float32() -> Iterator[None]:
-    """Float32 cuDNN convolutions and matrix products in IEEE float32 (no TF32) inside; the
-    previous settings restored on the way out, whatever happened inside."""
+def cudnn_tf32(allowed: bool) -> Iterator[None]:
+    """cuDNN's float32 convolutions with TF32 ``allowed`` or not inside, cuDNN's other flags
+    as they were; the previous setting restored on the way out."""
     cudnn = torch.backends.cudnn
-    matmul = torch.get_float32_matmul_precision()
-    keep = dict(
+    with cudnn.flags(
         enabled=cudnn.enabled,
         benchmark=cudnn.benchmark,
         benchmark_limit=cudnn.benchmark_limit,
         deterministic=cudnn.deterministic,
-    )
-    with cudnn.flags(**keep, allow_tf32=False):
+        allow_tf32=allowed,
+    ):
+        yield
+
+
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 cuDNN convolutions and matrix products in IEEE float32 (no TF32) inside; the
+    previous settings restored on the way out, whatever happened inside."""
+    matmul = torch.get_float32_matmul_precision()
+    with cudnn_tf32(False):
         torch.set_float32_matmul_precision(HIGHEST)
         try:
             yield
