@@ -9,7 +9,7 @@ dimension its method ignores:
 - ``[search.<field>]`` declares a knob once for every method that reads it: a field every
   method shares (``lr``, ``max_eps``) is searched in every trial, a method knob (``kappa``,
   ``attack_steps``, ``adaptive``) only in the trials of the methods that read it
-  (``search_steps`` and ``search_tol`` only at adaptive radii);
+  (``search_steps``, ``search_tol`` and ``search_probes`` only at adaptive radii);
 - ``[methods.<method>]`` holds one method's own table: ``search`` (``[methods.sabr.search.
   sabr_lambda]``, a knob searched in that method's trials only, not also in ``[search]`` or
   in another method's table), and ``recipe`` (``[methods.sabr.recipe]`` with ``sabr_lambda =
