@@ -36,8 +36,9 @@ gives the radius search real radii to find; no dataset files), for cnn7 at batch
    price probe) and of a 48-trial study at 1, 0.5, 0.25 and 0.125 GPU per trial on 1 and 8 GPUs,
    ending with the test certification of each target's chosen model, from the numbers above.
 
-The measurement (sections 0 to 3) lives in benchmarks/gpu_measure.py, the projection, table and
-JSON in benchmarks/gpu_report.py; this file runs the sections in order.
+The measurement lives in benchmarks/gpu_measure.py (sections 0 and 1), gpu_checks.py (2) and
+gpu_shared.py (3), the projection, table and JSON in gpu_report.py; this file runs the sections
+in order.
 
 Prints a markdown table and, as its last line, the same numbers as one JSON object
 (``--out-json PATH`` also writes them there, after every section, so a run cut short keeps
@@ -83,26 +84,28 @@ from typing import Any
 
 import torch
 
-# gpu_measure and gpu_report are siblings in benchmarks/, sys.path[0] when this runs as a file.
+# The gpu_* modules are siblings in benchmarks/, sys.path[0] when this runs as a file.
+from gpu_checks import (
+    certification_batch,
+    profile,
+    tf32_error,
+    time_certification,
+    time_val_checks,
+)
 from gpu_measure import (
     EPOCH_IMAGES,
     FULL,
     TINY,
-    certification_batch,
     log,
     method_step,
     mid_ramp_epoch,
     paper_config,
     prepare_model,
-    profile,
-    shared_throughput,
     synthetic_cifar,
-    tf32_error,
-    time_certification,
     time_training,
-    time_val_checks,
 )
 from gpu_report import markdown, project, shared_rows, table, write_json
+from gpu_shared import shared_throughput
 
 from raycert.errors import UserError
 from raycert.training.evaluation import resolve_device

@@ -196,17 +196,18 @@ def test_the_projection_prices_the_probe_a_trial_runs() -> None:
 
 
 def test_the_script_and_its_sibling_modules_import_nothing_the_gpu_image_lacks() -> None:
-    """The GPU image has torch, numpy, rich and pydantic only: gpu.py, gpu_measure.py and
-    gpu_report.py (siblings found through benchmarks/ on sys.path, as a file run finds them)
+    """The GPU image has torch, numpy, rich and pydantic only: gpu.py and its gpu_* and counters
+    siblings (found through benchmarks/ on sys.path, as a file run finds them)
     must load no ray, optuna or plotly. A fresh interpreter, so other tests' imports don't count."""
     probe = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import gpu, gpu_measure, gpu_report; "
+        "import sys; sys.path.insert(0, 'benchmarks'); import gpu; "
         "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
     )
     result = python(["-c", probe], 120)
     assert result.returncode == 0, result.stderr[-4000:]
     loaded = set(result.stdout.split())
-    assert {"torch", "raycert", "gpu_measure", "gpu_report"} <= loaded
+    siblings = {"counters", "gpu_measure", "gpu_checks", "gpu_shared", "gpu_report"}
+    assert {"torch", "raycert"} | siblings <= loaded
     assert not loaded & {"ray", "optuna", "plotly"}, sorted(loaded & {"ray", "optuna", "plotly"})
 
 
