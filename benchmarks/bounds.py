@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from counters import counting_bound_passes, counting_host_syncs, top_syncs  # beside this script
 
-import raycert.cert.verifiers as verifiers_module
 from raycert.cert.backward import conv_transpose
 from raycert.cert.bounds import margin_lower_bounds
 from raycert.cert.certify import certify, summarize
@@ -78,27 +77,18 @@ def quick_ibp_training(model, images, labels, eps: float, steps: int) -> None:
 def measure(name: str, model, x, y, cap: float, repeats: int, dtype: torch.dtype) -> None:
     model = model.to(dtype).eval()
     x = x.to(dtype)
-    passes: list[int] = []
-    original = verifiers_module.min_margin  # the search's one bound call: count its passes
-
-    def counting(net, xs, ys, eps, *args, **kwargs):
-        passes.append(len(xs))
-        return original(net, xs, ys, eps, *args, **kwargs)
-
     with torch.no_grad():
         forward = best_time(lambda: model(x), repeats)
         bound = best_time(lambda: margin_lower_bounds(model, x, y, cap / 2), repeats)
         search = best_time(lambda: certified_radius(model, x, y, cap, 1e-5), repeats)
-        verifiers_module.min_margin = counting
-        try:
+        with counting_bound_passes() as passes:
             radius = certified_radius(model, x, y, cap, 1e-5)
-        finally:
-            verifiers_module.min_margin = original
     open_ = ((radius > 0) & (radius < cap)).float().mean()
     print(
         f"{name:<26} {str(dtype).removeprefix('torch.'):<8} "
         f"(a) bound/forward {bound / forward:5.2f}   (b) search/bound {search / bound:5.2f}   "
-        f"passes {len(passes):2d}, sample-passes/sample {sum(passes) / len(x):5.2f}, "
+        f"passes {passes['passes']:2d}, "
+        f"sample-passes/sample {passes['samples'] / len(x):5.2f}, "
         f"radii inside (0, cap) {open_:4.0%}"
     )
 

@@ -13,8 +13,8 @@ rounds) and the calls that would make the host wait for a GPU (``benchmarks/coun
 total and the top 3 ops. On a GPU both set a floor under a step's time that faster kernels do
 not lower. ``--sites`` lists where in the code ACERT's step makes its syncs. ACERT with its
 fixed-shape radius search (``search_probes``: 8 probes x 3 rounds, a step with no sync but the
-trainer's one) is timed and counted beside its bracketing search: on a CPU its passes cost 8x,
-on a GPU they cost about what one does (benchmarks/gpu.py measures it).
+trainer's one) is timed and counted beside its bracketing search: on a CPU its passes cost 8x;
+what they cost on a GPU, benchmarks/gpu.py measures.
 """
 
 from __future__ import annotations

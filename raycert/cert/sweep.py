@@ -9,8 +9,9 @@ only widen with eps, so each round keeps the crossing between a verified and a f
 Why: ``raycert.cert.bracket`` closes each bracket in few bound passes, but its shapes depend on
 the data (closed brackets leave the batch), so on a GPU every round waits for the host. Here a
 round is one pass of ``k`` times the batch, built from the same tensors each time: nothing in
-the loop reads a value back, and a GPU runs ``k`` probes for about the price of one. On a CPU
-a pass costs ``k`` times as much; training uses it where ``TrainConfig.search_probes`` asks.
+the loop reads a value back, and a GPU that a training batch leaves idle may run ``k`` probes
+for little more than one (benchmarks/gpu.py measures it). On a CPU a pass costs ``k`` times
+as much; training uses it where ``TrainConfig.search_probes`` asks.
 """
 
 from __future__ import annotations
