@@ -12,25 +12,18 @@ from raycert.interrupts import EXIT_CODE, InterruptedExit, stop_signals
 
 
 def main() -> None:
-    said = False
-    try:
-        with stop_signals():  # until the root group takes over (``raycert.cli.root``)
-            try:
-                from raycert.cli.commands import app
+    with stop_signals():  # until the root group takes over (``raycert.cli.root``)
+        try:
+            from raycert.cli.commands import app
 
-                app(prog_name="raycert")
-            except KeyboardInterrupt:  # while Typer, Rich and the commands load
-                _say_interrupted()
-                said = True
-                sys.exit(EXIT_CODE)
-            except SystemExit as end:  # Typer's own for a signal before the command ran is silent
-                if end.code == EXIT_CODE and not isinstance(end, InterruptedExit):
-                    _say_interrupted()
-                raise
-    except KeyboardInterrupt:  # one that lands while the handlers are put back: still one line
-        if not said:
+            app(prog_name="raycert")
+        except KeyboardInterrupt:  # while Typer, Rich and the commands load
             _say_interrupted()
-        sys.exit(EXIT_CODE)
+            sys.exit(EXIT_CODE)
+        except SystemExit as end:  # Typer's own for a signal before the command ran is silent
+            if end.code == EXIT_CODE and not isinstance(end, InterruptedExit):
+                _say_interrupted()
+            raise
 
 
 def _say_interrupted() -> None:
