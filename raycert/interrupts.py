@@ -17,6 +17,8 @@ start-up in half crashed in native code. So:
 - ``Interrupted``: the ``KeyboardInterrupt`` a command raises once it has recorded where it
   stopped, naming that folder;
 - ``InterruptedExit``: the exit with code 130 once the line saying so is printed.
+- ``forget_handled_interrupt``: clears CPython's sticky mark of an interrupt it saw leave code
+  run by ``exec`` (the console script calls it on its way out).
 
 No handler is ``SIG_IGN``: processes started meanwhile (Ray's) would inherit it and ignore
 SIGTERM for good. Signals can be handled in the main thread only; elsewhere these do nothing.
@@ -99,6 +101,20 @@ def held() -> Iterator[None]:
             handler(caught[0], None)  # stop_signals' or Python's own: raises if it should
         elif handler == signal.SIG_DFL:
             raise KeyboardInterrupt
+
+
+def forget_handled_interrupt() -> None:
+    """Clear CPython's mark that a ``KeyboardInterrupt`` went unhandled, once the program has
+    handled it.
+
+    CPython (3.11 to 3.13 at least) sets that mark whenever a ``KeyboardInterrupt`` leaves code
+    that ``exec`` runs from a string, and ``dataclasses`` and ``namedtuple`` build their methods
+    that way, so an import or a class definition is where a signal may land. The mark stays
+    however the program goes on; when it exits, ``python -m`` then ends by SIGINT (code -2)
+    instead of the code the program chose. Each ``exec`` of a string clears the mark as it
+    starts, and this empty one raises nothing that could set it again.
+    """
+    exec("", {})
 
 
 @contextlib.contextmanager

@@ -99,3 +99,32 @@ def test_a_signal_while_a_command_loads_stops_it_in_one_line(trained, signum, af
     assert stopped.code == 130, stopped.err
     assert not any(crash in stopped.err for crash in CRASHES), stopped.err
     assert _last_line(stopped.err) == "certify interrupted before it wrote anything"
+
+
+# ``python -m lands_in_exec certify``: raycert's own console script, but with the command
+# replaced by code that ``exec`` builds (as dataclasses build their methods) and that a SIGTERM
+# interrupts, every time.
+LANDS_IN_EXEC = """
+import os, signal
+import raycert.cli.commands as commands
+
+def app(prog_name):
+    exec("os.kill(os.getpid(), signal.SIGTERM)\\nwhile True: pass", {"os": os, "signal": signal})
+
+commands.app = app
+from raycert.cli.__main__ import main
+
+main()
+"""
+
+
+def test_a_signal_that_lands_in_code_run_by_exec_still_exits_130(tmp_path):
+    """CPython marks an interrupt that leaves code run by ``exec`` as unhandled for good, and
+    ``python -m`` then ends by SIGINT (code -2) whatever the program did: the loading cases above
+    hit it now and then, when their signal landed in a dataclass being built."""
+    (tmp_path / "lands_in_exec.py").write_text(LANDS_IN_EXEC)
+    run = [sys.executable, "-m", "lands_in_exec", "certify", "run"]
+    ended = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    assert ended.returncode == 130, ended.stderr
+    assert _last_line(ended.stderr) == "certify interrupted before it wrote anything"

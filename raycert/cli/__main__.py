@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import sys
 
-from raycert.interrupts import EXIT_CODE, InterruptedExit, stop_signals
+from raycert.interrupts import (
+    EXIT_CODE,
+    InterruptedExit,
+    forget_handled_interrupt,
+    stop_signals,
+)
 
 
 def main() -> None:
-    with stop_signals():  # until the root group takes over (``raycert.cli.root``)
-        try:
-            from raycert.cli.commands import app
+    try:
+        with stop_signals():  # until the root group takes over (``raycert.cli.root``)
+            try:
+                from raycert.cli.commands import app
 
-            app(prog_name="raycert")
-        except KeyboardInterrupt:  # while Typer, Rich and the commands load
-            _say_interrupted()
-            sys.exit(EXIT_CODE)
-        except SystemExit as end:  # Typer's own for a signal before the command ran is silent
-            if end.code == EXIT_CODE and not isinstance(end, InterruptedExit):
+                app(prog_name="raycert")
+            except KeyboardInterrupt:  # while Typer, Rich and the commands load
                 _say_interrupted()
-            raise
+                sys.exit(EXIT_CODE)
+            except SystemExit as end:  # Typer's own for a signal before the command ran is silent
+                if end.code == EXIT_CODE and not isinstance(end, InterruptedExit):
+                    _say_interrupted()
+                raise
+    finally:  # exit with the code chosen above (an interrupt that escapes is marked anew)
+        forget_handled_interrupt()
 
 
 def _say_interrupted() -> None:
