@@ -189,6 +189,15 @@ def session_processes(sid: int) -> list[str]:
     return [row[1] for row in rows if len(row) == 2 and row[0] == str(sid)]
 
 
+def processes_left(sid: int, grace: float) -> list[str]:
+    """The processes of session ``sid`` still alive after ``grace`` seconds, the moment what
+    its driver stopped has to go (asked every 0.1 s: an empty session ends the wait)."""
+    deadline = time.monotonic() + grace
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def stop_at(
     args: list[str],
     marker: str | None,
@@ -234,8 +243,7 @@ def stop_at(
         process.wait(timeout)
         for reader in readers:
             reader.join(10)
-        time.sleep(2.0)  # what the driver stopped has a moment to go
-        left = session_processes(process.pid)
+        left = processes_left(process.pid, grace=2.0)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
