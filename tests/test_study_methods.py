@@ -2,7 +2,7 @@
 journal and the real trainer, on the synthetic smoke preset: each trial draws its method and
 carries exactly that method's knobs, each method's recipe is a start, the trials table, the
 results, the report and the CLI's chosen-model lines name the method, and ``--resume`` extends
-the study from the pickled define-by-run space."""
+the study from the pickled define-by-run space, racing the methods on the front."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from raycert.report.page import build_report
 from raycert.report.reading import load_study
 from raycert.spec import STUDY_METHODS
 from raycert.study.policy.plan import plan
+from raycert.study.policy.racing import next_method
 from raycert.study.tune.run import StudyRequest, run_study
 from raycert.studyfolder import StudyDir, read_trials
 
@@ -130,6 +131,21 @@ def test_resume_continues_the_study_from_its_pickled_space(all_methods):
     assert [t.params for t in trials[:TRIALS]] == [t.params for t in before]
     for trial in trials[TRIALS:]:  # drawn by the restored searcher
         assert set(trial.params) == carried(spec, trial.params), trial.params
+    # The first new one, asked with every trial before it complete, races the front's methods.
+    runs = [
+        (
+            t.params["method"],
+            t.user_attrs["fidelity"],
+            t.user_attrs["clean_acc"],
+            t.user_attrs["acr"],
+        )
+        for t in before
+        if "acr" in t.user_attrs
+    ]
+    method = next_method(spec.study_methods, runs, [t.params["method"] for t in before])
+    assert method is not None
+    assert trials[TRIALS].system_attrs["fixed_params"] == {"method": method}
+    assert trials[TRIALS].params["method"] == method
     table = pd.read_parquet(study_dir / "trials.parquet")
     assert len(table) == MORE and sorted(table["number"]) == list(range(MORE))
 

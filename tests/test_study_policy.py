@@ -24,6 +24,7 @@ from raycert.study.policy.fidelity import (
     shortened,
 )
 from raycert.study.policy.polish import WholeRun, next_parent
+from raycert.study.policy.racing import live_methods, next_method
 from raycert.study.policy.search import (
     Finish,
     Polish,
@@ -318,3 +319,51 @@ def test_a_waiting_known_point_that_does_not_fit_ends_the_search_but_a_waiting_p
     # A polish a killed driver enqueued before it asked: handed out, not enqueued again.
     enqueued = [done(0, 0.95, 0.35), TrialRecord(1, "waiting", polished_from=0)]
     assert next_step(enqueued, ONE_RUNG, late, running=False, checkpoints=saved(0)) == Sample(1.0)
+
+
+def raced(number: int, method: str, clean_acc: float, acr: float, **attrs) -> TrialRecord:
+    """A completed trial of ``method``."""
+    return TrialRecord(number, "complete", {"method": method}, 1.0, clean_acc, acr, **attrs)
+
+
+METHODS = SearchPlan(min_target=0.9, methods=("acert", "ibp", "sabr"))
+
+
+def test_new_configurations_go_to_the_methods_on_the_front_the_least_tried_first():
+    recipes = [
+        raced(0, "acert", 0.95, 0.35),
+        raced(1, "ibp", 0.94, 0.30),
+        raced(2, "sabr", 0.97, 0.2),
+    ]
+    step = next_step(recipes, METHODS, None, running=False, checkpoints=saved())
+    assert step == Sample(1.0, "acert"), "ibp is dominated by acert; acert comes first"
+    tried = [*recipes, TrialRecord(3, "other", {"method": "acert", "kappa": 0.5})]
+    step = next_step(tried, METHODS, None, running=True, checkpoints=saved())
+    assert step == Sample(1.0, "sabr"), "the running acert trial counts as tried"
+    # ibp, the least tried, is off the front; with a recipe on it, it is next.
+    more = [*tried, raced(4, "sabr", 0.9, 0.1)]
+    assert next_step(more, METHODS, None, running=True, checkpoints=saved()) == Sample(1.0, "acert")
+    more[1] = raced(1, "ibp", 0.99, 0.05)
+    assert next_step(more, METHODS, None, running=True, checkpoints=saved()) == Sample(1.0, "ibp")
+
+
+def test_the_sampler_draws_the_method_until_every_method_has_a_run():
+    started = [raced(0, "acert", 0.95, 0.35), TrialRecord(1, "other", {"method": "ibp"})]
+    assert next_step(started, METHODS, None, running=True, checkpoints=saved()) == Sample(1.0)
+    one = dataclasses.replace(METHODS, methods=("acert",))
+    assert next_step(
+        [raced(0, "acert", 0.95, 0.35)], one, None, running=False, checkpoints=saved()
+    ) == Sample(1.0)
+    waiting = [*started, raced(2, "sabr", 0.9, 0.1), TrialRecord(3, "waiting", {"method": "ibp"})]
+    assert next_step(waiting, METHODS, None, running=True, checkpoints=saved()) == Sample(1.0), (
+        "a known point first"
+    )
+
+
+def test_a_method_is_live_on_the_front_of_its_own_fidelity():
+    # sabr's short run is dominated by acert's whole run, not by any run of its own rung.
+    runs = [("acert", 1.0, 0.95, 0.35), ("ibp", 1.0, 0.94, 0.3), ("sabr", 1 / 3, 0.9, 0.1)]
+    assert live_methods(("acert", "ibp", "sabr"), runs) == ("acert", "sabr")
+    assert live_methods(("acert", "ibp", "sabr"), runs[:2]) is None, "sabr has no run yet"
+    assert next_method(("acert", "ibp"), runs[:2], ["acert", "acert", "ibp"]) == "acert"
+    assert next_method(("acert",), runs[:1], ["acert"]) is None

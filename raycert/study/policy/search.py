@@ -5,7 +5,8 @@ The rules, in order:
 1. a known point is waiting (the recipe, a spec's start, a trial enqueued by a killed driver):
    it runs at the top rung, if it fits the budget;
 2. else a promotion (``fidelity.next_promotion``) that fits: the run re-run at the next rung;
-3. else a new configuration at the lowest rung, if it fits;
+3. else a new configuration at the lowest rung, if it fits; in a study of several methods, of
+   the method ``racing.next_method`` names (a method whose runs reach the front);
 4. else, once nothing whole fits, a polish (``polish``) of the front's next run, while one fits;
    a wait while a running trial may still make room for one (or need one), else the end.
 
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from raycert.study.policy.budget import Clock
 from raycert.study.policy.fidelity import RungRun, next_promotion, shortened_epochs
 from raycert.study.policy.polish import WholeRun, next_parent
+from raycert.study.policy.racing import next_method
 
 TrialState = Literal["waiting", "complete", "other"]  # "other": running, pruned, failed
 
@@ -49,8 +51,9 @@ class TrialRecord:
 class SearchPlan:
     """The search's fixed settings: the ``rungs`` (increasing fidelities ending at 1) and
     ``eta`` of a multi-fidelity search, the whole run's ``epochs`` (``None``: unknown, judge by
-    the longest trial), the lowest accuracy target and its noise margin on the val split, and
-    the epochs of a polish trial (``None``: no polishing)."""
+    the longest trial), the lowest accuracy target and its noise margin on the val split, the
+    epochs of a polish trial (``None``: no polishing), and the methods the study searches (in
+    its order; empty or one: the method is not searched)."""
 
     rungs: tuple[float, ...] = (1.0,)
     eta: int = 3
@@ -58,6 +61,7 @@ class SearchPlan:
     min_target: float = 0.0
     margin: float = 0.0
     polish_epochs: int | None = None
+    methods: tuple[str, ...] = ()
 
     @property
     def top(self) -> float:
@@ -72,9 +76,11 @@ class SearchPlan:
 
 @dataclass(frozen=True)
 class Sample:
-    """Ask the sampler: it hands out a waiting known point first, else a new configuration."""
+    """Ask the sampler: it hands out a waiting known point first, else a new configuration, of
+    ``method`` when one is named (``None``: the sampler draws the method too)."""
 
     fidelity: float
+    method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def next_step(
             return promotion
     fidelity = plan.top if waiting else plan.rungs[0]
     if fits(fidelity):
-        return Sample(fidelity)
+        return Sample(fidelity, None if waiting else _method(trials, plan))
     # Nothing whole fits: polish, unless the study does not or a known point is left (the
     # sampler would hand it out first).
     if plan.polish_epochs is None or clock is None or any(t.polished_from is None for t in waiting):
@@ -143,6 +149,20 @@ def next_step(
     if parent is None:  # a running trial may yet join the front
         return Wait() if running else Finish()
     return parent
+
+
+def _method(trials: Sequence[TrialRecord], plan: SearchPlan) -> str | None:
+    """The method of a new configuration (``racing.next_method``): its runs are the completed
+    trials, each at its fidelity (the top rung where none is recorded)."""
+    if len(plan.methods) < 2:
+        return None
+    runs = [
+        (t.params["method"], plan.top if t.fidelity is None else t.fidelity, t.clean_acc, t.acr)
+        for t in trials
+        if t.state == "complete" and "method" in t.params and None not in (t.clean_acc, t.acr)
+    ]
+    drawn = [t.params["method"] for t in trials if "method" in t.params]
+    return next_method(plan.methods, runs, drawn)
 
 
 def _promotion(trials: Sequence[TrialRecord], plan: SearchPlan) -> Promote | None:

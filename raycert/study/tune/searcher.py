@@ -11,7 +11,8 @@ of the front, a wait or the end) is ``raycert.study.policy.search.next_step``'s 
 shell turns Optuna's trials into the policy's records, reads the budget's clock and acts on
 the step: it enqueues a promotion or a polish as an Optuna trial whose user attributes
 (``fidelity``, ``promoted_from``, ``polished_from``, ``init_from``) the journal keeps across
-``--resume``.
+``--resume``, and a new configuration of a named method (``raycert.study.policy.racing``) as an
+Optuna trial with that method fixed, whose other parameters the sampler draws.
 
 Its space is a define-by-run ``MethodSpace`` (``raycert.study.tune.space``): each trial draws its
 method first, then that method's knobs. Tune pickles the searcher, that space included, into
@@ -140,6 +141,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
             self._ot_study.enqueue_trial(step.run.params, user_attrs=attrs)
         else:
             fidelity = step.fidelity
+            if step.method is not None:  # the sampler draws that method's knobs
+                self._ot_study.enqueue_trial({"method": step.method})
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_trial_id", trial_id)

@@ -150,6 +150,7 @@ def _searcher(driver: Driver) -> ConstrainedOptunaSearch:
             eta=spec.eta,
             epochs=spec.base.epochs,
             polish_epochs=polish_epochs,
+            methods=tuple(spec.study_methods),
         ),
         # Trial 0: the preset's own configuration, then the other methods' recipes and the
         # spec's starts (at the top rung);
