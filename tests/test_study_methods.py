@@ -20,7 +20,7 @@ from raycert.report.page import build_report
 from raycert.report.reading import load_study
 from raycert.spec import STUDY_METHODS
 from raycert.study.policy.plan import plan
-from raycert.study.policy.racing import next_method
+from raycert.study.policy.racing import MethodRun, next_method
 from raycert.study.tune.run import StudyRequest, run_study
 from raycert.studyfolder import StudyDir, read_trials
 
@@ -133,7 +133,7 @@ def test_resume_continues_the_study_from_its_pickled_space(all_methods):
         assert set(trial.params) == carried(spec, trial.params), trial.params
     # The first new one, asked with every trial before it complete, races the front's methods.
     runs = [
-        (
+        MethodRun(
             t.params["method"],
             t.user_attrs["fidelity"],
             t.user_attrs["clean_acc"],

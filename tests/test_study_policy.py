@@ -24,7 +24,7 @@ from raycert.study.policy.fidelity import (
     shortened,
 )
 from raycert.study.policy.polish import WholeRun, next_parent
-from raycert.study.policy.racing import live_methods, next_method
+from raycert.study.policy.racing import MethodRun, live_methods, next_method
 from raycert.study.policy.search import (
     Finish,
     Polish,
@@ -362,7 +362,11 @@ def test_the_sampler_draws_the_method_until_every_method_has_a_run():
 
 def test_a_method_is_live_on_the_front_of_its_own_fidelity():
     # sabr's short run is dominated by acert's whole run, not by any run of its own rung.
-    runs = [("acert", 1.0, 0.95, 0.35), ("ibp", 1.0, 0.94, 0.3), ("sabr", 1 / 3, 0.9, 0.1)]
+    runs = [
+        MethodRun("acert", 1.0, 0.95, 0.35),
+        MethodRun("ibp", 1.0, 0.94, 0.3),
+        MethodRun("sabr", 1 / 3, 0.9, 0.1),
+    ]
     assert live_methods(("acert", "ibp", "sabr"), runs) == ("acert", "sabr")
     assert live_methods(("acert", "ibp", "sabr"), runs[:2]) is None, "sabr has no run yet"
     assert next_method(("acert", "ibp"), runs[:2], ["acert", "acert", "ibp"]) == "acert"

@@ -17,30 +17,36 @@ has a completed run, and in a study of one method, the sampler draws the method 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from raycert.studyfolder import pareto_ranks
 
 
-def live_methods(
-    methods: Sequence[str], runs: Sequence[tuple[str, float | None, float, float]]
-) -> tuple[str, ...] | None:
-    """The methods in ``methods`` with a run on the front of its fidelity, in ``methods``' order;
-    ``runs`` are the completed runs as (method, fidelity, clean accuracy, ACR) (fidelity None:
-    the whole run). None while some method has no completed run."""
-    if {method for method, *_ in runs} < set(methods):
+class MethodRun(NamedTuple):
+    """A completed run as racing reads it: its method, its fidelity (None: the whole run) and
+    its val metrics."""
+
+    method: str
+    fidelity: float | None
+    clean_acc: float
+    acr: float
+
+
+def live_methods(methods: Sequence[str], runs: Sequence[MethodRun]) -> tuple[str, ...] | None:
+    """The methods in ``methods`` with a run on the front of the runs of its fidelity, in
+    ``methods``' order; None while some method has no completed run."""
+    if not set(methods) <= {run.method for run in runs}:
         return None
     on_front: set[str] = set()
-    for fidelity in {fidelity for _, fidelity, *_ in runs}:
-        same = [run for run in runs if run[1] == fidelity]
-        ranks = pareto_ranks([(clean_acc, acr) for _, _, clean_acc, acr in same])
-        on_front.update(run[0] for run, rank in zip(same, ranks, strict=True) if rank == 0)
+    for fidelity in {run.fidelity for run in runs}:
+        same = [run for run in runs if run.fidelity == fidelity]
+        ranks = pareto_ranks([(run.clean_acc, run.acr) for run in same])
+        on_front.update(run.method for run, rank in zip(same, ranks, strict=True) if rank == 0)
     return tuple(method for method in methods if method in on_front)
 
 
 def next_method(
-    methods: Sequence[str],
-    runs: Sequence[tuple[str, float | None, float, float]],
-    drawn: Sequence[str],
+    methods: Sequence[str], runs: Sequence[MethodRun], drawn: Sequence[str]
 ) -> str | None:
     """The method of the next new configuration: of the live methods (``live_methods``), the
     one in ``drawn`` (every trial's method so far, running ones included) the fewest times.

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from raycert.study.policy.budget import Clock
 from raycert.study.policy.fidelity import RungRun, next_promotion, shortened_epochs
 from raycert.study.policy.polish import WholeRun, next_parent
-from raycert.study.policy.racing import next_method
+from raycert.study.policy.racing import MethodRun, next_method
 
 TrialState = Literal["waiting", "complete", "other"]  # "other": running, pruned, failed
 
@@ -157,7 +157,9 @@ def _method(trials: Sequence[TrialRecord], plan: SearchPlan) -> str | None:
     if len(plan.methods) < 2:
         return None
     runs = [
-        (t.params["method"], plan.top if t.fidelity is None else t.fidelity, t.clean_acc, t.acr)
+        MethodRun(
+            t.params["method"], plan.top if t.fidelity is None else t.fidelity, t.clean_acc, t.acr
+        )
         for t in trials
         if t.state == "complete" and "method" in t.params and None not in (t.clean_acc, t.acr)
     ]
