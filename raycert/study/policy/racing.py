@@ -23,11 +23,11 @@ from raycert.studyfolder import pareto_ranks
 
 
 class MethodRun(NamedTuple):
-    """A completed run as racing reads it: its method, its fidelity (None: the whole run) and
-    its val metrics."""
+    """A completed run as racing reads it: its method, its fidelity (1: the whole run) and its
+    val metrics."""
 
     method: str
-    fidelity: float | None
+    fidelity: float
     clean_acc: float
     acr: float
 

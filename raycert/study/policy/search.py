@@ -154,8 +154,6 @@ def next_step(
 def _method(trials: Sequence[TrialRecord], plan: SearchPlan) -> str | None:
     """The method of a new configuration (``racing.next_method``): its runs are the completed
     trials, each at its fidelity (the top rung where none is recorded)."""
-    if len(plan.methods) < 2:
-        return None
     runs = [
         MethodRun(
             t.params["method"], plan.top if t.fidelity is None else t.fidelity, t.clean_acc, t.acr

@@ -142,7 +142,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
         else:
             fidelity = step.fidelity
             if step.method is not None:  # the sampler draws that method's knobs
-                self._ot_study.enqueue_trial({"method": step.method})
+                self._ot_study.enqueue_trial(
+                    {"method": step.method}, user_attrs={FIDELITY: fidelity}
+                )
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_trial_id", trial_id)
