@@ -18,18 +18,18 @@ pytestmark = pytest.mark.slow
 STUDY = ["synthetic", "--preset", "smoke", "--trials", "2", "--min-acc", "0.5"]
 CRASHES = ("Traceback", "Fatal Python error", "Segmentation fault", "SIGABRT", "core dumped")
 
-# (phase, the marker that starts it, the signals, to the whole process group or the driver).
-# Each phase's study is resumed after the terminal's Ctrl-C (``group``), the harsher stop (Ray's
-# workers get the signal too); a signal to the driver alone is checked up to its stop.
+# (phase, the marker that starts it, the signals, to the whole process group or the driver,
+# whether the stopped study is resumed). Every stop is resumed but a signal to the driver alone
+# during Ray's start-up: no trial has started, so it leaves the folder the group's Ctrl-C does.
 PHASES = [
-    ("imports", None, [signal.SIGINT], True),
-    ("ray start-up", "starting Ray", [signal.SIGTERM], False),
-    ("ray start-up", "starting Ray", [signal.SIGINT, signal.SIGINT], True),
-    ("trials", "trial(s) at a time", [signal.SIGINT, signal.SIGINT], True),
-    ("trials", "trial(s) at a time", [signal.SIGTERM], False),
-    ("certification", "certifying the chosen models", [signal.SIGTERM], False),
-    ("certification", "certifying the chosen models", [signal.SIGINT, signal.SIGINT], True),
-    ("report", "writing the report", [signal.SIGINT], True),
+    ("imports", None, [signal.SIGINT], True, True),
+    ("ray start-up", "starting Ray", [signal.SIGTERM], False, False),
+    ("ray start-up", "starting Ray", [signal.SIGINT, signal.SIGINT], True, True),
+    ("trials", "trial(s) at a time", [signal.SIGINT, signal.SIGINT], True, True),
+    ("trials", "trial(s) at a time", [signal.SIGTERM], False, True),
+    ("certification", "certifying the chosen models", [signal.SIGTERM], False, True),
+    ("certification", "certifying the chosen models", [signal.SIGINT, signal.SIGINT], True, True),
+    ("report", "writing the report", [signal.SIGINT], True, True),
 ]
 
 
@@ -37,8 +37,10 @@ def _last_line(err: str) -> str:
     return [line for line in err.splitlines() if line.strip()][-1]
 
 
-@pytest.mark.parametrize(("phase", "marker", "signals", "group"), PHASES)
-def test_a_signal_at_any_phase_stops_the_study_in_one_line(tmp_path, phase, marker, signals, group):
+@pytest.mark.parametrize(("phase", "marker", "signals", "group", "resume"), PHASES)
+def test_a_signal_at_any_phase_stops_the_study_in_one_line(
+    tmp_path, phase, marker, signals, group, resume
+):
     args = [*STUDY, "--storage", "st", "--name", "s"]
     stopped = stop_at(args, marker, signals, tmp_path, group=group)
 
@@ -60,7 +62,7 @@ def test_a_signal_at_any_phase_stops_the_study_in_one_line(tmp_path, phase, mark
         )
     else:
         assert line == "study interrupted before it wrote anything"
-    if not group:
+    if not resume:
         return
     code, out, err = run_study_cli(*args, "--resume", cwd=tmp_path)
     if study_json.exists():
